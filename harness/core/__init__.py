@@ -1,0 +1,1 @@
+"""Pure core: domain model, timeline, measurements, checks and safety decisions (standard library only)."""

