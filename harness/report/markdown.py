@@ -1,0 +1,123 @@
+"""The manager-readable Markdown drill report (report.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from .model import (
+    WRITE_EXPLANATION,
+    WRITE_FIELDS,
+    View,
+    build_view,
+    rpo_line,
+    writes_line,
+)
+
+_STATUS_MARK = {"pass": "\u2705 pass", "fail": "\u274c fail", "warning": "\u26a0\ufe0f warning", "skipped": "\u23ed skipped"}
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip() or " "
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    header = list(header)
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _mark(status: Any) -> str:
+    s = str(status or "").lower()
+    return _STATUS_MARK.get(s, s or "?")
+
+
+def render_markdown(report: Mapping[str, Any], *, view: View | None = None) -> str:
+    """Render the report dict (already redacted) as Markdown."""
+    v = view or build_view(report)
+    out: list[str] = []
+    icon = {"passed": "\u2705", "missed": "\u274c", "failed": "\u274c", "aborted": "\u26d4"}[v.verdict_class]
+    out.append(f"# Drill report: {v.kind or 'drill'}")
+    out.append("")
+    out.append(f"## {icon} {v.verdict} (exit code {v.exit_code})")
+    out.append("")
+    if v.summary:
+        out += [v.summary, ""]
+    out += _table(["", ""], [
+        ("Run", f"`{v.run_id}`"),
+        ("Kind", v.kind),
+        ("Target", v.target),
+        ("Started", v.started),
+        ("Ended", v.ended),
+        ("Duration", v.duration),
+    ])
+    out.append("")
+
+    out += ["## Recovery objectives", ""]
+    if v.objectives:
+        c = v.counts["objectives"]
+        out += [f"{c['met']} of {c['total']} services met their objectives.", ""]
+        out += _table(
+            ["Service", "Priority", "RTO target", "RTO measured", "RPO target", "RPO measured", "Result"],
+            [(o.service, o.priority, o.rto_target, o.rto_measured, o.rpo_target, o.rpo_measured,
+              ("\u2705 met" if o.met else ("\u274c missed: " + o.reason if o.met is False else o.result)))
+             for o in v.objectives])
+    else:
+        out.append("No objectives were measured in this run.")
+    out.append("")
+
+    if v.phases:
+        out += ["### RTO phase breakdown", "", "Time from fault injection to each phase, per service.", ""]
+        out += _table(["Service"] + [c.replace("_", " ") for c in v.phase_columns], [(s, *vals) for s, vals in v.phases])
+        out.append("")
+    if v.probe_stats:
+        out += ["### Probe latency", ""]
+        out += _table(["Service", "Probes", "Errors", "p50", "p95", "max"],
+                      [(p["service"], p["count"], p["errors"], p["p50"], p["p95"], p["max"]) for p in v.probe_stats])
+        out.append("")
+
+    out += ["## Writes during the drill", "", writes_line(v.writes), ""]
+    if v.writes:
+        fields = [f for f in WRITE_FIELDS if f in v.writes] + [f for f in v.writes if f not in WRITE_FIELDS]
+        out += _table([f.capitalize() for f in fields], [[v.writes.get(f) for f in fields]])
+        out += ["", f"_{WRITE_EXPLANATION}_", ""]
+    line = rpo_line(v.rpo)
+    if line:
+        out += [line, ""]
+
+    out += ["## Data integrity", ""]
+    if v.integrity:
+        out += _table(["Check", "Status", "Details"],
+                      [(i.get("check", "?"), _mark(i.get("status")), i.get("details", "")) for i in v.integrity])
+    else:
+        out.append("No integrity checks were run.")
+    out.append("")
+
+    out += ["## Checklist", ""]
+    if v.checklist_by_phase:
+        for _phase, title, items in v.checklist_by_phase:
+            out += [f"### {title}", ""]
+            out += _table(["Item", "Expected", "Observed", "Status"],
+                          [(i.get("item", "?"), i.get("expected", ""), i.get("observed", ""), _mark(i.get("status")))
+                           for i in items])
+            out.append("")
+    else:
+        out += ["No checklist items were recorded.", ""]
+
+    out += ["## Key events", ""]
+    if v.key_events:
+        out += _table(["Time", "Since fault", "Kind", "Event", "Details"],
+                      [(e.clock, e.offset, e.kind, e.event, e.detail) for e in v.key_events])
+        if v.key_events_omitted:
+            out += ["", f"{v.key_events_omitted} more events are in report.json."]
+    else:
+        out.append("No faults, failovers, checks or notes were recorded.")
+    out.append("")
+
+    if v.notes:
+        out += ["## Notes", ""] + [f"- {_cell(n)}" for n in v.notes] + [""]
+    if v.environment:
+        out += ["## Environment", ""] + _table(["Key", "Value"], v.environment) + [""]
+    out.append("_Full data in report.json, the timeline chart in report.html, CI results in junit.xml._")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,402 @@
+"""Presentation model of a report dict: verdict, human durations and grouped rows shared by every writer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+# Verdict headlines (the md/html banner and the console use exactly these).
+PASSED = "PASSED"
+FAILED_OBJECTIVES = "FAILED: objectives missed"
+FAILED_INTEGRITY = "FAILED: integrity violation"
+FAILED_CHECKLIST = "FAILED: checklist items failed"
+FAILED_SAFETY = "FAILED: refused by safety"
+FAILED_HARNESS = "FAILED: harness error"
+FAILED = "FAILED"
+ABORTED = "ABORTED"
+
+CHECKLIST_PHASES = ("pre_test", "during_test", "post_test")
+PHASE_TITLES = {"pre_test": "Before the test", "during_test": "During the test", "post_test": "After the test"}
+# Canonical order of RTO phases; unknown phase names follow in their own order.
+RTO_PHASE_ORDER = ("detected", "decided", "approved", "promoted", "traffic_switched", "scaled", "first_success", "recovered")
+KEY_EVENT_KINDS = ("fault", "failover", "check", "note")
+# Failover events worth a vertical line in the chart, matched as substrings of the event name.
+KEY_FAILOVER_MARKERS = ("detected", "promot", "traffic_switched", "switch")
+
+WRITE_FIELDS = ("attempted", "acknowledged", "lost", "recovered", "unexpected", "indeterminate")
+WRITE_EXPLANATION = (
+    "lost = acknowledged writes missing after recovery (data loss); "
+    "recovered = writes with an unknown outcome (timeout, dropped connection) that turned out to be stored; "
+    "unexpected = stored records nobody ever attempted (must be 0)."
+)
+
+
+def fmt_duration(seconds: Any, *, missing: str = "\u2014") -> str:
+    """Seconds as a short human duration: "350 ms", "2.4 s", "15 min", "1 h", "1.5 d"."""
+    if seconds is None or isinstance(seconds, bool):
+        return missing
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return str(seconds)
+    if math.isnan(s):
+        return missing
+    if math.isinf(s):
+        return "\u221e"
+    sign = "-" if s < 0 else ""
+    s = abs(s)
+    if s == 0:
+        return "0 s"
+    if s < 1:
+        return f"{sign}{s * 1000:.0f} ms"
+    if s < 60:
+        return f"{sign}{_trim(s, 1)} s"
+    if s < 3600:
+        return f"{sign}{_trim(s / 60, 1)} min"
+    if s < 86400 * 2:
+        return f"{sign}{_trim(s / 3600, 1)} h"
+    return f"{sign}{_trim(s / 86400, 1)} d"
+
+
+def _trim(value: float, digits: int) -> str:
+    text = f"{value:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def fmt_offset(seconds: float | None) -> str:
+    """A signed offset from fault injection: "T+2.4 s", "T-5 s", or "" when unknown."""
+    if seconds is None:
+        return ""
+    if abs(seconds) < 0.0005:
+        return "T+0 s"
+    return ("T+" if seconds >= 0 else "T-") + fmt_duration(abs(seconds))
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds from an epoch number or an ISO-8601 string (naive means UTC); None if unusable."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        try:
+            dt = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def fmt_clock(value: Any) -> str:
+    """A timestamp as "2025-03-01 10:00:00 UTC" (the input text when it does not parse)."""
+    t = parse_time(value)
+    if t is None:
+        return "" if value is None else str(value)
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def event_time(event: Mapping[str, Any]) -> float | None:
+    """Epoch seconds of a timeline event (prefers the numeric `ts`, falls back to ISO `t`)."""
+    for key in ("ts", "t"):
+        t = parse_time(event.get(key))
+        if t is not None:
+            return t
+    return None
+
+
+def verdict(report: Mapping[str, Any]) -> str:
+    """The headline verdict from status and exit code (items are consulted when the code is generic)."""
+    status = str(report.get("status") or "").lower()
+    code = report.get("exit_code")
+    if status == "aborted" or code == 130:
+        return ABORTED
+    if status == "passed":
+        return PASSED
+    if code == 4:
+        return FAILED_INTEGRITY
+    if code == 3:
+        return FAILED_OBJECTIVES
+    if code == 5:
+        return FAILED_SAFETY
+    if any(_status(i) == "fail" for i in report.get("integrity") or []):
+        return FAILED_INTEGRITY
+    if any(o.get("met") is False for o in report.get("objectives") or [] if isinstance(o, Mapping)):
+        return FAILED_OBJECTIVES
+    if code == 1:
+        return FAILED_HARNESS
+    if any(_status(i) == "fail" for i in report.get("checklist") or []):
+        return FAILED_CHECKLIST
+    return FAILED
+
+
+def verdict_class(text: str) -> str:
+    """CSS class (and colour family) of a verdict."""
+    if text == PASSED:
+        return "passed"
+    if text == ABORTED:
+        return "aborted"
+    if text == FAILED_OBJECTIVES:
+        return "missed"
+    return "failed"
+
+
+def _status(item: Any) -> str:
+    return str(item.get("status") or "").lower() if isinstance(item, Mapping) else ""
+
+
+@dataclass(frozen=True)
+class ObjectiveRow:
+    """One service's objectives, formatted."""
+
+    service: str
+    priority: str
+    rto_target: str
+    rto_measured: str
+    rpo_target: str
+    rpo_measured: str
+    rto_ok: bool | None
+    rpo_ok: bool | None
+    met: bool | None
+    result: str
+    reason: str
+
+
+def _within(measured: Any, target: Any) -> bool | None:
+    if target is None:
+        return None
+    if measured is None:
+        return False
+    try:
+        return float(measured) <= float(target)
+    except (TypeError, ValueError):
+        return None
+
+
+def objective_row(o: Mapping[str, Any]) -> ObjectiveRow:
+    """Format one objective; `reason` says in words why it was missed (empty when met)."""
+    rto_m, rto_t = o.get("rto_measured_s"), o.get("rto_target_s")
+    rpo_m, rpo_t = o.get("rpo_measured_s"), o.get("rpo_target_s")
+    rto_ok, rpo_ok = _within(rto_m, rto_t), _within(rpo_m, rpo_t)
+    met = o.get("met")
+    if met is None and (rto_ok is not None or rpo_ok is not None):
+        met = rto_ok is not False and rpo_ok is not False
+    reasons = []
+    if rto_m is None and rto_t is not None:
+        reasons.append("service never recovered")
+    elif rto_ok is False:
+        reasons.append(f"RTO {fmt_duration(rto_m)} exceeds target {fmt_duration(rto_t)}")
+    if rpo_m is None and rpo_t is not None and rto_m is not None:
+        reasons.append("RPO not measured")
+    elif rpo_ok is False and rpo_m is not None:
+        reasons.append(f"RPO {fmt_duration(rpo_m)} exceeds target {fmt_duration(rpo_t)}")
+    if o.get("reason"):
+        reasons.append(str(o["reason"]))
+    if met is False and not reasons:
+        reasons.append("objective not met")
+    result = "met" if met else ("missed" if met is False else "not judged")
+    return ObjectiveRow(
+        service=str(o.get("service", "?")),
+        priority=str(o.get("priority") or ""),
+        rto_target=fmt_duration(rto_t),
+        rto_measured=fmt_duration(rto_m, missing="not recovered") if rto_t is not None else fmt_duration(rto_m),
+        rpo_target=fmt_duration(rpo_t),
+        rpo_measured=fmt_duration(rpo_m),
+        rto_ok=rto_ok,
+        rpo_ok=rpo_ok,
+        met=met,
+        result=result,
+        reason="; ".join(reasons) if met is False else "",
+    )
+
+
+@dataclass(frozen=True)
+class KeyEvent:
+    """A timeline event worth showing to a reader (faults, failovers, checks, notes)."""
+
+    clock: str
+    offset: str
+    kind: str
+    event: str
+    detail: str
+
+
+@dataclass
+class View:
+    """Everything the md, html and console writers show, computed once from the report dict."""
+
+    report: Mapping[str, Any]
+    verdict: str
+    verdict_class: str
+    exit_code: Any
+    run_id: str
+    kind: str
+    target: str
+    started: str
+    ended: str
+    duration: str
+    summary: str
+    objectives: list[ObjectiveRow]
+    writes: dict[str, Any]
+    rpo: dict[str, Any]
+    integrity: list[dict[str, Any]]
+    checklist_by_phase: list[tuple[str, str, list[dict[str, Any]]]]
+    phase_columns: list[str]
+    phases: list[tuple[str, list[str]]]
+    probe_stats: list[dict[str, Any]]
+    key_events: list[KeyEvent]
+    key_events_omitted: int
+    notes: list[str]
+    environment: list[tuple[str, str]]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    fault_t: float | None = None
+
+
+MAX_KEY_EVENTS = 200
+
+
+def fault_time(report: Mapping[str, Any]) -> float | None:
+    """Epoch time of the (first) fault injection: `series.fault_t`, else the first fault event."""
+    series = report.get("series") if isinstance(report.get("series"), Mapping) else {}
+    t = parse_time(series.get("fault_t")) if series else None
+    if t is not None:
+        return t
+    times = [event_time(e) for e in report.get("timeline") or [] if isinstance(e, Mapping) and e.get("kind") == "fault"]
+    times = [t for t in times if t is not None]
+    return min(times) if times else None
+
+
+def _detail(data: Any) -> str:
+    if not isinstance(data, Mapping) or not data:
+        return "" if data in (None, {}, []) else str(data)
+    parts = []
+    for k, v in data.items():
+        if isinstance(v, float):
+            v = round(v, 3)
+        text = f"{k}={v}"
+        parts.append(text if len(text) <= 80 else text[:77] + "...")
+    return ", ".join(parts)
+
+
+def _count(items: list[Any], key: str = "status") -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in items:
+        s = str(i.get(key) or "unknown").lower() if isinstance(i, Mapping) else "unknown"
+        out[s] = out.get(s, 0) + 1
+    return out
+
+
+def build_view(report: Mapping[str, Any]) -> View:
+    """Compute the presentation model of a (redacted) report dict."""
+    started, ended = parse_time(report.get("started_at")), parse_time(report.get("ended_at"))
+    duration = fmt_duration(ended - started) if started is not None and ended is not None else "\u2014"
+    v = verdict(report)
+    objectives = [objective_row(o) for o in report.get("objectives") or [] if isinstance(o, Mapping)]
+    writes = dict(report.get("writes") or {})
+    integrity = [dict(i) for i in report.get("integrity") or [] if isinstance(i, Mapping)]
+    checklist = [dict(i) for i in report.get("checklist") or [] if isinstance(i, Mapping)]
+
+    known = [p for p in CHECKLIST_PHASES if any(i.get("phase") == p for i in checklist)]
+    others = []
+    for i in checklist:
+        p = str(i.get("phase") or "other")
+        if p not in CHECKLIST_PHASES and p not in others:
+            others.append(p)
+    grouped = [
+        (p, PHASE_TITLES.get(p, p.replace("_", " ").capitalize()), [i for i in checklist if str(i.get("phase") or "other") == p])
+        for p in known + others
+    ]
+
+    raw_phases = report.get("phases") if isinstance(report.get("phases"), Mapping) else {}
+    names: list[str] = []
+    for per in raw_phases.values():
+        if isinstance(per, Mapping):
+            for name in per:
+                if name not in names:
+                    names.append(name)
+    columns = [p for p in RTO_PHASE_ORDER if p in names] + [p for p in names if p not in RTO_PHASE_ORDER]
+    phases = [
+        (str(svc), [fmt_duration(per.get(c)) if isinstance(per, Mapping) else "\u2014" for c in columns])
+        for svc, per in raw_phases.items()
+    ]
+
+    stats_raw = report.get("probe_stats") if isinstance(report.get("probe_stats"), Mapping) else {}
+    probe_stats = []
+    for svc, st in stats_raw.items():
+        st = st if isinstance(st, Mapping) else {}
+        probe_stats.append({
+            "service": str(svc),
+            "count": st.get("count", "\u2014"),
+            "errors": st.get("errors", "\u2014"),
+            "p50": fmt_duration(st.get("p50_s")),
+            "p95": fmt_duration(st.get("p95_s")),
+            "max": fmt_duration(st.get("max_s")),
+        })
+
+    ft = fault_time(report)
+    events: list[KeyEvent] = []
+    omitted = 0
+    for e in report.get("timeline") or []:
+        if not isinstance(e, Mapping) or e.get("kind") not in KEY_EVENT_KINDS:
+            continue
+        if len(events) >= MAX_KEY_EVENTS:
+            omitted += 1
+            continue
+        t = event_time(e)
+        events.append(KeyEvent(
+            clock=fmt_clock(e.get("t") if e.get("t") is not None else e.get("ts")),
+            offset=fmt_offset(t - ft) if t is not None and ft is not None else "",
+            kind=str(e.get("kind")),
+            event=str(e.get("event", "")),
+            detail=_detail(e.get("data")),
+        ))
+
+    env = report.get("environment")
+    environment = [(str(k), str(val)) for k, val in env.items()] if isinstance(env, Mapping) else (
+        [("environment", str(env))] if env else [])
+    notes = [str(n) for n in report.get("notes") or []] if isinstance(report.get("notes"), list) else (
+        [str(report["notes"])] if report.get("notes") else [])
+
+    counts = {
+        "objectives": {"met": sum(1 for o in objectives if o.met), "missed": sum(1 for o in objectives if o.met is False),
+                       "total": len(objectives)},
+        "integrity": _count(integrity),
+        "checklist": _count(checklist),
+    }
+    return View(
+        report=report, verdict=v, verdict_class=verdict_class(v), exit_code=report.get("exit_code"),
+        run_id=str(report.get("run_id", "")), kind=str(report.get("kind", "")), target=str(report.get("target", "")),
+        started=fmt_clock(report.get("started_at")), ended=fmt_clock(report.get("ended_at")), duration=duration,
+        summary=str(report.get("summary") or ""), objectives=objectives, writes=writes,
+        rpo=dict(report.get("rpo") or {}) if isinstance(report.get("rpo"), Mapping) else {},
+        integrity=integrity, checklist_by_phase=grouped, phase_columns=columns, phases=phases,
+        probe_stats=probe_stats, key_events=events, key_events_omitted=omitted, notes=notes,
+        environment=environment, counts=counts, fault_t=ft,
+    )
+
+
+def writes_line(writes: Mapping[str, Any]) -> str:
+    """One sentence about the write ledger for the reader in a hurry."""
+    if not writes:
+        return "No writes were recorded."
+    lost = writes.get("lost") or 0
+    unexpected = writes.get("unexpected") or 0
+    ack = writes.get("acknowledged", 0)
+    if lost or unexpected:
+        return (f"{lost} of {ack} acknowledged writes were lost and {unexpected} unexpected records appeared.")
+    return f"All {ack} acknowledged writes survived; no unexpected records."
+
+
+def rpo_line(rpo: Mapping[str, Any]) -> str:
+    """One sentence about the measured RPO (empty when no RPO block was given)."""
+    if not rpo:
+        return ""
+    text = f"Measured RPO {fmt_duration(rpo.get('rpo_s'))}, {rpo.get('lost', 0)} acknowledged write(s) lost"
+    before, surviving = rpo.get("last_ack_before_fault"), rpo.get("last_surviving_ack")
+    if before is not None or surviving is not None:
+        text += f" (last acknowledged write before the fault: {fmt_clock(before) or '—'}; last one that survived: {fmt_clock(surviving) or '—'})"
+    return text + "."
