@@ -336,19 +336,20 @@ class Lab:
         if not st:
             leftovers = procs.sweep([str(self.state) + "/", str(self.server_root) + "/"])
             return bool(leftovers)
-        # order: front door first, data last
-        for name in ("router", "supervisor", "popbill", "toxiproxy", "moto", "redis_primary", "redis_dr"):
-            pid = st.get("pids", {}).get(name)
-            if pid:
-                progress(f"stopping {name}")
-                procs.stop(pid, timeout=3)
+        # the front door first (no new traffic), then everything else at once
+        pids = st.get("pids", {})
+        if pids.get("router"):
+            procs.stop(pids["router"], timeout=3)
         try:
             nodes = self.pg_nodes(st)
         except LabError:
             nodes = {}
-        for region, node in nodes.items():
-            progress(f"stopping PostgreSQL {region}")
-            node.stop(mode="immediate", timeout=10)
+        progress(f"stopping {', '.join(n for n in pids if n != 'router')} and PostgreSQL {', '.join(nodes)}")
+        with ThreadPoolExecutor(max_workers=len(pids) + len(nodes) + 1) as ex:
+            futs = [ex.submit(procs.stop, pid, 3) for n, pid in pids.items() if n != "router" and pid]
+            futs += [ex.submit(node.stop, "immediate", 10) for node in nodes.values()]
+            for f in futs:
+                f.result()
         procs.sweep([str(self.state) + "/", str(self.server_root) + "/"])
         for node in nodes.values():
             node.wipe()

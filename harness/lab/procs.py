@@ -35,6 +35,20 @@ def alive(pid: int | None) -> bool:
         return False
 
 
+def _wait_gone(ps: list, timeout: float) -> list:
+    """Wait until the processes are gone; a zombie counts as gone (its parent may never reap it). Returns the rest."""
+    deadline = time.monotonic() + timeout
+    left = list(ps)
+    while left:
+        for p in left:
+            reap(p.pid)
+        left = [p for p in left if alive(p.pid)]
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    return left
+
+
 def reap(pid: int) -> None:
     """Collect a child's exit status if it is ours (avoids zombies inside long-lived test processes)."""
     try:
@@ -60,13 +74,13 @@ def stop(pid: int | None, timeout: float = 5.0) -> None:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    _, left = psutil.wait_procs(procs, timeout=timeout)
+    left = _wait_gone(procs, timeout)
     for p in left:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(left, timeout=2)
+    _wait_gone(left, 2)
     reap(pid)
 
 
@@ -87,13 +101,13 @@ def sweep(markers: Iterable[str], timeout: float = 3.0) -> list[int]:
             p.terminate()
         except psutil.Error:
             pass
-    _, left = psutil.wait_procs(found, timeout=timeout)
+    left = _wait_gone(found, timeout)
     for p in left:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(left, timeout=2)
+    _wait_gone(left, 2)
     return [p.pid for p in found]
 
 

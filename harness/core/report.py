@@ -1,0 +1,175 @@
+"""The report model: builds the report.json dict (DESIGN.md section 3), decides status and exit code, redacts secrets."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from harness.core.measure import RpoResult, RtoResult, WriteCounts, latency_stats
+from harness.core.timeline import Event, iso
+from harness.errors import ExitCode, HarnessError
+
+REDACTED = "***"
+PASSED, FAILED, ABORTED = "passed", "failed", "aborted"
+INTEGRITY_STATUSES = ("pass", "fail", "warning")
+WRITE_FIELDS = ("attempted", "acknowledged", "lost", "recovered", "unexpected", "indeterminate")
+
+
+def _plain(x: Any) -> Any:
+    """A dataclass with to_dict() -> its dict; mappings -> dict; anything else unchanged."""
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
+    if isinstance(x, Mapping):
+        return dict(x)
+    return x
+
+
+def _field(x: Any, name: str, default: Any = None) -> Any:
+    if isinstance(x, Mapping):
+        return x.get(name, default)
+    return getattr(x, name, default)
+
+
+def decide_exit(objectives: Iterable[Any], integrity: Iterable[Any], aborted: bool = False,
+                harness_error: BaseException | bool | None = None, refused: bool = False,
+                checklist: Iterable[Any] = ()) -> tuple[str, int]:
+    """(status, exit code) of a run, most severe first.
+
+    interrupted (aborted) -> aborted/130; harness error -> aborted/its exit code (1 unless the
+    HarnessError says otherwise, e.g. a SafetyRefusal gives 5); refused by safety -> aborted/5;
+    an integrity check failing -> failed/4 (beats objectives); an objective missed or a checklist
+    item failing -> failed/3; else passed/0. Integrity "warning" does not fail the run.
+    """
+    if aborted:
+        return ABORTED, ExitCode.INTERRUPTED
+    if harness_error:
+        code = harness_error.exit_code if isinstance(harness_error, HarnessError) else ExitCode.HARNESS_ERROR
+        return ABORTED, code
+    if refused:
+        return ABORTED, ExitCode.REFUSED_BY_SAFETY
+    if any(_field(i, "status") == "fail" for i in integrity):
+        return FAILED, ExitCode.INTEGRITY_VIOLATION
+    if any(not _field(o, "met", False) for o in objectives):
+        return FAILED, ExitCode.OBJECTIVES_MISSED
+    if any(_field(c, "status") == "fail" for c in checklist):
+        return FAILED, ExitCode.OBJECTIVES_MISSED
+    return PASSED, ExitCode.PASSED
+
+
+def workload_summary(events: Iterable[Event]) -> dict[str, Any] | None:
+    """Counts of the per-operation events (kept out of the report timeline), or None if there are none."""
+    ops = [e for e in events if e.kind == "op"]
+    if not ops:
+        return None
+    by_type: dict[str, int] = {}
+    processes: set[str] = set()
+    for e in ops:
+        by_type[e.event] = by_type.get(e.event, 0) + 1
+        processes.add(str(e.data.get("process", "")))
+    first, last = min(e.t for e in ops), max(e.t for e in ops)
+    return {"ops": len(ops), "by_type": dict(sorted(by_type.items())), "processes": sorted(processes),
+            "first_t": iso(first), "last_t": iso(last), "_first": first, "_last": last}
+
+
+def report_timeline(events: Iterable[Event]) -> list[dict[str, Any]]:
+    """Timeline entries for the report: every event but the per-operation "op" ones, plus one
+    "note" event "workload_summary" (at the last operation's time) summarising those."""
+    evs = list(events)
+    out = [e for e in evs if e.kind != "op"]
+    summary = workload_summary(evs)
+    if summary is not None:
+        t = summary.pop("_last")
+        summary.pop("_first")
+        out.append(Event(t, "note", "workload_summary", summary))
+    return [e.to_dict() for e in sorted(out, key=lambda e: e.t)]
+
+
+def build_report(*, run_id: str, kind: str, target: str, started_at: float, ended_at: float,
+                 objectives: Iterable[Any] = (), writes: WriteCounts | Mapping[str, Any] | None = None,
+                 integrity: Iterable[Any] = (), checklist: Iterable[Any] = (), events: Iterable[Event] = (),
+                 rpo: RpoResult | None = None, rtos: Iterable[RtoResult] = (), aborted: bool = False,
+                 harness_error: BaseException | bool | None = None, refused: bool = False,
+                 secrets: Iterable[str] = (), extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The report.json document (DESIGN.md section 3) from the run's measured results and timeline.
+
+    Times are epoch seconds in, ISO-8601 out. `extra` adds keys (never replaces contract keys).
+    Every secret value is redacted from the whole document.
+    """
+    objectives = [_plain(o) for o in objectives]
+    integrity = [_plain(i) for i in integrity]
+    checklist = [_plain(c) for c in checklist]
+    for i in integrity:
+        if i.get("status") not in INTEGRITY_STATUSES:
+            raise ValueError(f"integrity check {i.get('check')!r} has status {i.get('status')!r}; "
+                             f"expected one of {', '.join(INTEGRITY_STATUSES)}")
+    w = _plain(writes) if writes is not None else {}
+    writes_d = {k: int(w.get(k, 0)) for k in WRITE_FIELDS}
+    writes_d.update({k: v for k, v in w.items() if k not in writes_d})
+    evs = list(events)
+    status, code = decide_exit(objectives, integrity, aborted, harness_error, refused, checklist)
+    doc: dict[str, Any] = {
+        "run_id": run_id, "kind": kind, "target": target,
+        "started_at": iso(started_at), "ended_at": iso(ended_at),
+        "duration_s": round(ended_at - started_at, 3),
+        "status": status, "exit_code": code,
+        "objectives": objectives, "writes": writes_d, "integrity": integrity, "checklist": checklist,
+        "timeline": report_timeline(evs),
+    }
+    if harness_error and isinstance(harness_error, BaseException):
+        doc["error"] = f"{type(harness_error).__name__}: {harness_error}"
+    if rpo is not None:
+        doc["rpo"] = rpo.to_dict()
+    rtos = list(rtos)
+    if rtos:
+        doc["rto"] = [r.to_dict() for r in rtos]
+    lat = latency_stats(evs)
+    if lat:
+        doc["latency"] = [s.to_dict() for s in lat.values()]
+    for k, v in (extra or {}).items():
+        if k in doc:
+            raise ValueError(f"extra report key {k!r} would replace a contract key")
+        doc[k] = v
+    return redact(doc, secrets)
+
+
+def secret_values(secrets: Any) -> list[str]:
+    """Every string leaf of a (nested) secrets mapping, e.g. Chaos Toolkit's {"scope": {"key": "value"}}."""
+    out: list[str] = []
+    if isinstance(secrets, Mapping):
+        for v in secrets.values():
+            out.extend(secret_values(v))
+    elif isinstance(secrets, (list, tuple, set, frozenset)):
+        for v in secrets:
+            out.extend(secret_values(v))
+    elif secrets is not None and not isinstance(secrets, bool):
+        out.append(str(secrets))
+    return out
+
+
+def redact(obj: Any, secrets: Iterable[str]) -> Any:
+    """A copy of `obj` with every occurrence of each secret value (in strings, keys, nested
+    dicts/lists/tuples, or a scalar equal to a secret) replaced by "***". Empty secrets are ignored."""
+    values = sorted({str(s) for s in secrets if s is not None and str(s) != ""}, key=len, reverse=True)
+    if not values:
+        return obj
+    return _redact(obj, values)
+
+
+def _redact_str(s: str, values: list[str]) -> str:
+    for v in values:
+        if v in s:
+            s = s.replace(v, REDACTED)
+    return s
+
+
+def _redact(obj: Any, values: list[str]) -> Any:
+    if isinstance(obj, str):
+        return _redact_str(obj, values)
+    if isinstance(obj, Mapping):
+        return {(_redact_str(k, values) if isinstance(k, str) else k): _redact(v, values) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact(v, values) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_redact(v, values) for v in obj)
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool) and str(obj) in values:
+        return REDACTED
+    return obj
