@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from harness.errors import ExitCode, HarnessError
+from harness.errors import ExitCode, HarnessError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -93,6 +93,61 @@ def lab_down(state_dir: Optional[Path] = StateDir) -> None:
     except HarnessError as e:
         _fail(e)
     out.print("lab stopped" if stopped else "no lab was running")
+
+
+@app.command("run")
+def run_cmd(
+    target: str = typer.Argument(..., help="An experiment file (.json), a feature file (.feature), or a profile: "
+                                           "ci-smoke, annual-full-dr (monthly-chaos, semiannual-simulation, tabletop "
+                                           "are planned)."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report "
+                                                                         "(default reports/<run-id>/)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Record the planned faults, inject nothing."),
+    approve: list[str] = typer.Option([], "--approve", help="Approve a gate of the plan (repeatable): "
+                                                            "dr_region_switch, data_restore_from_backup, "
+                                                            "database_point_in_time_recovery."),
+    plan_overrides: Optional[Path] = typer.Option(None, "--plan-overrides",
+                                                  help="YAML merged over the plan (e.g. tighter objectives)."),
+    state_dir: Optional[Path] = StateDir,
+) -> None:
+    """Run a drill: bring the lab up if needed, inject, fail over, measure RTO/RPO, validate, report.
+
+    Exit code: 0 passed, 3 objectives missed, 4 integrity violation, 5 refused by safety, 130 interrupted.
+    """
+    from harness.drill import runner
+
+    if plan_overrides is not None and not plan_overrides.is_file():
+        _fail(UsageError(f"--plan-overrides {str(plan_overrides)!r} does not exist"))
+    try:
+        code = runner.run(target, report_dir=report_dir, dry_run=dry_run, approvals=tuple(approve),
+                          plan_overrides=str(plan_overrides) if plan_overrides else None,
+                          state_dir=str(state_dir) if state_dir else None, console=err)
+    except HarnessError as e:
+        _fail(e)
+    raise typer.Exit(code)
+
+
+@app.command("recover")
+def recover_cmd(state_dir: Optional[Path] = StateDir) -> None:
+    """Revert every fault still recorded as active in the fault ledger (after a crash or a kill -9)."""
+    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.lab.paths import state_dir as resolve_state
+
+    ledger = FaultLedger(ledger_path(resolve_state(state_dir)))
+    active = ledger.active()
+    if not active:
+        out.print("no active fault in the ledger; nothing to revert")
+        return
+    failed = 0
+    for entry, error in ledger.revert_all():
+        if error:
+            failed += 1
+            err.print(f"[red]could not revert[/] {entry.fault} on {entry.target} ({entry.id}): {error}",
+                      markup=True, highlight=False)
+        else:
+            out.print(f"reverted {entry.fault} on {entry.target} ({entry.id})")
+    if failed:
+        raise typer.Exit(ExitCode.HARNESS_ERROR)
 
 
 def _print_topology(topo: dict) -> None:

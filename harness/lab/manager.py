@@ -169,8 +169,9 @@ class Lab:
         progress(f"lab up in {st['up_seconds']:.1f} s")
         return topo
 
-    def _spawn(self, st: dict[str, Any], name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
-        st["pids"][name] = procs.spawn(cmd, self.logs / f"{name}.log", env=env)
+    def _spawn(self, st: dict[str, Any], name: str, cmd: list[str], env: dict[str, str] | None = None,
+               nice: int = 0) -> None:
+        st["pids"][name] = procs.spawn(cmd, self.logs / f"{name}.log", env=env, nice=nice)
         self._write_state(st)
 
     def _wait_port(self, name: str, port: int, timeout: float, pid_key: str | None = None) -> None:
@@ -204,14 +205,10 @@ class Lab:
         self._spawn(st, "popbill", [py, "-m", "harness.lab.kerp.popbill", "--host", "127.0.0.1", "--port",
                                     str(ports["popbill"])])
         self._spawn(st, "moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])],
-                    env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"})
+                    env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"}, nice=10)
         for region in ("primary", "dr"):
-            rdir = self.state / f"redis-{region}"
-            rdir.mkdir(parents=True, exist_ok=True)
-            self._spawn(st, f"redis_{region}", [str(valkey), "--port", str(ports[f"redis_{region}"]), "--bind",
-                                                "127.0.0.1", "--dir", str(rdir), "--save", "", "--appendonly", "no",
-                                                "--repl-diskless-sync-delay", "0", "--repl-timeout", "10",
-                                                "--daemonize", "no", "--protected-mode", "no"])
+            (self.state / f"redis-{region}").mkdir(parents=True, exist_ok=True)
+            self._spawn(st, f"redis_{region}", self.valkey_command(region, st, valkey))
         # 2. PostgreSQL primary, schema and seed data, then the standby from a base backup
         nodes = self.pg_nodes(st)
         progress("initialising PostgreSQL primary")
@@ -253,6 +250,56 @@ class Lab:
             progress("waiting for replication and the global endpoint")
             self._wait_ready(st, timeout)
             aws.result()
+
+    # -- single Valkey nodes (used by the redis target to restart a killed node) ----------
+    def valkey_command(self, region: str, st: dict[str, Any] | None = None, valkey: Path | None = None,
+                       replicaof_port: int | None = None) -> list[str]:
+        """The command line the lab runs Valkey `region` with (optionally started as a replica of a port)."""
+        st = st or self._read_state()
+        if not st:
+            raise LabError(f"no lab is running under {self.state} (run `drill lab up`)")
+        if region not in ("primary", "dr"):
+            raise UsageError(f"unknown region {region!r} (known: primary, dr)")
+        cmd = [str(valkey or valkey_binary()), "--port", str(st["ports"][f"redis_{region}"]), "--bind", "127.0.0.1",
+               "--dir", str(self.state / f"redis-{region}"), "--save", "", "--appendonly", "no",
+               "--repl-diskless-sync-delay", "0", "--repl-timeout", "10", "--daemonize", "no",
+               "--protected-mode", "no"]
+        if replicaof_port is not None:
+            cmd += ["--replicaof", "127.0.0.1", str(replicaof_port)]
+        return cmd
+
+    def valkey_pid(self, region: str) -> int | None:
+        """Pid of Valkey `region` when it is alive, else None."""
+        st = self._read_state() or {}
+        pid = st.get("pids", {}).get(f"redis_{region}")
+        return pid if procs.alive(pid) else None
+
+    def start_valkey(self, region: str, replicaof_port: int | None = None, timeout: float = 10.0) -> int:
+        """(Re)start Valkey `region` with the lab's command line unless it is alive; returns its pid.
+
+        `replicaof_port` starts it as a replica from its first instant (an empty restarted node must
+        never be a master others sync from). The new pid is recorded in the lab state.
+        """
+        st = self._read_state()
+        if not st:
+            raise LabError(f"no lab is running under {self.state} (run `drill lab up`)")
+        pid = self.valkey_pid(region)
+        if pid is not None:
+            return pid
+        port = st["ports"][f"redis_{region}"]
+        if procs.port_open(port):
+            raise LabError(f"port {port} of Valkey {region} is taken by a process the lab does not know")
+        (self.state / f"redis-{region}").mkdir(parents=True, exist_ok=True)
+        self._spawn(st, f"redis_{region}", self.valkey_command(region, st, replicaof_port=replicaof_port))
+        self._wait_port(f"valkey {region}", port, timeout, f"redis_{region}")
+        return st["pids"][f"redis_{region}"]
+
+    def ports(self) -> dict[str, int]:
+        """Every port of the running lab by name (see PORT_NAMES)."""
+        st = self._read_state()
+        if not st:
+            raise LabError(f"no lab is running under {self.state} (run `drill lab up`)")
+        return dict(st["ports"])
 
     def _supervisor_config(self, st: dict[str, Any]) -> Path:
         ports = st["ports"]

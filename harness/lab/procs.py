@@ -13,15 +13,20 @@ from typing import Iterable, Mapping
 import psutil
 
 
-def spawn(cmd: list[str], log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
-    """Start `cmd` detached (own session, so it outlives the CLI); stdout+stderr to `log`. Returns the pid."""
+def spawn(cmd: list[str], log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+          nice: int = 0) -> int:
+    """Start `cmd` detached (own session, so it outlives the CLI); stdout+stderr to `log`. Returns the pid.
+
+    `nice` lowers the priority of components off the start-up critical path.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     with open(log, "ab") as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
-                             cwd=str(cwd) if cwd else None, start_new_session=True, close_fds=True)
+                             cwd=str(cwd) if cwd else None, start_new_session=True, close_fds=True,
+                             preexec_fn=(lambda: os.nice(nice)) if nice else None)
     return p.pid
 
 

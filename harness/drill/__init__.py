@@ -1,0 +1,1 @@
+"""Drill orchestration: sessions, profiles, Chaos Toolkit control, fault ledger, guard chain, calibration."""

@@ -1,0 +1,220 @@
+"""Drill activities (Chaos Toolkit actions, also called by Gherkin steps): checklist evidence, workload, validation."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from harness.drill import session as drill_session
+from harness.errors import HarnessError
+
+__all__ = [
+    "check_pre_test", "start_workload", "stop_workload", "validate_integrity", "observe_failover",
+    "observe_failback", "take_scheduled_backup",
+]
+
+
+def _topology(configuration: dict | None) -> dict[str, Any]:
+    from harness.targets import _lab
+
+    return _lab.resolve(configuration).topology
+
+
+def _lab(configuration: dict | None):
+    from harness.lab.manager import Lab
+    from harness.targets import _lab as tl
+
+    return Lab(tl.state_dir(configuration))
+
+
+def take_scheduled_backup(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """Take the lab's 'nightly' logical backup into S3 (the lab has no scheduler; real targets have one)."""
+    from harness import backup
+    from harness.workload import find_primary_dsn
+
+    topo = _topology(configuration)
+    lab = _lab(configuration)
+    info = backup.create(find_primary_dsn(topo), pg_runtime=lab.pg_runtime(), endpoint_url=topo["s3"]["endpoint_url"],
+                         bucket=topo["s3"].get("bucket", "kerp-backups"))
+    s = drill_session.current(required=False)
+    if s is not None:
+        s.event("note", "scheduled backup taken", **info.to_dict())
+    return info.to_dict()
+
+
+def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | None = None,
+                   secrets: dict | None = None) -> dict[str, Any]:
+    """Evidence for the plan's pre_test items: recent backups, replication lag, DR capacity; snapshot for integrity."""
+    import httpx
+
+    from harness import backup
+    from harness.config import load_plan
+    from harness.targets.postgres import probes as pg
+
+    s = drill_session.current()
+    plan = load_plan(overrides=s.config.get("drill_plan_overrides"))
+    topo = _topology(configuration)
+    s.topology = topo
+    results: dict[str, Any] = {}
+    # backups_recent
+    try:
+        backups = backup.list_backups(endpoint_url=topo["s3"]["endpoint_url"], bucket=topo["s3"].get("bucket", "kerp-backups"))
+        recent = [b for b in backups if b.age_s <= max_backup_age_s]
+        newest = backups[0].to_dict() if backups else None
+        ok = bool(recent)
+        observed = (f"{len(backups)} backup(s) in s3://{topo['s3'].get('bucket')}/{backup.PREFIX}, newest "
+                    f"{newest['key']} ({newest['size']} bytes, {newest['age_s']:.0f} s old)" if newest else
+                    "no backup found")
+    except HarnessError as e:
+        ok, observed, newest = False, str(e), None
+    s.observe("backups_recent", ok, observed)
+    results["backups_recent"] = ok
+    # replica_lag
+    item = plan.checklist_item("replica_lag")
+    threshold = item.threshold_s or 60.0
+    try:
+        lag = pg.replication_lag_seconds(region="dr", configuration=configuration)
+        ok = lag is not None and lag < threshold
+        observed = f"replica lag {lag:.3f} s (threshold {threshold:.0f} s)" if lag is not None else "no standby"
+    except Exception as e:  # a probe failure is evidence, not a crash
+        ok, observed = False, f"cannot measure replica lag: {e}"
+    s.observe("replica_lag", ok, observed)
+    results["replica_lag"] = ok
+    # dr_cluster_ready: the DR region can be scaled (slots exist, supervisor answers)
+    try:
+        regions = httpx.get(topo["supervisor"]["url"] + "/regions", timeout=2).json()
+        dr = regions.get("dr", {})
+        slots = len(topo["regions"]["dr"]["app"].get("slots", []))
+        ok = slots >= 2
+        observed = f"DR region: {dr.get('desired', 0)} replica(s) running, scalable to {slots}"
+    except Exception as e:
+        ok, observed = False, f"DR region capacity unknown: {e}"
+    s.observe("dr_cluster_ready", ok, observed)
+    results["dr_cluster_ready"] = ok
+    # snapshot of the tables the workload never writes, for the integrity check afterwards
+    import psycopg
+
+    from harness.checks import integrity
+    from harness.workload import find_primary_dsn
+
+    with psycopg.connect(find_primary_dsn(topo), connect_timeout=3) as conn:
+        s.snapshot = integrity.take_snapshot(conn, integrity.STATIC_TABLES)
+    return results
+
+
+def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_interval_s: float = 0.1,
+                   configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """Start the ledger writers and the per-service probes through the global endpoint."""
+    from harness.workload import Workload
+
+    s = drill_session.current()
+    cfg = configuration or {}
+    topo = _topology(configuration)
+    s.topology = topo
+    wl = Workload.from_topology(topo, s.timeline, run_id=s.run_id, writers=int(cfg.get("drill_writers", writers)),
+                                rate_per_s=cfg.get("drill_write_rate", rate_per_s),
+                                probe_interval_s=float(cfg.get("drill_probe_interval_s", probe_interval_s)))
+    s.workload = wl.start()
+    s.event("note", "workload started", writers=writers, rate_per_s=rate_per_s, probe_interval_s=probe_interval_s)
+    return {"writers": writers, "rate_per_s": rate_per_s}
+
+
+def _recovered(s, services: list[str], fault_t: float, consecutive: int) -> list[str]:
+    """Services that have not yet shown `consecutive` successful probes in a row after the fault."""
+    streak: dict[str, int] = {svc: 0 for svc in services}
+    done: set[str] = set()
+    for e in s.timeline.of_kind("probe"):
+        svc = e.data.get("service")
+        if e.t < fault_t or svc not in streak or svc in done:
+            continue
+        streak[svc] = streak[svc] + 1 if e.data.get("ok") else 0
+        if streak[svc] >= consecutive:
+            done.add(svc)
+    return [svc for svc in services if svc not in done]
+
+
+def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, consecutive: int = 3,
+                  configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """Wait until every probed service recovered (or the timeout), stop the workload, read the final state."""
+    s = drill_session.current()
+    if s.workload is None:
+        raise HarnessError("stop_workload: the workload was never started in this drill")
+    wl = s.workload
+    fault_t = s.fault_t
+    services = list(wl.probes.services) if wl.probes is not None else []
+    waiting: list[str] = []
+    if fault_t is not None and services:
+        deadline = time.monotonic() + recovery_timeout_s
+        while True:
+            waiting = _recovered(s, services, fault_t, consecutive)
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        if waiting:
+            s.note(f"services not recovered within {recovery_timeout_s:.0f} s: {', '.join(waiting)}")
+    time.sleep(settle_s)
+    counts = wl.stop()
+    s.event("note", "workload stopped", **{k: v for k, v in counts.items() if isinstance(v, (dict, int))})
+    from harness.workload import find_primary_dsn
+
+    topo = _topology(configuration)
+    dsn = find_primary_dsn(topo)
+    s.final_read_region = next((r for r, v in topo["regions"].items() if v["postgres"]["dsn"] == dsn), None)
+    s.final_keys = wl.final_read(s.run_id)
+    s.event("check", "final read", region=s.final_read_region, present=len(s.final_keys))
+    return {"not_recovered": waiting, "present": len(s.final_keys), "final_read_region": s.final_read_region}
+
+
+def validate_integrity(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """Run every integrity check on the current primary; results go to the report (a finding never raises)."""
+    import psycopg
+
+    from harness.checks import integrity
+    from harness.workload import find_primary_dsn
+
+    s = drill_session.current()
+    topo = _topology(configuration)
+    dsn = find_primary_dsn(topo)
+    with psycopg.connect(dsn, connect_timeout=3) as conn:
+        results = integrity.run_all(conn, snapshot=s.snapshot, rt=_lab(configuration).pg_runtime(), dsn=dsn)
+    s.integrity = [r.to_dict() for r in results]
+    for r in results:
+        s.event("check", f"integrity: {r.check}", status=r.status, details=r.details)
+    failed = [r.check for r in results if r.status == "fail"]
+    return {"checks": len(results), "failed": failed}
+
+
+def observe_failover(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """during_test evidence: failover started, traffic on DR, /health 200 through the global endpoint."""
+    import httpx
+
+    s = drill_session.current()
+    topo = _topology(configuration)
+    fo = [e for e in s.timeline.of_kind("failover")]
+    started = next((e for e in fo if e.event in ("detected", "approved", "promoted")), None)
+    s.observe("failover_started", started is not None,
+              f"runbook started: {started.event} at +{started.t - (s.fault_t or started.t):.2f} s after the fault"
+              if started else "no failover event recorded")
+    state = httpx.get(topo["router"]["url"] + "/_router/state", timeout=2).json()
+    active = state.get("active_region")
+    flips = [f for f in state.get("flips", []) if f.get("to") == active]
+    s.observe("traffic_switched", active == "dr",
+              f"global endpoint active region: {active}" + (f" (flipped: {flips[-1].get('reason')})" if flips else ""))
+    r = httpx.get(topo["router"]["url"] + "/health", timeout=3)
+    s.observe("service_health", r.status_code == 200,
+              f"GET /health -> HTTP {r.status_code} from region {r.headers.get('x-drill-region')}")
+    return {"active_region": active, "health": r.status_code}
+
+
+def observe_failback(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """post_test evidence: traffic back on the primary region and healthy."""
+    import httpx
+
+    s = drill_session.current()
+    topo = _topology(configuration)
+    state = httpx.get(topo["router"]["url"] + "/_router/state", timeout=2).json()
+    r = httpx.get(topo["router"]["url"] + "/health", timeout=3)
+    ok = state.get("active_region") == "primary" and r.status_code == 200
+    s.observe("failback", ok, f"active region {state.get('active_region')}, /health HTTP {r.status_code} "
+                              f"from {r.headers.get('x-drill-region')}")
+    return {"active_region": state.get("active_region"), "health": r.status_code}

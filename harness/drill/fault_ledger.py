@@ -1,0 +1,124 @@
+"""The durable fault ledger: every injected fault is written here first, so `drill recover` can revert it after a crash."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import json
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.errors import HarnessError
+
+LEDGER_ENV = "DRILL_FAULT_LEDGER"
+DEFAULT_LEASE_S = 3600.0
+
+
+@dataclass(frozen=True)
+class FaultEntry:
+    """One injected fault: what, where, how to revert it (an importable function + kwargs), lease expiry."""
+
+    id: str
+    fault: str
+    target: str
+    revert_func: str  # "package.module:function"
+    revert_kwargs: dict[str, Any]
+    injected_at: float
+    lease_expires_at: float
+    run_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def ledger_path(state_dir: Path | None = None) -> Path:
+    """$DRILL_FAULT_LEDGER, else <lab state dir>/fault-ledger.jsonl."""
+    if os.environ.get(LEDGER_ENV):
+        return Path(os.environ[LEDGER_ENV])
+    from harness.lab.paths import state_dir as lab_state
+
+    return (state_dir or lab_state()) / "fault-ledger.jsonl"
+
+
+class FaultLedger:
+    """Append-only JSONL: `inject` lines and `revert` lines; active = injected and not yet reverted."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or ledger_path()
+
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield f
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _append(self, f: Any, record: dict[str, Any]) -> None:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+    def record(self, fault: str, target: str, revert_func: str, revert_kwargs: dict[str, Any], *,
+               lease_s: float = DEFAULT_LEASE_S, run_id: str | None = None,
+               details: dict[str, Any] | None = None) -> FaultEntry:
+        """Write the fault down (fsync) before it is injected."""
+        now = time.time()
+        entry = FaultEntry(uuid.uuid4().hex[:12], fault, target, revert_func, dict(revert_kwargs), now, now + lease_s,
+                           run_id, dict(details or {}))
+        with self._locked() as f:
+            self._append(f, {"op": "inject", **asdict(entry)})
+        return entry
+
+    def mark_reverted(self, entry_id: str, how: str = "rollback") -> None:
+        with self._locked() as f:
+            self._append(f, {"op": "revert", "id": entry_id, "at": time.time(), "how": how})
+
+    def active(self) -> list[FaultEntry]:
+        if not self.path.exists():
+            return []
+        injected: dict[str, FaultEntry] = {}
+        reverted: set[str] = set()
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a torn last line after a crash
+            if rec.get("op") == "inject":
+                rec.pop("op")
+                injected[rec["id"]] = FaultEntry(**rec)
+            elif rec.get("op") == "revert":
+                reverted.add(rec["id"])
+        return [e for i, e in injected.items() if i not in reverted]
+
+    def active_for(self, fault: str, target: str) -> list[FaultEntry]:
+        return [e for e in self.active() if e.fault == fault and e.target == target]
+
+    def revert(self, entry: FaultEntry, how: str = "drill recover") -> None:
+        """Call the entry's revert function, then mark it reverted."""
+        mod_name, _, func_name = entry.revert_func.partition(":")
+        try:
+            func = getattr(importlib.import_module(mod_name), func_name)
+        except (ImportError, AttributeError) as e:
+            raise HarnessError(f"cannot revert fault {entry.id} ({entry.fault} on {entry.target}): "
+                               f"revert function {entry.revert_func!r} not found") from e
+        func(**entry.revert_kwargs)
+        self.mark_reverted(entry.id, how)
+
+    def revert_all(self, how: str = "drill recover") -> list[tuple[FaultEntry, str | None]]:
+        """Revert every active fault, newest first; returns (entry, error or None) per fault."""
+        results = []
+        for entry in sorted(self.active(), key=lambda e: e.injected_at, reverse=True):
+            try:
+                self.revert(entry, how)
+                results.append((entry, None))
+            except Exception as e:  # keep going: one failed revert must not strand the others
+                results.append((entry, f"{type(e).__name__}: {e}"))
+        return results

@@ -1,0 +1,219 @@
+"""The fault guard: safety decision, durable fault-ledger entry and timeline event before any fault is injected."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from harness.core.plan import Plan
+from harness.core.safety import Decision, PlannedFault, SafetyContext, decide
+from harness.drill import session as drill_session
+from harness.drill.fault_ledger import DEFAULT_LEASE_S, FaultEntry, FaultLedger, ledger_path
+from harness.errors import SafetyRefusal, UsageError
+
+__all__ = ["Injection", "approve", "approvals", "context_for", "func_ref", "inject", "is_dry_run", "ledger",
+           "mark_reverted", "plan", "revert_configuration"]
+
+Revert = tuple[Callable[..., Any] | str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Injection:
+    """What the guard decided for one fault, and its ledger entry when it is to be injected."""
+
+    fault: PlannedFault
+    decision: Decision
+    entry: FaultEntry | None = None
+
+    @property
+    def proceed(self) -> bool:
+        return self.decision.allowed
+
+    @property
+    def dry_run(self) -> bool:
+        return self.decision.dry_run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fault": self.fault.to_dict(), "decision": self.decision.to_dict(),
+                "fault_id": self.entry.id if self.entry else None, "dry_run": self.dry_run}
+
+
+# -- pure parts -----------------------------------------------------------------------------------
+def func_ref(func: Callable[..., Any] | str) -> str:
+    """"package.module:function" for an importable module-level function (the ledger's revert reference)."""
+    if isinstance(func, str):
+        if ":" not in func:
+            raise UsageError(f"revert function {func!r} must be written 'package.module:function'")
+        return func
+    mod, name = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+    if not mod or not name or "." in name or "<" in name:
+        raise UsageError(f"revert function {func!r} is not an importable module-level function")
+    return f"{mod}:{name}"
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "yes", "on")
+    return bool(v)
+
+
+def _names(v: Any, key: str) -> frozenset[str]:
+    if v is None:
+        return frozenset()
+    if isinstance(v, str):
+        return frozenset(x.strip() for x in v.split(",") if x.strip())
+    if isinstance(v, Iterable):
+        return frozenset(str(x) for x in v)
+    raise UsageError(f"configuration {key} must be a list of names, got {v!r}")
+
+
+def _limit(v: Any, key: str) -> int | None:
+    if v is None:
+        return None
+    try:
+        n = int(v)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"configuration {key} must be an integer, got {v!r}") from e
+    if n < 0:
+        raise UsageError(f"configuration {key} must be >= 0, got {n}")
+    return n
+
+
+def context_for(configuration: Mapping[str, Any] | None, session_approvals: Iterable[str], the_plan: Plan,
+                now: float, session_dry_run: bool = False) -> SafetyContext:
+    """The guard chain's context from the configuration and the session (no I/O).
+
+    Keys: drill_environment (default "lab"), drill_allowed_environments, drill_approvals, drill_dry_run,
+    drill_max_regions, drill_max_components.
+    """
+    cfg = configuration or {}
+    return SafetyContext.from_plan(
+        the_plan,
+        environment=str(cfg.get("drill_environment") or "lab"),
+        allowed_environments=_names(cfg.get("drill_allowed_environments"), "drill_allowed_environments"),
+        approved_gates=_names(cfg.get("drill_approvals"), "drill_approvals") | frozenset(session_approvals),
+        max_regions=_limit(cfg.get("drill_max_regions"), "drill_max_regions"),
+        max_components=_limit(cfg.get("drill_max_components"), "drill_max_components"),
+        dry_run=_truthy(cfg.get("drill_dry_run")) or session_dry_run,
+        now=now,
+    )
+
+
+# -- edges ----------------------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _load_plan(path: str | None) -> Plan:
+    from harness.config import load_plan
+
+    return load_plan(path)
+
+
+def plan(configuration: Mapping[str, Any] | None = None) -> Plan:
+    """The DR plan (configuration drill_plan names another plan file)."""
+    p = (configuration or {}).get("drill_plan")
+    return _load_plan(str(p) if p else None)
+
+
+def approvals(configuration: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """Gates approved for this call: the session's approvals plus configuration drill_approvals."""
+    s = drill_session.current(required=False)
+    return _names((configuration or {}).get("drill_approvals"), "drill_approvals") | frozenset(
+        s.approvals if s else ())
+
+
+def is_dry_run(configuration: Mapping[str, Any] | None = None) -> bool:
+    s = drill_session.current(required=False)
+    return _truthy((configuration or {}).get("drill_dry_run")) or bool(s and _truthy(s.config.get("drill_dry_run")))
+
+
+def _state_dir(configuration: Mapping[str, Any] | None) -> Path:
+    from harness.lab.paths import state_dir
+    from harness.targets._lab import state_dir as configured
+
+    return state_dir(configured(configuration))
+
+
+def revert_configuration(configuration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The part of the configuration a revert needs later to find the same lab (never secrets)."""
+    out: dict[str, Any] = {"drill_state_dir": str(_state_dir(configuration))}
+    cfg = configuration or {}
+    if cfg.get("drill_environment"):
+        out["drill_environment"] = cfg["drill_environment"]
+    return out
+
+
+def ledger(configuration: Mapping[str, Any] | None = None) -> FaultLedger:
+    """The fault ledger of the configured lab ($DRILL_FAULT_LEDGER wins)."""
+    return FaultLedger(ledger_path(_state_dir(configuration)))
+
+
+def _event(kind: str, event: str, **data: Any) -> None:
+    s = drill_session.current(required=False)
+    if s is not None:
+        s.event(kind, event, **data)
+
+
+def _decide(fault: PlannedFault, configuration: Mapping[str, Any] | None) -> Decision:
+    s = drill_session.current(required=False)
+    ctx = context_for(configuration, s.approvals if s else (), plan(configuration), time.time(),
+                      session_dry_run=bool(s and _truthy(s.config.get("drill_dry_run"))))
+    return decide(fault, ctx)
+
+
+def inject(fault_name: str, target: str, *, revert: Revert, action: str | None = None,
+           gate: str | Iterable[str] | None = None, regions: Iterable[str] = (), components: Iterable[str] = (),
+           configuration: Mapping[str, Any] | None = None, details: Mapping[str, Any] | None = None,
+           lease_s: float = DEFAULT_LEASE_S) -> Injection:
+    """Run the guard chain for one fault; on "inject" write the ledger entry (fsync) and the timeline event.
+
+    Call it right before changing anything and change nothing unless `.proceed`. Refusals raise
+    SafetyRefusal ("not injecting: ..."); a dry run records the planned fault and returns proceed=False.
+    The revert function gets `configuration` (the lab's state dir only) added to its kwargs.
+    """
+    the_plan = plan(configuration)
+    gates = (gate,) if isinstance(gate, str) else tuple(gate or ())
+    fault = PlannedFault.for_plan(the_plan, fault_name, action or fault_name, target, regions=regions,
+                                  components=components, gates=gates)
+    decision = _decide(fault, configuration)
+    info = {"target": target, "action": fault.action, "regions": list(fault.regions),
+            "components": list(fault.components), **dict(details or {})}
+    if decision.refused:
+        _event("fault", fault_name, phase="refused", reason=decision.reason, guard=decision.guard, **info)
+        raise SafetyRefusal(decision.reason)
+    if decision.dry_run:
+        _event("fault", fault_name, phase="planned", dry_run=True, reason=decision.reason, **info)
+        return Injection(fault, decision)
+    func, kwargs = revert
+    revert_kwargs = {**dict(kwargs), "configuration": revert_configuration(configuration)}
+    s = drill_session.current(required=False)
+    entry = ledger(configuration).record(fault_name, target, func_ref(func), revert_kwargs, lease_s=lease_s,
+                                        run_id=s.run_id if s else None, details=info)
+    _event("fault", fault_name, phase="inject", fault_id=entry.id, revert=entry.revert_func, **info)
+    return Injection(fault, decision, entry)
+
+
+def mark_reverted(faults: str | Iterable[str], target: str, configuration: Mapping[str, Any] | None = None,
+                  how: str = "rollback", **data: Any) -> list[str]:
+    """Mark the active ledger entries of `faults` on `target` reverted and record a revert event for each."""
+    names = (faults,) if isinstance(faults, str) else tuple(faults)
+    led = ledger(configuration)
+    ids = []
+    for name in names:
+        for e in led.active_for(name, target):
+            led.mark_reverted(e.id, how)
+            ids.append(e.id)
+            _event("fault", name, phase="revert", fault_id=e.id, target=target, how=how, **data)
+    return ids
+
+
+def approve(gate: str, name: str, configuration: Mapping[str, Any] | None = None,
+            regions: Iterable[str] = ()) -> Decision:
+    """Check an approval gate for a step that is not itself a fault (e.g. the DR region switch)."""
+    fault = PlannedFault.for_plan(plan(configuration), name, gate, regions=regions, gates=(gate,))
+    ctx = context_for(configuration, approvals(configuration), plan(configuration), time.time())
+    decision = decide(fault, ctx)
+    if decision.refused:
+        raise SafetyRefusal(decision.reason)
+    return decision

@@ -1,0 +1,45 @@
+"""Drill profiles: the plan's test cadences (CI smoke, monthly chaos, semiannual simulation, annual full DR, tabletop)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named drill: which experiment, how hard the workload pushes, what the lab pre-approves."""
+
+    name: str
+    title: str
+    cadence: str
+    experiment: str | None
+    configuration: dict[str, Any] = field(default_factory=dict)
+    lab_approvals: tuple[str, ...] = ()
+    description: str = ""
+
+    def experiment_path(self) -> Path | None:
+        return EXPERIMENTS / self.experiment if self.experiment else None
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("ci-smoke", "CI smoke: primary region loss on the embedded lab", "every CI run",
+                "region-failover.json", {"drill_writers": 4, "drill_write_rate": 200, "drill_probe_interval_s": 0.1},
+                lab_approvals=("dr_region_switch",),
+                description="The full region failover drill, small and fast: measured RTO/RPO per service, "
+                            "integrity, checklist, failback."),
+        Profile("annual-full-dr", "Annual full DR test: switch to the DR region under load", "yearly",
+                "region-failover.json", {"drill_writers": 8, "drill_write_rate": None, "drill_probe_interval_s": 0.1},
+                description="The plan's full DR test: real switch to DR, business continuity, RTO/RPO attainment. "
+                            "Approval of dr_region_switch is required (--approve)."),
+    )
+}
+
+
+def get(name: str) -> Profile | None:
+    return PROFILES.get(name)
