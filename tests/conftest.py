@@ -28,6 +28,7 @@ def scratch_pg():
     from harness.lab.postgres import PgNode, runtime
 
     base = Path(tempfile.mkdtemp(prefix="drill-scratch-"))
+    os.chmod(base, 0o755)  # as root the server runs as `drill`, who must create its log here
     root = paths.server_root(base)
     rt = runtime(paths.install_cache_root())
     node = PgNode("scratch", root / "scratch", free_port(), base / "scratch.log", rt)

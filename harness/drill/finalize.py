@@ -34,10 +34,10 @@ def _series(events, fault_t: float | None) -> dict[str, Any]:
 def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseException | None = None,
           refused: bool = False) -> dict[str, Any]:
     """Compute the report of `s` (no I/O besides what the caller does with it)."""
-    s.ended_at = s.ended_at or time.time()
+    ended_at = s.ended_at or time.time()
     events = s.timeline.events
     fault_t = s.fault_t
-    ops = [measure_op for measure_op in s.timeline.ops]
+    ops = s.timeline.ops
     consecutive = int(s.config.get("consecutive_ok", CONSECUTIVE_OK))
     probed = sorted({e.data.get("service") for e in events if e.kind == "probe"})
     rtos, objectives, rpo, writes = [], [], None, None
@@ -90,7 +90,7 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
     if s.approvals:
         extra["approvals"] = sorted(s.approvals)
     report = build_report(
-        run_id=s.run_id, kind=s.kind, target=s.target, started_at=s.started_at, ended_at=s.ended_at,
+        run_id=s.run_id, kind=s.kind, target=s.target, started_at=s.started_at, ended_at=ended_at,
         objectives=objectives, writes=writes, integrity=s.integrity, checklist=checklist, events=events,
         rpo=rpo, rtos=rtos, aborted=s.aborted, harness_error=error or (s.harness_error is not None),
         refused=refused, secrets=s.secrets, extra=extra)
@@ -121,6 +121,7 @@ def write(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
     """Build the report and write every report file into the session's report dir."""
     from harness.report import write_report
 
+    s.ended_at = s.ended_at or time.time()
     report = build(s, plan, journal=journal, error=error, refused=refused)
     paths = write_report(report, s.report_dir, journal=journal, secrets=sorted(s.secrets))
     report["_paths"] = {k: str(v) for k, v in paths.items()}

@@ -92,9 +92,10 @@ class Lab:
             raise LabError(f"no lab is running under {self.state} (run `drill lab up`)")
         rt = self.pg_runtime()
         ports = st["ports"]
+        # the server's own log lives beside its data: as root the server user may not reach the state dir
         return {
             region: PgNode(region, self.server_root / f"pg-{region}", ports[f"postgres_{region}"],
-                           self.logs / f"postgres-{region}.log", rt)
+                           self.server_root / "logs" / f"postgres-{region}.log", rt)
             for region in ("primary", "dr")
         }
 
@@ -214,6 +215,13 @@ class Lab:
         progress("initialising PostgreSQL primary")
         self.server_root.mkdir(parents=True, exist_ok=True)
         rt.chown(self.server_root)
+        (self.server_root / "logs").mkdir(exist_ok=True)
+        rt.chown(self.server_root / "logs")
+        for region, node in nodes.items():
+            link = self.logs / f"postgres-{region}.log"
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(node.log_file)
         nodes["primary"].initdb()
         nodes["primary"].start()
         import psycopg
@@ -364,7 +372,7 @@ class Lab:
         def router_ok() -> bool:
             return httpx.get(f"http://127.0.0.1:{ports['router']}/health", timeout=1).status_code == 200
 
-        for what, pred, log in (("PostgreSQL standby streaming", standby_streaming, "postgres-dr.log"),
+        for what, pred, log in (("PostgreSQL standby streaming", standby_streaming, str(nodes["dr"].log_file)),
                                 ("Valkey replica link", redis_linked, "redis_dr.log"),
                                 ("global endpoint /health", router_ok, "router.log")):
             deadline_ok = procs.wait_until(pred, timeout, interval=0.05)
@@ -398,7 +406,12 @@ class Lab:
             for f in futs:
                 f.result()
         procs.sweep([str(self.state) + "/", str(self.server_root) + "/"])
-        for node in nodes.values():
+        for region, node in nodes.items():
+            link = self.logs / f"postgres-{region}.log"
+            if link.is_symlink():  # keep the server log after its data dir is gone
+                link.unlink()
+                if node.log_file.exists():
+                    shutil.copyfile(node.log_file, link)
             node.wipe()
         shutil.rmtree(self.server_root, ignore_errors=True)
         for name in ("redis-primary", "redis-dr"):

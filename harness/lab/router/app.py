@@ -45,6 +45,10 @@ class RouterError(HarnessError):
     """The region router could not serve or was misconfigured."""
 
 
+#: the request reached no application: a write it carried was definitely not applied (the ledger's `fail`)
+NOT_APPLIED = (b"x-drill-outcome", b"not-applied")
+
+
 def _json_body(status: int, payload: Mapping[str, Any], extra: list[tuple[bytes, bytes]] | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     body = json.dumps(payload).encode()
     headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(extra or [])]
@@ -278,7 +282,8 @@ class RegionRouter:
         region, candidates = self.table.route(time.time())
         region_header = (b"x-drill-region", region.encode())
         if not candidates:
-            await self._send(send, *_json_body(503, {"error": f"no healthy target in region {region}"}, [region_header]))
+            await self._send(send, *_json_body(503, {"error": f"no healthy target in region {region}"},
+                                               [region_header, NOT_APPLIED]))
             return
 
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
@@ -315,7 +320,8 @@ class RegionRouter:
             await self._send(send, status, out, resp_body)
             return
         await self._send(
-            send, *_json_body(503, {"error": f"no healthy target in region {region} answered: {last_error}"}, [region_header])
+            send, *_json_body(503, {"error": f"no healthy target in region {region} answered: {last_error}"},
+                              [region_header, NOT_APPLIED])
         )
 
 

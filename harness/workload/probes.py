@@ -1,0 +1,207 @@
+"""Service probes: exercise each catalog service through the global endpoint at a fixed interval and record every result."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from harness.workload.ledger import REGION_HEADER, WorkloadError, describe
+from harness.workload.loop import BackgroundLoop
+
+SERVICES = ("authentication", "api-gateway", "voucher-service", "tax-invoice-service")
+
+
+class EventRecorder(Protocol):
+    def append(self, kind: str, event: str, data: Mapping[str, Any] | None = None, t: float | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe of one service: success, the failing (or last) status, the region that answered, the error."""
+
+    ok: bool
+    status: int | None = None
+    region: str | None = None
+    error: str | None = None
+
+
+class ServiceProbes:
+    """Probe each service every `interval_s` through `base_url`; a service's probes never overlap.
+
+    Each result is `timeline.append("probe", service, {"service", "ok", "latency_s", "status", "region", "error"})`
+    stamped with the probe's start time.
+    """
+
+    def __init__(self, base_url: str, timeline: EventRecorder, *, services: Iterable[str] | None = None,
+                 interval_s: float = 0.1, timeout_s: float = 1.0, credentials: tuple[str, str],
+                 company_id: int, voucher_id: int, invoice_amount: str = "10000.00",
+                 loop: BackgroundLoop | None = None, transport: str = "lean") -> None:
+        chosen = tuple(services) if services is not None else SERVICES
+        unknown = [s for s in chosen if s not in SERVICES]
+        if unknown:
+            raise WorkloadError(f"no probe for service(s) {', '.join(map(repr, unknown))}; known: {', '.join(SERVICES)}")
+        if not chosen:
+            raise WorkloadError("services must name at least one service to probe")
+        if interval_s <= 0:
+            raise WorkloadError(f"interval_s must be > 0, got {interval_s}")
+        self.base_url = base_url.rstrip("/")
+        self.timeline = timeline
+        self.services = chosen
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.credentials = (credentials[0], credentials[1])
+        self.company_id = company_id
+        self.voucher_id = voucher_id
+        self.invoice_amount = invoice_amount
+        if transport not in ("lean", "httpx"):
+            raise WorkloadError(f"transport must be 'lean' or 'httpx', got {transport!r}")
+        self.transport = transport
+        self._loop = loop
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: Any = None
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+        self.counts: dict[str, dict[str, int]] = {s: {"ok": 0, "failed": 0} for s in chosen}
+        self._probes: dict[str, Callable[[], Awaitable[ProbeResult]]] = {
+            "authentication": self.probe_authentication,
+            "api-gateway": self.probe_api_gateway,
+            "voucher-service": self.probe_voucher_service,
+            "tax-invoice-service": self.probe_tax_invoice_service,
+        }
+
+    # -- the probes (one request sequence each; run on the loop) ---------------------
+    async def probe_authentication(self) -> ProbeResult:
+        email, password = self.credentials
+        r = await self._client.post(self.base_url + "/auth/login", json={"email": email, "password": password})
+        region = r.headers.get(REGION_HEADER)
+        if r.status_code != 200:
+            return ProbeResult(False, r.status_code, region, f"login: HTTP {r.status_code}")
+        try:
+            token = r.json()["token"]
+        except (ValueError, KeyError, TypeError) as e:
+            return ProbeResult(False, r.status_code, region, f"login: no token in the answer ({describe(e)})")
+        r = await self._client.get(self.base_url + "/auth/me", headers={"authorization": f"Bearer {token}"})
+        region = r.headers.get(REGION_HEADER) or region
+        if r.status_code != 200:
+            return ProbeResult(False, r.status_code, region, f"me: HTTP {r.status_code}")
+        return ProbeResult(True, r.status_code, region)
+
+    async def probe_api_gateway(self) -> ProbeResult:
+        return await self._expect("GET", "/health", 200)
+
+    async def probe_voucher_service(self) -> ProbeResult:
+        return await self._expect("GET", f"/vouchers/{self.voucher_id}", 200)
+
+    async def probe_tax_invoice_service(self) -> ProbeResult:
+        return await self._expect("POST", "/tax-invoices", 201,
+                                  json={"company_id": self.company_id, "amount": self.invoice_amount})
+
+    async def _expect(self, method: str, path: str, status: int, **kw: Any) -> ProbeResult:
+        r = await self._client.request(method, self.base_url + path, **kw)
+        region = r.headers.get(REGION_HEADER)
+        if r.status_code != status:
+            return ProbeResult(False, r.status_code, region, f"{method} {path}: HTTP {r.status_code}")
+        return ProbeResult(True, r.status_code, region)
+
+    # -- lifecycle --------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not all(t.done() for t in self._tasks)
+
+    def start(self) -> "ServiceProbes":
+        if self.running:
+            return self
+        if self._loop is None:
+            self._loop = BackgroundLoop("drill-probes")
+        self._loop.acquire()
+        try:
+            self._loop.run(self._start(), timeout=10.0)
+        except BaseException:
+            self._loop.release()
+            raise
+        return self
+
+    def stop(self) -> dict[str, dict[str, int]]:
+        """Stop probing (a probe in flight is finished and recorded). Returns ok/failed counts per service."""
+        if self._loop is None or not self._tasks:
+            return {s: dict(c) for s, c in self.counts.items()}
+        try:
+            self._loop.run(self._stop(), timeout=self.timeout_s * 2 + 10.0)
+        finally:
+            self._tasks = []
+            self._loop.release()
+        return {s: dict(c) for s, c in self.counts.items()}
+
+    def __enter__(self) -> "ServiceProbes":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _start(self) -> None:
+        import httpx
+
+        from harness.workload.transport import LeanTransport
+
+        self._stopping = False
+        self._wake = asyncio.Event()
+        n = len(self.services) + 1
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout_s),
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=4.0),
+            transport=LeanTransport(max_connections=n) if self.transport == "lean" else None,
+            http1=True, http2=False, trust_env=False, follow_redirects=False,
+        )
+        self._tasks = [asyncio.create_task(self._run(s), name=f"probe {s}") for s in self.services]
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()  # ends the waits between probes; a probe in flight finishes and is recorded
+        _, pending = await asyncio.wait(self._tasks, timeout=self.timeout_s * 2 + 5.0)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def _once(self, service: str) -> None:
+        probe = self._probes[service]
+        t0 = time.time()
+        p0 = time.perf_counter()
+        try:
+            # One overall deadline: the authentication probe makes two requests.
+            async with asyncio.timeout(self.timeout_s * 2):
+                result = await probe()
+        except Exception as e:  # any failure of the request is a failed probe, never a crash
+            result = ProbeResult(False, None, None, describe(e) if not isinstance(e, TimeoutError) else
+                                 f"timed out after {self.timeout_s * 2:.1f} s")
+        latency = time.perf_counter() - p0
+        self.counts[service]["ok" if result.ok else "failed"] += 1
+        self.timeline.append("probe", service, {
+            "service": service, "ok": result.ok, "latency_s": round(latency, 6), "status": result.status,
+            "region": result.region, "error": result.error}, t=t0)
+
+    async def _run(self, service: str) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.interval_s
+        next_at = loop.time()
+        wake = self._wake
+        assert wake is not None
+        while not self._stopping:
+            await self._once(service)
+            next_at += interval
+            now = loop.time()
+            if next_at < now:  # a slow probe delays the next one; no burst to catch up
+                next_at = now
+            if self._stopping:
+                break
+            try:
+                await asyncio.wait_for(wake.wait(), next_at - now)
+            except TimeoutError:
+                pass
