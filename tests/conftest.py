@@ -31,7 +31,7 @@ def scratch_pg():
     os.chmod(base, 0o755)  # as root the server runs as `drill`, who must create its log here
     root = paths.server_root(base)
     rt = runtime(paths.install_cache_root())
-    node = PgNode("scratch", root / "scratch", free_port(), base / "scratch.log", rt)
+    node = PgNode("scratch", root / "scratch", free_port(), root / "scratch.log", rt)
     node.initdb()
     node.start()
     with psycopg.connect(node.admin_dsn(), autocommit=True) as c:

@@ -98,7 +98,7 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
     from harness.workload import find_primary_dsn
 
     with psycopg.connect(find_primary_dsn(topo), connect_timeout=3) as conn:
-        s.snapshot = integrity.take_snapshot(conn, integrity.STATIC_TABLES)
+        s.snapshot = integrity.take_snapshot(conn, integrity.SNAPSHOT_TABLES)
     return results
 
 

@@ -1,0 +1,124 @@
+"""End-to-end drills through `drill run` and plain `chaos run` against the real lab: reports and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOG = {"authentication", "api-gateway", "voucher-service", "tax-invoice-service"}
+
+
+def drill(*args: str, state: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DRILL_STATE_DIR=str(state))
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_lab_on_primary(lab) -> None:
+    topo = lab.status()
+    assert topo["healthy"], {k: v for k, v in topo["health"].items() if not v.get("alive")}
+    assert topo["router"]["active_region"] == "primary"
+    assert topo["health"]["postgres_primary"]["role"] == "primary"
+    assert topo["health"]["postgres_dr"]["role"] == "standby"
+    assert topo["health"]["postgres_dr"]["wal_receiver"] == "streaming"
+
+
+def test_ci_smoke_passes_and_writes_every_report_file(drill_lab, tmp_path):
+    out = tmp_path / "report"
+    r = drill("run", "ci-smoke", "--report-dir", str(out), state=drill_lab.state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("report.json", "report.md", "report.html", "junit.xml", "journal.json", "timeline.jsonl"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "passed" and report["exit_code"] == 0
+    assert {o["service"] for o in report["objectives"]} == CATALOG
+    for o in report["objectives"]:
+        assert o["met"] is True
+        assert 0 < o["rto_measured_s"] < o["rto_target_s"]
+        assert o["rpo_target_s"] >= 0
+    w = report["writes"]
+    assert w["attempted"] > 100 and w["acknowledged"] > 100
+    assert w["attempted"] == w["acknowledged"] + w["indeterminate"] + w.get("failed", 0)
+    assert w["unexpected"] == 0
+    checks = {i["check"]: i["status"] for i in report["integrity"]}
+    assert checks and all(v != "fail" for v in checks.values()), checks
+    phases = {c["phase"] for c in report["checklist"]}
+    assert phases == {"pre_test", "during_test", "post_test"}
+    for c in report["checklist"]:
+        assert c["status"] == "pass", c
+        assert c["observed"]
+    kinds = {e["kind"] for e in report["timeline"]}
+    assert {"fault", "failover", "check", "note"} <= kinds
+    journal = json.loads((out / "journal.json").read_text())
+    assert journal["status"] == "completed"
+    assert_lab_on_primary(drill_lab)
+
+
+def test_impossible_rto_makes_the_drill_exit_3(drill_lab, tmp_path):
+    overrides = tmp_path / "impossible.yaml"
+    overrides.write_text("services:\n  authentication:\n    rto: 1ms\n")
+    out = tmp_path / "report"
+    r = drill("run", "ci-smoke", "--report-dir", str(out), "--plan-overrides", str(overrides), state=drill_lab.state)
+    assert r.returncode == 3, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["exit_code"] == 3 and report["status"] == "failed"
+    auth = next(o for o in report["objectives"] if o["service"] == "authentication")
+    assert auth["met"] is False and auth["rto_target_s"] == pytest.approx(0.001)
+    assert "RTO" in auth["reason"]
+    assert "objectives missed" in (out / "report.md").read_text()
+    assert_lab_on_primary(drill_lab)
+
+
+def test_planted_integrity_fault_makes_the_drill_exit_4(drill_lab, tmp_path):
+    from harness.checks import plant
+
+    dsn = drill_lab.topology()["regions"]["primary"]["postgres"]["dsn"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        planted = plant.plant_unbalanced_voucher(conn)
+    try:
+        out = tmp_path / "report"
+        r = drill("run", "ci-smoke", "--report-dir", str(out), state=drill_lab.state)
+        assert r.returncode == 4, r.stderr[-3000:]
+        report = json.loads((out / "report.json").read_text())
+        assert report["exit_code"] == 4
+        balanced = next(i for i in report["integrity"] if i["check"] == "vouchers_balanced")
+        assert balanced["status"] == "fail"
+        assert str(planted) in balanced["offending"] or str(planted) in balanced["details"]
+    finally:
+        with psycopg.connect(drill_lab.topology()["regions"]["primary"]["postgres"]["dsn"], autocommit=True) as conn:
+            conn.execute("DELETE FROM voucher_lines WHERE voucher_id = %s", (planted,))
+            conn.execute("DELETE FROM vouchers WHERE id = %s", (planted,))
+    assert_lab_on_primary(drill_lab)
+
+
+def test_plain_chaos_run_twice_leaves_the_lab_on_primary(drill_lab, tmp_path):
+    env = dict(os.environ, DRILL_STATE_DIR=str(drill_lab.state), DRILL_REPORTS_DIR=str(tmp_path / "reports"))
+    for i in range(2):
+        r = subprocess.run(["chaos", "--no-version-check", "run", "--rollback-strategy", "always",
+                            "--journal-path", str(tmp_path / f"journal-{i}.json"),
+                            str(ROOT / "experiments" / "region-failover.json")],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        journal = json.loads((tmp_path / f"journal-{i}.json").read_text())
+        assert journal["status"] == "completed" and not journal["deviated"]
+        assert_lab_on_primary(drill_lab)
+        assert httpx.get(drill_lab.topology()["router"]["url"] + "/health", timeout=3).status_code == 200
+    reports = list((tmp_path / "reports").glob("*/report.json"))
+    assert len(reports) == 2
+
+
+def test_unknown_target_is_a_usage_error(tmp_path):
+    r = drill("run", "no-such-profile", state=tmp_path / "state")
+    assert r.returncode == 2
+    assert "unknown target 'no-such-profile'" in r.stderr
+    assert "Traceback" not in r.stderr
