@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from harness.errors import ExitCode, HarnessError, UsageError
+from harness.errors import ExitCode, HarnessError, LabError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -30,8 +30,15 @@ StateDir = typer.Option(None, "--state-dir", envvar="DRILL_STATE_DIR",
                         help="Lab state directory (default ./.drill/lab).")
 
 
+def _error_line(e: BaseException) -> None:
+    """One line on stderr, never wrapped to the terminal width (scripts and tests parse it)."""
+    msg = " ".join(str(e).split()) or type(e).__name__
+    sys.stderr.write(f"drill: error: {msg}\n")
+    sys.stderr.flush()
+
+
 def _fail(e: HarnessError) -> None:
-    err.print(f"drill: error: {e}", markup=False)
+    _error_line(e)
     raise typer.Exit(e.exit_code)
 
 
@@ -57,6 +64,8 @@ def lab_up(
         topo = lab.status()
     except HarnessError as e:
         _fail(e)
+    except Exception as e:  # an unexpected failure of a server or client: one line, the logs have the rest
+        _fail(LabError(f"lab up failed: {type(e).__name__}: {e}; logs: {lab.logs}"))
     if json_out:
         _print_json(topo)
     else:
@@ -92,6 +101,8 @@ def lab_down(state_dir: Optional[Path] = StateDir) -> None:
         stopped = Lab(state_dir).down(progress=lambda m: err.print(f"[dim]lab:[/] {m}"))
     except HarnessError as e:
         _fail(e)
+    except Exception as e:
+        _fail(LabError(f"lab down failed: {type(e).__name__}: {e}"))
     out.print("lab stopped" if stopped else "no lab was running")
 
 
@@ -185,7 +196,7 @@ def main() -> None:
     try:
         app()
     except HarnessError as e:  # anything not caught by a command
-        err.print(f"drill: error: {e}", markup=False)
+        _error_line(e)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("drill: interrupted", markup=False)

@@ -14,7 +14,7 @@ from harness.drill import session as drill_session
 from harness.drill.fault_ledger import DEFAULT_LEASE_S, FaultEntry, FaultLedger, ledger_path
 from harness.errors import SafetyRefusal, UsageError
 
-__all__ = ["Injection", "approve", "approvals", "context_for", "func_ref", "inject", "is_dry_run", "ledger",
+__all__ = ["Injection", "approve", "approvals", "check", "context_for", "func_ref", "inject", "is_dry_run", "ledger",
            "mark_reverted", "plan", "revert_configuration"]
 
 Revert = tuple[Callable[..., Any] | str, Mapping[str, Any]]
@@ -162,6 +162,22 @@ def _decide(fault: PlannedFault, configuration: Mapping[str, Any] | None) -> Dec
     return decide(fault, ctx)
 
 
+def check(fault_name: str, target: str, *, action: str | None = None, gate: str | Iterable[str] | None = None,
+          regions: Iterable[str] = (), components: Iterable[str] = (),
+          configuration: Mapping[str, Any] | None = None) -> Decision:
+    """The guard chain alone (no ledger, no event unless refused): for actions that must read state before
+    `inject`, so that a refusal always comes first."""
+    the_plan = plan(configuration)
+    gates = (gate,) if isinstance(gate, str) else tuple(gate or ())
+    fault = PlannedFault.for_plan(the_plan, fault_name, action or fault_name, target, regions=regions,
+                                  components=components, gates=gates)
+    decision = _decide(fault, configuration)
+    if decision.refused:
+        _event("fault", fault_name, phase="refused", reason=decision.reason, guard=decision.guard, target=target)
+        raise SafetyRefusal(decision.reason)
+    return decision
+
+
 def inject(fault_name: str, target: str, *, revert: Revert, action: str | None = None,
            gate: str | Iterable[str] | None = None, regions: Iterable[str] = (), components: Iterable[str] = (),
            configuration: Mapping[str, Any] | None = None, details: Mapping[str, Any] | None = None,
@@ -215,5 +231,6 @@ def approve(gate: str, name: str, configuration: Mapping[str, Any] | None = None
     ctx = context_for(configuration, approvals(configuration), plan(configuration), time.time())
     decision = decide(fault, ctx)
     if decision.refused:
+        _event("note", f"{name} refused", gate=gate, reason=decision.reason)
         raise SafetyRefusal(decision.reason)
     return decision

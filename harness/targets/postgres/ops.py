@@ -1,0 +1,296 @@
+"""PostgreSQL operations on clients passed in (connections, PgNode): roles, lag, promote, rejoin as standby."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import LabError
+from harness.lab.postgres import PgNode
+from harness.targets._lab import wait_for
+
+Connect = Callable[[], Any]  # returns a psycopg connection (autocommit)
+
+
+def in_recovery(conn: Any) -> bool:
+    return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
+
+
+def role(connect: Connect) -> str:
+    """"primary", "standby" or "down"."""
+    try:
+        with connect() as c:
+            return "standby" if in_recovery(c) else "primary"
+    except Exception:
+        return "down"
+
+
+def writable(conn: Any) -> bool:
+    """True when the server assigns transaction ids (not in recovery, not read-only)."""
+    if in_recovery(conn):
+        return False
+    with conn.transaction():
+        conn.execute("SELECT pg_current_xact_id()")
+    return True
+
+
+def wal_receiver(conn: Any) -> dict[str, Any] | None:
+    row = conn.execute("SELECT status, sender_port, written_lsn::text, flushed_lsn::text "
+                       "FROM pg_stat_wal_receiver").fetchone()
+    if not row:
+        return None
+    return {"status": row[0], "sender_port": row[1], "written_lsn": row[2], "flushed_lsn": row[3]}
+
+
+def streaming_from(conn: Any, port: int) -> bool:
+    w = wal_receiver(conn)
+    return bool(w) and w["status"] == "streaming" and w["sender_port"] == port
+
+
+def replication_rows(primary: Any) -> list[dict[str, Any]]:
+    rows = primary.execute(
+        "SELECT application_name, state, EXTRACT(EPOCH FROM replay_lag)::float8, EXTRACT(EPOCH FROM write_lag)::float8,"
+        " sent_lsn::text, replay_lsn::text, (sent_lsn = replay_lsn) AS caught_up,"
+        " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8 FROM pg_stat_replication").fetchall()
+    return [{"application_name": r[0], "state": r[1], "replay_lag_s": r[2], "write_lag_s": r[3], "sent_lsn": r[4],
+             "replay_lsn": r[5], "caught_up": r[6], "behind_bytes": r[7]} for r in rows]
+
+
+def lag_seconds(primary: Any, standby: Any | None, application_name: str | None = None) -> float | None:
+    """Replication lag of a standby as time, None when it is not connected.
+
+    The primary's pg_stat_replication replay_lag (else write_lag) when present; else 0 when the
+    standby has replayed everything sent; else the standby's age of its last replayed transaction.
+    (`now() - pg_last_xact_replay_timestamp()` alone grows while the primary is idle.)
+    """
+    rows = replication_rows(primary)
+    if application_name and len(rows) > 1:
+        rows = [r for r in rows if r["application_name"] == application_name] or rows
+    if not rows:
+        return None
+    r = rows[0]
+    if r["replay_lag_s"] is not None:
+        return float(r["replay_lag_s"])
+    if r["write_lag_s"] is not None:
+        return float(r["write_lag_s"])
+    if r["caught_up"]:
+        return 0.0
+    if standby is None:
+        return None
+    v = standby.execute("SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8").fetchone()[0]
+    return max(0.0, float(v)) if v is not None else None
+
+
+def timeline_id(conn: Any) -> int:
+    return int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])
+
+
+def promote(connect: Connect, timeout: float = 30.0) -> dict[str, Any]:
+    """Promote the standby behind `connect` (`pg_promote(true, timeout)`) and wait until it is writable."""
+    t0 = time.monotonic()
+    with connect() as c:
+        if not in_recovery(c):
+            return {"promoted": False, "already_primary": True, "seconds": 0.0}
+        ok = c.execute("SELECT pg_promote(true, %s)", (int(timeout),)).fetchone()[0]
+        if not ok:
+            raise LabError(f"pg_promote did not finish within {timeout:.0f} s")
+
+    def is_writable() -> bool:
+        with connect() as c:
+            return writable(c)
+
+    wait_for(is_writable, timeout, "promoted PostgreSQL writable")
+    return {"promoted": True, "already_primary": False, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def signal_cluster(node: PgNode, sig: int) -> list[int]:
+    """Send `sig` to the postmaster and all its children (SIGSTOP/SIGCONT a whole server)."""
+    import psutil
+
+    pid = node.pid()
+    if pid is None:
+        return []
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+    sent = []
+    for p in procs:
+        try:
+            os.kill(p.pid, sig)
+            sent.append(p.pid)
+        except ProcessLookupError:
+            pass
+    return sent
+
+
+def running(node: PgNode) -> bool:
+    """The postmaster is alive (a SIGKILLed one awaiting its reaper counts as gone)."""
+    from harness.lab import procs
+
+    pid = node.pid()
+    return pid is not None and procs.alive(pid)
+
+
+def wait_reaped(node: PgNode, timeout: float = 15.0) -> None:
+    """After a SIGKILL the postmaster stays a zombie until init reaps it (seconds here); until then
+    postmaster.pid looks live and neither `pg_ctl start` nor pg_rewind will touch the data dir."""
+    if node.pid() is None or running(node):
+        return
+    wait_for(lambda: node.pid() is None, timeout, f"killed PostgreSQL {node.region} reaped")
+
+
+def is_paused(node: PgNode) -> bool:
+    import psutil
+
+    pid = node.pid()
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    except psutil.Error:
+        return False
+
+
+def standby_conninfo(upstream_port: int, region: str) -> str:
+    return PgNode.conninfo(upstream_port).replace("application_name=drill_dr", f"application_name=drill_{region}")
+
+
+def write_standby_config(node: PgNode, stream_port: int) -> None:
+    """Our settings (port, conninfo naming the region) in postgresql.auto.conf (pg_rewind overwrote it)."""
+    node.write_config(primary_conninfo=standby_conninfo(stream_port, node.region))
+
+
+def make_standby(node: PgNode, stream_port: int) -> None:
+    """standby.signal + our settings in postgresql.auto.conf, which pg_rewind overwrote with the source's."""
+    node.make_standby(stream_port)
+    write_standby_config(node, stream_port)
+
+
+def _start_and_stream(node: PgNode, connect: Connect, stream_port: int, timeout: float) -> bool:
+    try:
+        node.start(timeout=timeout)
+    except LabError:
+        return False
+
+    def streaming() -> bool:
+        with connect() as c:
+            return in_recovery(c) and streaming_from(c, stream_port)
+
+    try:
+        wait_for(streaming, timeout, f"PostgreSQL {node.region} streaming")
+        return True
+    except LabError:
+        return False
+
+
+def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream_connect: Connect,
+                      stream_port: int, timeout: float = 20.0, grace_s: float = 3.0) -> dict[str, Any]:
+    """Make `node` a streaming standby of `upstream` (which must be a running primary).
+
+    Tries in order: already streaming (nothing to do); restart with the right conninfo (it was a
+    standby); pg_rewind (CHECKPOINT on the upstream first; our settings rewritten after it); a fresh
+    base backup. `node`'s data is only replaced once the upstream is confirmed a writable primary.
+    """
+    t0 = time.monotonic()
+    if node.data_dir == upstream.data_dir:
+        raise LabError(f"refusing to rejoin PostgreSQL {node.region} to itself")
+    try:
+        with upstream_connect() as c:
+            if in_recovery(c):
+                raise LabError(f"refusing to rejoin PostgreSQL {node.region}: upstream {upstream.region} is not a "
+                               "primary (it is in recovery)")
+    except LabError:
+        raise
+    except Exception as e:
+        raise LabError(f"refusing to rejoin PostgreSQL {node.region}: upstream {upstream.region} on port "
+                       f"{upstream.port} is not reachable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+
+    def done(how: str) -> dict[str, Any]:
+        return {"region": node.region, "upstream": upstream.region, "how": how, "stream_port": stream_port,
+                "seconds": round(time.monotonic() - t0, 3)}
+
+    wait_reaped(node)
+    running_role = None
+    if node.is_running():
+        try:
+            with connect() as c:
+                running_role = "standby" if in_recovery(c) else "primary"
+            if running_role == "standby":
+                # a standby whose upstream just came back reconnects by itself within a retry interval
+                def reconnected() -> bool:
+                    with connect() as c:
+                        return streaming_from(c, stream_port)
+                try:
+                    wait_for(reconnected, grace_s, f"PostgreSQL {node.region} streaming")
+                    return done("already streaming")
+                except LabError:
+                    pass
+        except Exception:
+            running_role = None
+    was_standby = (node.data_dir / "standby.signal").exists()
+    node.stop(mode="fast", timeout=20)
+    if was_standby and running_role != "primary":
+        make_standby(node, stream_port)
+        if _start_and_stream(node, connect, stream_port, min(timeout, 8.0)):
+            return done("restarted as standby")
+        node.stop(mode="fast", timeout=20)
+    with upstream_connect() as c:
+        c.execute("CHECKPOINT")  # pg_rewind reads the new timeline from the upstream's control file
+    try:
+        (node.data_dir / "standby.signal").unlink(missing_ok=True)
+        node.rewind_from(upstream.port)
+        make_standby(node, stream_port)
+        if _start_and_stream(node, connect, stream_port, timeout):
+            return done("pg_rewind")
+        node.stop(mode="fast", timeout=20)
+        how = "base backup (streaming after pg_rewind failed)"
+    except LabError as e:
+        how = f"base backup (pg_rewind failed: {e})"
+    node.basebackup_from(upstream.port, stream_port)
+    write_standby_config(node, stream_port)
+    if not _start_and_stream(node, connect, stream_port, timeout):
+        raise LabError(f"PostgreSQL {node.region} does not stream from port {stream_port} even after a fresh base "
+                       f"backup; log: {node.log_file}")
+    return done(how)
+
+
+def wait_caught_up(upstream_connect: Connect, standby_connect: Connect, timeout: float = 30.0) -> str:
+    """Wait until the standby has replayed the upstream's current WAL position; returns that LSN."""
+    with upstream_connect() as c:
+        target = c.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+    def replayed() -> bool:
+        with standby_connect() as c:
+            return bool(c.execute("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s::pg_lsn) >= 0",
+                                  (target,)).fetchone()[0])
+
+    wait_for(replayed, timeout, f"standby replay up to {target}")
+    return target
+
+
+def voucher_fingerprint(conn: Any) -> dict[str, Any]:
+    n, mx = conn.execute("SELECT count(*), COALESCE(max(id), 0) FROM vouchers").fetchone()
+    return {"vouchers": int(n), "max_id": int(mx)}
+
+
+
+def checkpoint_lsn(node: PgNode) -> str:
+    """"Latest checkpoint location" of a stopped node (pg_controldata): where a clean shutdown ended its WAL."""
+    r = node.rt.run("pg_controldata", ["-D", str(node.data_dir)], timeout=30)
+    for line in r.stdout.splitlines():
+        if line.startswith("Latest checkpoint location:"):
+            return line.split(":", 1)[1].strip()
+    raise LabError(f"pg_controldata of {node.data_dir} shows no latest checkpoint location")
+
+
+def wait_replayed(standby_connect: Connect, lsn: str, timeout: float = 30.0) -> None:
+    """Wait until the standby has replayed WAL past `lsn`."""
+    def replayed() -> bool:
+        with standby_connect() as c:
+            return bool(c.execute("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s::pg_lsn) > 0",
+                                  (lsn,)).fetchone()[0])
+
+    wait_for(replayed, timeout, f"standby replay past {lsn}")

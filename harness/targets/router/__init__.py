@@ -1,0 +1,1 @@
+"""Region router target: probes (active region, state) and actions (manual flip, clear the override)."""

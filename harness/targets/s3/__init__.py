@@ -1,0 +1,1 @@
+"""S3 target (probes only): the backups bucket's objects."""

@@ -1,0 +1,36 @@
+"""Fault proxy (Toxiproxy HTTP API) calls shared by the targets: enable/disable a proxy, reset, read state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.errors import LabError
+
+
+def _check(r: Any, what: str) -> Any:
+    if r.status_code >= 400:
+        raise LabError(f"fault proxy refused {what}: HTTP {r.status_code} {r.text.strip()[:200]}")
+    return r.json() if r.content else None
+
+
+def proxy(http: Any, base_url: str, name: str) -> dict[str, Any]:
+    return _check(http.get(f"{base_url}/proxies/{name}"), f"reading proxy {name!r}")
+
+
+def proxies(http: Any, base_url: str) -> dict[str, Any]:
+    return _check(http.get(f"{base_url}/proxies"), "listing proxies")
+
+
+def set_enabled(http: Any, base_url: str, name: str, enabled: bool) -> dict[str, Any]:
+    return _check(http.post(f"{base_url}/proxies/{name}", json={"enabled": enabled}),
+                  f"{'enabling' if enabled else 'disabling'} proxy {name!r}")
+
+
+def reset(http: Any, base_url: str) -> None:
+    """Enable every proxy and remove every toxic (Toxiproxy POST /reset)."""
+    _check(http.post(f"{base_url}/reset"), "reset")
+
+
+def clean(http: Any, base_url: str) -> bool:
+    """True when every proxy is enabled and has no toxic."""
+    return all(p.get("enabled") and not p.get("toxics") for p in proxies(http, base_url).values())

@@ -1,0 +1,175 @@
+"""Unit tests of the fault guard: context from configuration and session, refusals, dry run, ledger-first, revert references."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness.config import load_plan
+from harness.core.safety import PlannedFault, decide
+from harness.drill import guard
+from harness.drill import session as drill_session
+from harness.drill.fault_ledger import FaultLedger
+from harness.errors import SafetyRefusal, UsageError
+
+PLAN = load_plan()
+
+
+def revert_me(configuration: dict | None = None) -> None:
+    """A module-level revert function for the ledger tests."""
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.delenv("DRILL_FAULT_LEDGER", raising=False)
+    monkeypatch.setenv("DRILL_STATE_DIR", str(tmp_path / "lab"))
+    return {"drill_state_dir": str(tmp_path / "lab")}
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[drill_session.DrillSession]:
+    s = drill_session.begin("test", "guard", report_dir=tmp_path / "report")
+    try:
+        yield s
+    finally:
+        drill_session.end()
+
+
+def test_context_defaults_to_the_lab_with_nothing_approved() -> None:
+    ctx = guard.context_for(None, (), PLAN, now=1.0)
+    assert ctx.environment == "lab" and ctx.approved_gates == frozenset() and not ctx.dry_run
+    assert "dr_region_switch" in ctx.known_gates
+
+
+def test_context_merges_configuration_and_session_approvals() -> None:
+    ctx = guard.context_for({"drill_approvals": ["data_restore_from_backup"], "drill_dry_run": "true",
+                             "drill_allowed_environments": "staging, prod", "drill_max_regions": "1"},
+                            {"dr_region_switch"}, PLAN, now=1.0)
+    assert ctx.approved_gates == {"data_restore_from_backup", "dr_region_switch"}
+    assert ctx.dry_run and ctx.allowed_environments == {"staging", "prod"} and ctx.max_regions == 1
+
+
+@pytest.mark.parametrize("key, value", [("drill_max_regions", "two"), ("drill_max_components", -1),
+                                        ("drill_approvals", 5)])
+def test_context_rejects_bad_values_naming_them(key: str, value: object) -> None:
+    with pytest.raises(UsageError, match=key):
+        guard.context_for({key: value}, (), PLAN, now=1.0)
+
+
+def test_plan_gates_attach_to_switch_region() -> None:
+    fault = PlannedFault.for_plan(PLAN, "switch_region", "switch_region", "router:dr")
+    refused = decide(fault, guard.context_for(None, (), PLAN, now=1.0))
+    assert refused.refused and refused.reason.startswith("not injecting: ") and "--approve dr_region_switch" in refused.reason
+    assert decide(fault, guard.context_for(None, {"dr_region_switch"}, PLAN, now=1.0)).allowed
+
+
+def test_func_ref_names_importable_functions_only() -> None:
+    assert guard.func_ref(revert_me) == f"{__name__}:revert_me"
+    assert guard.func_ref("harness.failover.failback:fail_back") == "harness.failover.failback:fail_back"
+    with pytest.raises(UsageError, match="lambda"):
+        guard.func_ref(lambda: None)
+    with pytest.raises(UsageError, match="no_colon"):
+        guard.func_ref("no_colon")
+
+
+def test_refusal_writes_nothing_and_says_why(state: dict, session: drill_session.DrillSession) -> None:
+    with pytest.raises(SafetyRefusal, match=r"^not injecting: 'switch_region' needs approval for dr_region_switch"):
+        guard.inject("switch_region", "router:dr", revert=(revert_me, {}), configuration=state)
+    assert FaultLedger().active() == []
+    assert [(e.kind, e.data["phase"]) for e in session.timeline.events if e.kind == "fault"] == [("fault", "refused")]
+    assert session.fault_t is None
+
+
+def test_environment_must_be_allowed(state: dict) -> None:
+    with pytest.raises(SafetyRefusal, match="not injecting: .*'prod' is not on the allow-list"):
+        guard.inject("kill_primary", "postgres:primary", revert=(revert_me, {}),
+                     configuration={**state, "drill_environment": "prod"})
+    inj = guard.inject("kill_primary", "postgres:primary", revert=(revert_me, {}),
+                       configuration={**state, "drill_environment": "prod", "drill_allowed_environments": ["prod"]})
+    assert inj.proceed
+
+
+def test_blast_radius_limits_regions(state: dict) -> None:
+    with pytest.raises(SafetyRefusal, match="touches 2 regions"):
+        guard.inject("cut_replication", "toxiproxy:pg_replication", revert=(revert_me, {}),
+                     regions=("primary", "dr"), configuration={**state, "drill_max_regions": 1})
+
+
+def test_dry_run_records_the_planned_fault_only(state: dict, session: drill_session.DrillSession) -> None:
+    inj = guard.inject("kill_primary", "postgres:primary", revert=(revert_me, {}),
+                       configuration={**state, "drill_dry_run": True})
+    assert not inj.proceed and inj.dry_run and inj.entry is None and inj.to_dict()["dry_run"]
+    assert FaultLedger().active() == []
+    planned = [e for e in session.timeline.events if e.kind == "fault"]
+    assert [e.data["phase"] for e in planned] == ["planned"] and session.fault_t is None
+
+
+def test_session_dry_run_counts_too(state: dict, session: drill_session.DrillSession) -> None:
+    session.config["drill_dry_run"] = True
+    assert not guard.inject("kill_primary", "postgres:primary", revert=(revert_me, {}), configuration=state).proceed
+
+
+def test_inject_writes_the_ledger_first_then_the_event(state: dict, session: drill_session.DrillSession) -> None:
+    session.approvals.add("dr_region_switch")
+    inj = guard.inject("switch_region", "router:dr", revert=(revert_me, {"x": 1}), regions=("dr",),
+                       configuration=state)
+    assert inj.proceed and inj.entry is not None
+    line = json.loads((Path(state["drill_state_dir"]) / "fault-ledger.jsonl").read_text().splitlines()[0])
+    assert line["op"] == "inject" and line["revert_func"] == f"{__name__}:revert_me"
+    assert line["revert_kwargs"] == {"x": 1, "configuration": {"drill_state_dir": str(Path(state["drill_state_dir"]).resolve())}}
+    assert line["run_id"] == session.run_id
+    ev = [e for e in session.timeline.events if e.kind == "fault"][-1]
+    assert ev.data["phase"] == "inject" and ev.data["fault_id"] == inj.entry.id
+    assert session.fault_t == ev.t
+
+
+def test_mark_reverted_and_revert_all(state: dict, session: drill_session.DrillSession) -> None:
+    a = guard.inject("kill_primary", "postgres:primary", revert=(revert_me, {}), configuration=state).entry
+    b = guard.inject("kill_primary", "redis:primary", revert=(revert_me, {}), configuration=state).entry
+    assert guard.mark_reverted(("kill_primary", "stop_primary"), "postgres:primary", state) == [a.id]
+    assert guard.mark_reverted("kill_primary", "postgres:primary", state) == []  # idempotent
+    assert [e.id for e in FaultLedger().active()] == [b.id]
+    assert FaultLedger().revert_all() == [(b, None)]
+    assert FaultLedger().active() == []
+    phases = [e.data["phase"] for e in session.timeline.events if e.kind == "fault"]
+    assert phases == ["inject", "inject", "revert"]
+
+
+def test_approve_refuses_without_the_gate(state: dict) -> None:
+    with pytest.raises(SafetyRefusal, match="^not injecting: 'fail_over' needs approval for dr_region_switch"):
+        guard.approve("dr_region_switch", "fail_over", state)
+    assert guard.approve("dr_region_switch", "fail_over", {**state, "drill_approvals": ["dr_region_switch"]}).allowed
+
+
+TARGET_MODULES = [f"harness.targets.{t}.{kind}" for t in ("postgres", "redis", "app", "router") for kind in
+                  ("probes", "actions")] + ["harness.targets.s3.probes", "harness.failover.region",
+                                            "harness.failover.runbook", "harness.failover.failback"]
+
+
+@pytest.mark.parametrize("module", TARGET_MODULES)
+def test_activities_have_the_chaos_toolkit_shape(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert mod.__doc__ and "\n" not in mod.__doc__.strip()
+    assert mod.__all__
+    for name in mod.__all__:
+        fn = getattr(mod, name)
+        params = list(inspect.signature(fn).parameters)
+        assert params[-2:] == ["configuration", "secrets"], f"{module}.{name}"
+        assert fn.__doc__, f"{module}.{name} has no docstring"
+
+
+def test_every_revert_named_by_an_action_is_importable() -> None:
+    refs = ["harness.targets.postgres.actions:restore_primary", "harness.targets.postgres.actions:resume_primary",
+            "harness.targets.postgres.actions:demote_standby", "harness.targets.postgres.actions:restore_replication",
+            "harness.targets.redis.actions:restore_primary", "harness.targets.redis.actions:demote_replica",
+            "harness.targets.app.actions:restore_scale", "harness.targets.app.actions:restore_replica",
+            "harness.targets.router.actions:clear_override", "harness.failover.failback:fail_back"]
+    for ref in refs:
+        mod, _, name = ref.partition(":")
+        fn = getattr(importlib.import_module(mod), name)
+        assert "configuration" in inspect.signature(fn).parameters
