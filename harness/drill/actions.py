@@ -17,7 +17,7 @@ __all__ = [
 def _topology(configuration: dict | None) -> dict[str, Any]:
     from harness.targets import _lab
 
-    return _lab.resolve(configuration).topology
+    return _lab.resolve(configuration).lab.topology()
 
 
 def _lab(configuration: dict | None):

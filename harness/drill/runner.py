@@ -54,6 +54,8 @@ def resolve_target(target: str) -> Target:
 
 def _printer(console) -> Callable[[Event], None]:
     """Live progress: faults, failover steps, checks and notes as they happen (not every probe or write)."""
+    from rich.markup import escape
+
     t0 = time.time()
     styles = {"fault": "bold red", "failover": "bold yellow", "check": "cyan", "note": "dim"}
 
@@ -64,8 +66,11 @@ def _printer(console) -> Callable[[Event], None]:
             return
         extra = ""
         if e.kind == "check" and "status" in e.data:
-            extra = f" [{e.data['status']}]"
-        console.print(f"[dim]{e.t - t0:7.2f}s[/] [{styles.get(e.kind, '')}]{e.kind:<8}[/] {e.event}{extra}",
+            colour = {"pass": "green", "fail": "red", "warning": "yellow"}.get(e.data["status"], "")
+            extra = f" [{colour}]{escape(str(e.data['status']))}[/]" if colour else f" {escape(str(e.data['status']))}"
+        if e.kind == "fault":
+            extra = f" ({escape(str(e.data.get('phase', 'inject')))})"
+        console.print(f"[dim]{e.t - t0:7.2f}s[/] [{styles.get(e.kind, '')}]{e.kind:<8}[/] {escape(e.event)}{extra}",
                       highlight=False)
 
     return show
@@ -159,6 +164,7 @@ def _run_experiment(s, t: Target, dry_run: bool, console) -> int:
     if journal and journal.get("status") in ("interrupted", "aborted"):
         s.aborted = True
     _note_failed_activities(s, journal)
+    _note_steady_state(s, journal, dry_run)
     plan = load_plan(overrides=s.config.get("drill_plan_overrides"))
     report = finalize.write(s, plan, journal=journal, error=error, refused=bool(s.refused))
     drill_session.end()
@@ -181,6 +187,27 @@ def _note_failed_activities(s, journal: dict | None) -> None:
             elif s.harness_error is None:
                 s.harness_error = f"activity {name} failed: {last}"
                 s.note(f"activity {name} failed: {last}")
+
+
+def _note_steady_state(s, journal: dict | None, dry_run: bool) -> None:
+    """A drill whose system was not in steady state, or that injected nothing, did not pass."""
+    if not journal or s.aborted or s.harness_error or s.refused:
+        return
+    states = journal.get("steady_states") or {}
+    for when in ("before", "after"):
+        st = states.get(when) or {}
+        if st and not st.get("steady_state_met"):
+            bad = [p["activity"]["name"] for p in st.get("probes", []) if not p.get("tolerance_met", True)]
+            s.harness_error = (f"steady state hypothesis not met {when} the method"
+                               + (f": {', '.join(bad)}" if bad else ""))
+            s.note(s.harness_error)
+            return
+    if journal.get("deviated"):
+        s.harness_error = "the steady state deviated after the method"
+        return
+    if s.fault_t is None and not dry_run:
+        s.harness_error = "the experiment injected no fault: nothing was measured"
+        s.note(s.harness_error)
 
 
 def _summarise(report: dict, console) -> None:

@@ -373,9 +373,15 @@ class Lab:
         nodes = self.pg_nodes(st)
 
         def standby_streaming() -> bool:
+            """Streaming and caught up with everything the primary has written so far (seed data included)."""
             with psycopg.connect(nodes["dr"].admin_dsn(), connect_timeout=1) as c:
                 row = c.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
-                return bool(row) and row[0] == "streaming"
+                if not (row and row[0] == "streaming"):
+                    return False
+            with psycopg.connect(nodes["primary"].admin_dsn(), connect_timeout=1) as c:
+                row = c.execute("SELECT bool_and(replay_lsn >= pg_current_wal_flush_lsn()) "
+                                "FROM pg_stat_replication").fetchone()
+                return bool(row and row[0])
 
         def redis_linked() -> bool:
             info = redis.Redis(port=ports["redis_dr"], socket_timeout=1).info("replication")
