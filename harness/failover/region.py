@@ -1,4 +1,4 @@
-"""Region loss as one fault: scale its apps to 0, SIGKILL its PostgreSQL and its Valkey; reverted by fail_back."""
+"""Region loss as one fault: SIGKILL its PostgreSQL and its Valkey, then its apps go; reverted by fail_back."""
 
 from __future__ import annotations
 
@@ -18,19 +18,21 @@ def fail_region(region: str = "primary", configuration: dict | None = None, secr
     _lab.check_region(region)
     inj = guard.inject("fail_region", f"region:{region}", revert=(fail_back, {"to_region": "primary"}),
                        regions=(region,), components=("app", "postgresql", "redis"), configuration=configuration,
-                       details={"steps": ["scale apps to 0", "SIGKILL postgresql", "SIGKILL valkey"]})
+                       details={"steps": ["SIGKILL postgresql", "SIGKILL valkey", "scale apps to 0"]})
     if not inj.proceed:
         return inj.to_dict()
     t = _lab.resolve(configuration)
     t0 = time.time()
     steps = []
-    with t.http() as http:
-        app_ops.scale(http, t.supervisor_url, region, 0)
-    steps.append({"step": "apps scaled to 0", "at_s": round(time.time() - t0, 3)})
+    # the data layer dies first and hard, as in a real region loss: whatever WAL the standby had not
+    # received yet is gone, and the ledger measures exactly that; the apps die with their region after
     node = t.node(region)
     pg_pid = node.pid()
     node.kill()
     steps.append({"step": "postgresql SIGKILL", "pid": pg_pid, "at_s": round(time.time() - t0, 3)})
     rd_pid = kill_valkey(t, region)
     steps.append({"step": "valkey SIGKILL", "pid": rd_pid, "at_s": round(time.time() - t0, 3)})
+    with t.http() as http:
+        app_ops.scale(http, t.supervisor_url, region, 0)
+    steps.append({"step": "apps scaled to 0", "at_s": round(time.time() - t0, 3)})
     return {"region": region, "fault_id": inj.entry.id, "injected_at": inj.entry.injected_at, "steps": steps}
