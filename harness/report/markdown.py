@@ -81,6 +81,8 @@ def render_markdown(report: Mapping[str, Any], *, view: View | None = None) -> s
     if v.writes:
         fields = [f for f in WRITE_FIELDS if f in v.writes] + [f for f in v.writes if f not in WRITE_FIELDS]
         out += _table([f.capitalize() for f in fields], [[v.writes.get(f) for f in fields]])
+        for name, keys in v.write_keys.items():
+            out += ["", f"{name.replace('_', ' ').capitalize()}: " + ", ".join(f"`{k}`" for k in keys)]
         out += ["", f"_{WRITE_EXPLANATION}_", ""]
     line = rpo_line(v.rpo)
     if line:

@@ -242,6 +242,7 @@ class View:
     summary: str
     objectives: list[ObjectiveRow]
     writes: dict[str, Any]
+    write_keys: dict[str, list[Any]]
     rpo: dict[str, Any]
     integrity: list[dict[str, Any]]
     checklist_by_phase: list[tuple[str, str, list[dict[str, Any]]]]
@@ -296,7 +297,10 @@ def build_view(report: Mapping[str, Any]) -> View:
     duration = fmt_duration(ended - started) if started is not None and ended is not None else "\u2014"
     v = verdict(report)
     objectives = [objective_row(o) for o in report.get("objectives") or [] if isinstance(o, Mapping)]
-    writes = dict(report.get("writes") or {})
+    raw_writes = dict(report.get("writes") or {})
+    # counts go in the table; the capped key lists (lost_keys, ...) are named below it
+    writes = {k: v for k, v in raw_writes.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    write_keys = {k: list(v) for k, v in raw_writes.items() if isinstance(v, (list, tuple)) and v}
     integrity = [dict(i) for i in report.get("integrity") or [] if isinstance(i, Mapping)]
     checklist = [dict(i) for i in report.get("checklist") or [] if isinstance(i, Mapping)]
 
@@ -371,7 +375,7 @@ def build_view(report: Mapping[str, Any]) -> View:
         report=report, verdict=v, verdict_class=verdict_class(v), exit_code=report.get("exit_code"),
         run_id=str(report.get("run_id", "")), kind=str(report.get("kind", "")), target=str(report.get("target", "")),
         started=fmt_clock(report.get("started_at")), ended=fmt_clock(report.get("ended_at")), duration=duration,
-        summary=str(report.get("summary") or ""), objectives=objectives, writes=writes,
+        summary=str(report.get("summary") or ""), objectives=objectives, writes=writes, write_keys=write_keys,
         rpo=dict(report.get("rpo") or {}) if isinstance(report.get("rpo"), Mapping) else {},
         integrity=integrity, checklist_by_phase=grouped, phase_columns=columns, phases=phases,
         probe_stats=probe_stats, key_events=events, key_events_omitted=omitted, notes=notes,
