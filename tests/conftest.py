@@ -39,5 +39,9 @@ def scratch_pg():
     try:
         yield node
     finally:
+        import shutil
+
         node.stop(mode="immediate")
         node.wipe()
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)

@@ -84,9 +84,18 @@ def after_hypothesis_control(context: dict, state: Any = None, **kwargs: Any) ->
 
 
 def before_rollback_control(context: Any = None, **kwargs: Any) -> None:
+    """The workload stops before any rollback (an interrupted method never reached stop_workload)."""
     s = drill_session.current(required=False)
-    if s is not None:
-        s.event("note", "rollbacks started")
+    if s is None:
+        return
+    if s.workload is not None and s.final_keys is None:
+        try:
+            counts = s.workload.stop()
+            s.event("note", "workload stopped before rollbacks",
+                    **{k: v for k, v in counts.items() if isinstance(v, (dict, int))})
+        except Exception as e:  # the rollbacks must run regardless
+            s.note(f"stopping the workload before rollbacks failed: {e}")
+    s.event("note", "rollbacks started")
 
 
 def after_experiment_control(context: dict, state: Any = None, configuration: dict | None = None,

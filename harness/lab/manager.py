@@ -483,7 +483,8 @@ class Lab:
             "regions": regions,
             "router": {"url": f"http://127.0.0.1:{ports['router']}", "active_region": active},
             "toxiproxy": {"url": f"http://127.0.0.1:{ports['toxiproxy']}",
-                          "proxies": {n: {"listen": f"127.0.0.1:{ports['proxy_' + n]}", "upstream": up}
+                          "proxies": {n: {"listen": f"127.0.0.1:{ports['proxy_' + n]}",
+                                          "upstream": f"127.0.0.1:{ports[up]}", "stands_for": up}
                                       for n, up in PROXIES.items()}},
             "s3": {"endpoint_url": f"http://127.0.0.1:{ports['moto']}", "bucket": "kerp-backups"},
             "supervisor": {"url": f"http://127.0.0.1:{ports['supervisor']}"},

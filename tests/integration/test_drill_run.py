@@ -122,3 +122,31 @@ def test_unknown_target_is_a_usage_error(tmp_path):
     assert r.returncode == 2
     assert "unknown target 'no-such-profile'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_interrupted_drill_rolls_back_and_exits_130(drill_lab, tmp_path, sig):
+    import signal
+    import time
+
+    out = tmp_path / "report"
+    env = dict(os.environ, DRILL_STATE_DIR=str(drill_lab.state))
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "ci-smoke", "--report-dir", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timeline = out / "timeline.jsonl"
+    deadline = time.monotonic() + 60
+    injected = False
+    while time.monotonic() < deadline and not injected:
+        if timeline.exists():
+            injected = any('"kind": "fault"' in line for line in timeline.read_text().splitlines())
+        time.sleep(0.1)
+    assert injected, "the drill never injected its fault"
+    proc.send_signal(getattr(signal, sig))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "aborted" and report["exit_code"] == 130
+    assert_lab_on_primary(drill_lab)
+    from harness.drill.fault_ledger import FaultLedger, ledger_path
+
+    assert FaultLedger(ledger_path(drill_lab.state)).active() == []

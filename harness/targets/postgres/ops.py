@@ -276,6 +276,12 @@ def voucher_fingerprint(conn: Any) -> dict[str, Any]:
     return {"vouchers": int(n), "max_id": int(mx)}
 
 
+def holds_all_of(conn: Any, fingerprint: dict[str, Any]) -> bool:
+    """True when `conn` has every voucher counted in `fingerprint` (ids never reused; writes may continue)."""
+    n = conn.execute("SELECT count(*) FROM vouchers WHERE id <= %s", (fingerprint["max_id"],)).fetchone()[0]
+    return int(n) == fingerprint["vouchers"]
+
+
 
 def checkpoint_lsn(node: PgNode) -> str:
     """"Latest checkpoint location" of a stopped node (pg_controldata): where a clean shutdown ended its WAL."""
