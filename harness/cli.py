@@ -138,6 +138,78 @@ def run_cmd(
     raise typer.Exit(code)
 
 
+def _parse_int(option: str, value: str) -> int:
+    try:
+        return int(value, 10)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{option} {value!r} is not an integer") from e
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    k: list[str] = typer.Option([], "--k", metavar="K", help="Acknowledged writes to lose on purpose (repeatable; "
+                                                              "default 0, 1 and 37)."),
+    delay_ms: str = typer.Option("200", "--delay-ms", metavar="MS", help="Latency injected on the Popbill link "
+                                                                         "(1..1500, default 200)."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to keep calibration.json and the "
+                                                                         "timeline (default reports/<run-id>/)."),
+    state_dir: Optional[Path] = StateDir,
+) -> None:
+    """Self-test of the meters against known, injected loss, delay and integrity faults.
+
+    K lost writes (cut replication, kill the primary, fail over) must measure exactly K lost, right RPO.
+
+    A known latency on the Popbill link must measure within 20 %; every planted integrity fault must be named.
+
+    Brings the lab up if needed; every fault is rolled back, also on Ctrl-C and SIGTERM.
+
+    Exit code: 0 every meter within tolerance, 1 otherwise, 2 bad input, 130 interrupted.
+    """
+    from harness.drill import calibrate, runner
+
+    def progress(m: str) -> None:
+        err.print(f"[dim]calibrate:[/] {m}", highlight=False, soft_wrap=True)
+
+    try:
+        ks, delay = calibrate.check_inputs(
+            tuple(_parse_int("--k", v) for v in k) or calibrate.DEFAULT_KS, _parse_int("--delay-ms", delay_ms))
+        runner.ensure_lab(err, str(state_dir) if state_dir else None)
+        result = calibrate.calibrate(state_dir, ks=ks, delay_ms=delay, report_dir=report_dir,
+                                     progress=progress)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json(result)
+    else:
+        _print_calibration(result)
+    raise typer.Exit(ExitCode.PASSED if result["passed"] else ExitCode.HARNESS_ERROR)
+
+
+def _print_calibration(r: dict) -> None:
+    def mark(ok: bool) -> str:
+        return "[green]ok[/]" if ok else "[red]FAIL[/]"
+
+    for x in r["loss"]:
+        if x.get("error"):
+            out.print(f"known loss K={x['k']}: {mark(False)} {x['error']}")
+            continue
+        out.print(f"known loss K={x['k']}: lost {x['lost_measured']} (expected {x['lost_expected']}), "
+                  f"RPO {x['rpo_measured_s']:.3f} s (expected {x['rpo_expected_s']:.3f} s) {mark(x['ok'])}")
+    d = r.get("delay") or {}
+    if d.get("measured_ms") is not None:
+        out.print(f"known delay {d['injected_ms']} ms: measured {d['measured_ms']:.1f} ms "
+                  f"(baseline {d['baseline_ms']:.1f} ms, with toxic {d['with_toxic_ms']:.1f} ms), "
+                  f"error {d['error_pct']:.1f} % {mark(d['ok'])}")
+    else:
+        out.print(f"known delay: {mark(False)} {d.get('error', 'not measured')}")
+    for x in r["integrity"]:
+        out.print(f"planted {x['fault']}: {x.get('check')} reported {', '.join(x['reported']) or 'nothing'} "
+                  f"(planted {x.get('planted')}) {mark(x['ok'])}")
+    out.print(f"calibration {'[green]passed[/]' if r['passed'] else '[red]failed[/]'} in {r['duration_s']:.1f} s; "
+              f"details in {r['report_dir']}/calibration.json")
+
+
 @app.command("recover")
 def recover_cmd(state_dir: Optional[Path] = StateDir) -> None:
     """Revert every fault still recorded as active in the fault ledger (after a crash or a kill -9)."""
@@ -190,6 +262,251 @@ def _print_topology(topo: dict) -> None:
     out.print(t)
     verdict = "[green]healthy[/]" if topo.get("healthy") else "[red]unhealthy[/]"
     out.print(f"lab is {verdict}; logs in {topo['logs']}")
+
+
+# --- validate ------------------------------------------------------------------------------------
+@app.command("validate")
+def validate_cmd(
+    paths: list[Path] = typer.Argument(..., metavar="PATH",
+                                       help="Experiments (.json, or .yaml with a method), features (.feature), "
+                                            "plan files or plan overrides (.yaml/.yml)."),
+    steps_dir: Optional[Path] = typer.Option(None, "--steps-dir", help="The `steps` package the features' steps must "
+                                                                       "match (default: the nearest steps/ above each "
+                                                                       "feature, else ./steps)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Validate experiments, features and config files; one line per file: `ok  PATH (...)` or `invalid PATH: why`.
+
+    Experiments: chaoslib loads and validates them; every python provider must be importable (harness functions exported in their module's __all__).
+
+    Features: Gherkin syntax (errors with their line) and every step must match a step definition of the steps package.
+
+    Plan files: the full plan schema; plan overrides are merged over the packaged plan and validated.
+
+    Exit code: 0 every file valid, 2 any file invalid or missing.
+    """
+    from harness.drill.validate import validate_paths
+
+    if steps_dir is not None and not (steps_dir / "__init__.py").is_file():
+        _fail(UsageError(f"--steps-dir {str(steps_dir)!r} is not a Python package (no __init__.py)"))
+    results = validate_paths(paths, steps_dir=steps_dir)
+    if json_out:
+        _print_json({"ok": all(r.ok for r in results), "files": [r.to_dict() for r in results]})
+    else:
+        for r in results:
+            sys.stdout.write(r.line() + "\n")
+    raise typer.Exit(ExitCode.PASSED if all(r.ok for r in results) else ExitCode.USAGE)
+
+
+# --- detect --------------------------------------------------------------------------------------
+@app.command("detect")
+def detect_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print the level and the indicators as JSON."),
+    state_dir: Optional[Path] = StateDir,
+) -> None:
+    """Current disaster level (0 normal .. 4 catastrophic) and the health indicators behind it.
+
+    Each of the plan's indicators is checked against the lab; the weights of the failed ones add up to the level.
+
+    Exit code: 0 whenever detection ran (the level is information, not a verdict), 1 harness error (no lab).
+    """
+    from harness.drill import guard
+    from harness.failover.runbook import detect_level
+
+    cfg = {"drill_state_dir": str(state_dir)} if state_dir else {}
+    try:
+        res = detect_level(configuration=cfg)
+        weights = {i.name: i.weight for i in guard.plan(cfg).indicators}
+    except HarnessError as e:
+        _fail(e)
+    except Exception as e:  # a client failing outside the per-indicator checks: one line
+        _fail(LabError(f"detection failed: {type(e).__name__}: {e}"))
+    for name, ind in res["indicators"].items():
+        ind["weight"] = weights.get(name)
+    if json_out:
+        _print_json(res)
+        return
+    from rich.table import Table
+
+    t = Table(title="health indicators")
+    t.add_column("indicator")
+    t.add_column("weight", justify="right")
+    t.add_column("state")
+    t.add_column("detail")
+    for name, ind in res["indicators"].items():
+        state = {True: "[green]healthy[/]", False: "[red]failed[/]"}.get(ind["healthy"], "[yellow]unknown[/]")
+        t.add_row(name, "" if ind["weight"] is None else str(ind["weight"]), state, ind["detail"])
+    out.print(t)
+    colour = "green" if res["level"] == 0 else "yellow" if res["level"] <= 2 else "red"
+    out.print(f"disaster level [{colour}]{res['level']} ({res['name']})[/]: failed weight {res['failed_weight']}"
+              + (f"; response: {res['response']}" if res.get("response") and res["level"] else ""))
+
+
+# --- backup --------------------------------------------------------------------------------------
+backup_app = typer.Typer(no_args_is_help=True, help="Backup and restore drills on the lab: pg_dump to S3 (SSE-KMS) "
+                                                    "with metadata in DynamoDB; verify; restore into a new database.")
+app.add_typer(backup_app, name="backup")
+
+
+def _backup_target(state_dir: Optional[Path]) -> tuple:
+    """(lab, topology, s3 endpoint, bucket) of the running lab; LabError (exit 1) when none runs."""
+    from harness.lab.manager import Lab
+
+    lab = Lab(state_dir)
+    topo = lab.topology()
+    return lab, topo, topo["s3"]["endpoint_url"], topo["s3"].get("bucket", "kerp-backups")
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d"
+
+
+@backup_app.command("create")
+def backup_create(
+    json_out: bool = typer.Option(False, "--json", help="Print the backup as JSON."),
+    state_dir: Optional[Path] = StateDir,
+) -> None:
+    """Take a logical backup (pg_dump, custom format) of the current primary into S3 and record it in DynamoDB.
+
+    Exit code: 0 taken, 1 harness error.
+    """
+    from harness import backup
+    from harness.workload import find_primary_dsn
+
+    try:
+        lab, topo, endpoint, bucket = _backup_target(state_dir)
+        info = backup.create(find_primary_dsn(topo), pg_runtime=lab.pg_runtime(), endpoint_url=endpoint, bucket=bucket)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json(info.to_dict())
+    else:
+        out.print(f"backup s3://{bucket}/{info.key}\n  size   {info.size} bytes\n  sha256 {info.sha256}",
+                  soft_wrap=True)
+
+
+@backup_app.command("list")
+def backup_list(
+    json_out: bool = typer.Option(False, "--json", help="Print the backups as JSON."),
+    state_dir: Optional[Path] = StateDir,
+) -> None:
+    """The backups in the lab's bucket, newest first, with their age.
+
+    Exit code: 0, 1 harness error.
+    """
+    from harness import backup
+
+    try:
+        _, _, endpoint, bucket = _backup_target(state_dir)
+        items = backup.list_backups(endpoint_url=endpoint, bucket=bucket)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json([b.to_dict() for b in items])
+        return
+    if not items:
+        out.print(f"no backup in s3://{bucket}/{backup.PREFIX}")
+        return
+    for b in items:
+        sys.stdout.write(f"{b.key}  {b.size:>10} bytes  {_age(b.age_s):>9} ago\n")
+
+
+@backup_app.command("verify")
+def backup_verify(
+    key: str = typer.Argument(..., help="The backup's S3 key (see `drill backup list`)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+    state_dir: Optional[Path] = StateDir,
+) -> None:
+    """Download a backup and check it: sha256 vs. object metadata and DynamoDB record, pg_restore --list.
+
+    Nothing is restored; the archive is only listed.
+
+    Exit code: 0 intact, 4 integrity violation (the reason is printed), 2 no such key, 1 harness error.
+    """
+    from harness import backup
+
+    try:
+        lab, _, endpoint, bucket = _backup_target(state_dir)
+        res = backup.verify(key, pg_runtime=lab.pg_runtime(), endpoint_url=endpoint, bucket=bucket)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json(res.to_dict())
+    else:
+        _print_checks(res.checks)
+        if res.ok:
+            out.print(f"backup {key} verified ({res.size} bytes, sha256 {res.sha256})", soft_wrap=True)
+    if not res.ok:
+        _error_line(HarnessError(f"backup {key} failed verification: {res.reason}"))
+        raise typer.Exit(ExitCode.INTEGRITY_VIOLATION)
+
+
+def _print_checks(checks) -> None:
+    for name, ok, detail in checks:
+        out.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} {name}: {detail}", markup=True, highlight=False,
+                  soft_wrap=True)
+
+
+@backup_app.command("restore")
+def backup_restore(
+    key: str = typer.Argument(..., help="The backup's S3 key (see `drill backup list`)."),
+    into: str = typer.Option(..., "--into", metavar="DBNAME", help="A NEW database on the current primary; refused "
+                                                                   "when it exists (nothing is dropped or overwritten)."),
+    approve: list[str] = typer.Option([], "--approve", help="Approve a gate of the plan (repeatable); a restore "
+                                                            "needs data_restore_from_backup."),
+    json_out: bool = typer.Option(False, "--json", help="Print the verification and integrity results as JSON."),
+    state_dir: Optional[Path] = StateDir,
+) -> None:
+    """Restore a backup into a NEW database on the current primary and run the integrity checks on it.
+
+    Needs the plan's gate data_restore_from_backup (--approve data_restore_from_backup).
+
+    The backup is verified first; then CREATE DATABASE DBNAME and pg_restore --no-owner into it. An existing DBNAME is refused: nothing is ever dropped or overwritten.
+
+    This command never touches the live kerp database and switches nothing: no traffic, application or DSN is pointed at the restored copy.
+
+    Exit code: 0 restored and every integrity check passes, 4 verification or an integrity check failed, 5 not approved, 2 DBNAME exists or is invalid or no such key, 1 harness error.
+    """
+    from harness import backup
+    from harness.workload import find_primary_dsn
+
+    try:
+        lab, topo, endpoint, bucket = _backup_target(state_dir)
+        cfg = {"drill_state_dir": str(lab.state), "drill_approvals": list(approve)}
+        # the gate first: a refusal must come before anything is read or created
+        from harness.drill import guard
+
+        guard.approve(backup.RESTORE_GATE, "restore_from_backup", cfg)
+        backup.check_database_name(into)
+        res = backup.restore(key, into, dsn=find_primary_dsn(topo), pg_runtime=lab.pg_runtime(),
+                             endpoint_url=endpoint, bucket=bucket, configuration=cfg)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json(res.to_dict())
+    else:
+        _print_checks(res.verification.checks)
+        for c in res.integrity:
+            mark = {"pass": "[green]ok[/]  ", "warning": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}[c.status]
+            out.print(f"{mark} {c.check}: {c.details}", markup=True, highlight=False, soft_wrap=True)
+    if not res.verification.ok:
+        _error_line(HarnessError(f"backup {key} failed verification, nothing restored: {res.verification.reason}"))
+        raise typer.Exit(ExitCode.INTEGRITY_VIOLATION)
+    failed = [c.check for c in res.integrity if c.status == "fail"]
+    if failed:
+        _error_line(HarnessError(f"restored {key} into database {into!r}, integrity checks failed: "
+                                 f"{', '.join(failed)}"))
+        raise typer.Exit(ExitCode.INTEGRITY_VIOLATION)
+    if not json_out:
+        out.print(f"restored {key} into database {into!r} in {res.seconds:.1f} s; integrity checks pass "
+                  f"(the live kerp database was not touched; drop {into!r} when done)", soft_wrap=True)
 
 
 def main() -> None:

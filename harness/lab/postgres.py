@@ -279,21 +279,26 @@ class PgNode:
     def _wait_reaped(self, timeout: float) -> None:
         """After a SIGKILL the dead postmaster stays a zombie until its parent (init) reaps it; the server
         refuses to start while its lock file names a pid that still exists, so wait for the reaping."""
-        try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        pids = set()
+        # the data dir's lock file may already be replaced (pg_rewind, base backup); the socket's lock file
+        # still names the dead postmaster
+        for lock in (self.data_dir / "postmaster.pid", self.socket_dir / f".s.PGSQL.{self.port}.lock"):
             try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            except PermissionError:
+                pids.add(int(lock.read_text().splitlines()[0]))
+            except (OSError, ValueError, IndexError):
                 pass
-            if _alive(pid):
-                return  # a live process: not ours to wait for
-            time.sleep(0.05)
+        deadline = time.monotonic() + timeout
+        for pid in pids:
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+                if _alive(pid):
+                    break  # a live process: not ours to wait for
+                time.sleep(0.05)
 
     @property
     def socket_dir(self) -> Path:

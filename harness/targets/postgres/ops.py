@@ -77,10 +77,22 @@ def lag_seconds(primary: Any, standby: Any | None, application_name: str | None 
         return float(r["write_lag_s"])
     if r["caught_up"]:
         return 0.0
-    if standby is None:
-        return None
-    v = standby.execute("SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8").fetchone()[0]
-    return max(0.0, float(v)) if v is not None else None
+    return catch_up_seconds(primary, r["application_name"])
+
+
+def catch_up_seconds(primary: Any, application_name: str, limit_s: float = 10.0) -> float | None:
+    """Measured lag when the statistics have none (a freshly started standby): the time the standby takes to
+    replay what the primary has written now. None when it has not caught up within `limit_s`."""
+    target = primary.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+    t0 = time.monotonic()
+    while True:
+        row = primary.execute("SELECT replay_lsn >= %s::pg_lsn FROM pg_stat_replication WHERE application_name = %s",
+                              (target, application_name)).fetchone()
+        if row and row[0]:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 >= limit_s:
+            return None
+        time.sleep(0.02)
 
 
 def timeline_id(conn: Any) -> int:
