@@ -232,7 +232,7 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
         env["DRILL_DRY_RUN"] = "1"
     root = Path(__file__).resolve().parents[2]
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests" / "test_features.py"),
-           "-k", t.path.stem, "--junitxml", str(rdir / "pytest-junit.xml")]
+           "--junitxml", str(rdir / "pytest-junit.xml")]
     console.print(f"[bold]drill[/] run [cyan]{rid}[/] (feature {t.path.name}) → {rdir}", highlight=False)
     proc = subprocess.run(cmd, cwd=root, env=env)
     report_path = rdir / "report.json"

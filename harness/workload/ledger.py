@@ -10,8 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any, Protocol
 
-from harness.errors import HarnessError
-from harness.workload.loop import BackgroundLoop
+from harness.workload.loop import BackgroundLoop, EndpointTasks, WorkloadError
 
 OUTCOME_HEADER = "x-drill-outcome"
 REGION_HEADER = "x-drill-region"
@@ -21,10 +20,6 @@ NOT_APPLIED = "not-applied"
 ERR_CONNECT = "connect"      # nothing was sent: connection refused, connect timeout, no pool slot
 ERR_TIMEOUT = "timeout"      # the request may have been sent; no answer in time
 ERR_TRANSPORT = "transport"  # the connection broke after the request may have been sent
-
-
-class WorkloadError(HarnessError):
-    """The workload could not run, or its final read could not be made."""
 
 
 class Recorder(Protocol):
@@ -88,7 +83,7 @@ def describe(exc: BaseException) -> str:
 
 # -- the writers ------------------------------------------------------------------------
 
-class LedgerWriters:
+class LedgerWriters(EndpointTasks[dict[str, int]]):
     """`writers` concurrent clients, each creating balanced 2-line vouchers back to back (or at a paced total rate).
 
     One `httpx.AsyncClient` on a background loop; by default over `LeanTransport` (HTTP/1.1
@@ -113,28 +108,19 @@ class LedgerWriters:
             raise WorkloadError(f"rate_per_s must be > 0 or None, got {rate_per_s}")
         if len(account_ids) != 2 or account_ids[0] == account_ids[1]:
             raise WorkloadError(f"account_ids must be two distinct accounts (debit, credit), got {account_ids!r}")
-        if transport not in ("lean", "httpx"):
-            raise WorkloadError(f"transport must be 'lean' or 'httpx', got {transport!r}")
         if not run_id or any(c.isspace() for c in run_id):
             raise WorkloadError(f"run_id must be a non-empty word, got {run_id!r}")
-        self.base_url = base_url.rstrip("/")
-        self.timeline = timeline
+        super().__init__(base_url, timeline, timeout_s=timeout_s, transport=transport, loop=loop)
         self.run_id = run_id
         self.writers = writers
         self.rate_per_s = rate_per_s
         self.company_id = company_id
         self.account_ids = (int(account_ids[0]), int(account_ids[1]))
-        self.timeout_s = timeout_s
-        self.transport = transport
         self.fail_backoff_s = fail_backoff_s
         self._headers = {"content-type": "application/json", **dict(headers or {})}
-        self._loop = loop
         self._own_loop = loop is None
         self._next_n = [0] * writers
         self._busy = [False] * writers
-        self._tasks: list[asyncio.Task[None]] = []
-        self._client: Any = None
-        self._stopping = False
         self._next_slot = 0.0
         self._interval = 1.0 / rate_per_s if rate_per_s else 0.0
         self._started_at: float | None = None
@@ -154,40 +140,12 @@ class LedgerWriters:
         """The JSON body of the voucher for `key` (built from a precomputed template)."""
         return (self._body_head + json.dumps(key) + self._body_tail).encode()
 
-    # -- lifecycle ------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return bool(self._tasks) and not all(t.done() for t in self._tasks)
+    # -- lifecycle (start / stop / running from EndpointTasks) ---------------------------
+    loop_name = "drill-ledger"
 
-    def start(self) -> "LedgerWriters":
-        if self.running:
-            return self
-        if self._loop is None:
-            self._loop = BackgroundLoop("drill-ledger")
-        self._loop.acquire()
-        try:
-            self._loop.run(self._start(), timeout=10.0)
-        except BaseException:
-            self._loop.release()
-            raise
-        return self
-
-    def stop(self) -> dict[str, int]:
-        """Stop issuing; wait for in-flight ops to complete and be classified. Returns the op counts."""
-        if self._loop is None or not self._tasks:
-            return dict(self.counts)
-        try:
-            self._loop.run(self._stop(), timeout=self.timeout_s + 15.0)
-        finally:
-            self._tasks = []
-            self._loop.release()
+    def _result(self) -> dict[str, int]:
+        """The op counts (`stop()` returns them once in-flight ops are completed and classified)."""
         return dict(self.counts)
-
-    def __enter__(self) -> "LedgerWriters":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def elapsed_s(self) -> float:
@@ -197,18 +155,7 @@ class LedgerWriters:
 
     # -- on the loop ----------------------------------------------------------------
     async def _start(self) -> None:
-        import httpx
-
-        from harness.workload.transport import LeanTransport
-
-        self._stopping = False
-        limits = httpx.Limits(max_connections=self.writers, max_keepalive_connections=self.writers,
-                              keepalive_expiry=4.0)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout_s), limits=limits,
-            transport=LeanTransport(max_connections=self.writers) if self.transport == "lean" else None,
-            headers=self._headers, http1=True, http2=False, trust_env=False, follow_redirects=False,
-        )
+        self._open_client(self.writers, self._headers)
         self._next_slot = asyncio.get_running_loop().time()
         self._started_at, self._stopped_at = time.monotonic(), None
         self._tasks = [asyncio.create_task(self._writer(i), name=f"ledger w{i}") for i in range(self.writers)]
@@ -218,15 +165,9 @@ class LedgerWriters:
         for i, task in enumerate(self._tasks):
             if not self._busy[i]:
                 task.cancel()  # waiting for its pacing slot: no op is open
-        done, pending = await asyncio.wait(self._tasks, timeout=self.timeout_s + 5.0)
-        for task in pending:  # a request that outlived its own timeout: cancel (recorded indeterminate)
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5.0)
+        # a request that outlives its own timeout is cancelled (and recorded indeterminate)
+        await self._finish(self.timeout_s + 5.0)
         self._stopped_at = time.monotonic()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
 
     async def _pace(self) -> None:
         loop = asyncio.get_running_loop()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Coroutine, Mapping
+from typing import Any, Generic, Self, TypeVar
 
 from harness.errors import HarnessError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LoopError(HarnessError):
@@ -125,3 +126,111 @@ class BackgroundLoop:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WorkloadError(HarnessError):
+    """The workload could not run, or its final read could not be made."""
+
+
+TRANSPORTS = ("lean", "httpx")
+
+
+class EndpointTasks(Generic[R]):
+    """One HTTP client of the global endpoint and its tasks on a shared `BackgroundLoop` (the ledger writers, the probes).
+
+    `start()` acquires the loop (a private one named `loop_name` when none was given) and runs
+    `_start()` on it, which opens the client (`_open_client`) and creates `self._tasks`;
+    `stop()` runs `_stop()` (bounded by `_stop_timeout_s`; it ends the tasks and closes the
+    client, see `_finish`), releases the loop and returns `_result()`. A context manager too.
+    `transport`: "lean" (`harness.workload.transport.LeanTransport`) or "httpx" (httpx's own).
+    """
+
+    loop_name = "drill-workload"
+
+    def __init__(self, base_url: str, timeline: Any, *, timeout_s: float, transport: str,
+                 loop: BackgroundLoop | None) -> None:
+        if transport not in TRANSPORTS:
+            raise WorkloadError(f"transport must be 'lean' or 'httpx', got {transport!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeline = timeline
+        self.timeout_s = timeout_s
+        self.transport = transport
+        self._loop = loop
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: Any = None
+        self._stopping = False
+
+    # -- to provide ---------------------------------------------------------------------
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def _stop_timeout_s(self) -> float:
+        return self.timeout_s + 15.0
+
+    def _result(self) -> R:
+        raise NotImplementedError
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not all(t.done() for t in self._tasks)
+
+    def start(self) -> Self:
+        if self.running:
+            return self
+        if self._loop is None:
+            self._loop = BackgroundLoop(self.loop_name)
+        self._loop.acquire()
+        try:
+            self._loop.run(self._start(), timeout=10.0)
+        except BaseException:
+            self._loop.release()
+            raise
+        return self
+
+    def stop(self) -> R:
+        """Stop the tasks (see `_stop`) and release the loop; returns `_result()`."""
+        if self._loop is not None and self._tasks:
+            try:
+                self._loop.run(self._stop(), timeout=self._stop_timeout_s)
+            finally:
+                self._tasks = []
+                self._loop.release()
+        return self._result()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- on the loop ----------------------------------------------------------------------
+    def _open_client(self, connections: int, headers: Mapping[str, str] | None = None) -> None:
+        """The httpx client of `_start`: at most `connections`, kept alive 4 s, HTTP/1.1 only."""
+        import httpx
+
+        from harness.workload.transport import LeanTransport
+
+        self._stopping = False
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout_s),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
+                                keepalive_expiry=4.0),
+            transport=LeanTransport(max_connections=connections) if self.transport == "lean" else None,
+            headers=headers, http1=True, http2=False, trust_env=False, follow_redirects=False,
+        )
+
+    async def _finish(self, timeout: float) -> None:
+        """Wait up to `timeout` for the tasks to end, cancel those left (5 s more), then close the client."""
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

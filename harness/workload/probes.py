@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from harness.workload.ledger import REGION_HEADER, WorkloadError, describe
-from harness.workload.loop import BackgroundLoop
+from harness.workload.loop import BackgroundLoop, EndpointTasks
 
 SERVICES = ("authentication", "api-gateway", "voucher-service", "tax-invoice-service")
 
@@ -28,7 +28,7 @@ class ProbeResult:
     error: str | None = None
 
 
-class ServiceProbes:
+class ServiceProbes(EndpointTasks[dict[str, dict[str, int]]]):
     """Probe each service every `interval_s` through `base_url`; a service's probes never overlap.
 
     Each result is `timeline.append("probe", service, {"service", "ok", "latency_s", "status", "region", "error"})`
@@ -47,22 +47,13 @@ class ServiceProbes:
             raise WorkloadError("services must name at least one service to probe")
         if interval_s <= 0:
             raise WorkloadError(f"interval_s must be > 0, got {interval_s}")
-        self.base_url = base_url.rstrip("/")
-        self.timeline = timeline
+        super().__init__(base_url, timeline, timeout_s=timeout_s, transport=transport, loop=loop)
         self.services = chosen
         self.interval_s = interval_s
-        self.timeout_s = timeout_s
         self.credentials = (credentials[0], credentials[1])
         self.company_id = company_id
         self.voucher_id = voucher_id
         self.invoice_amount = invoice_amount
-        if transport not in ("lean", "httpx"):
-            raise WorkloadError(f"transport must be 'lean' or 'httpx', got {transport!r}")
-        self.transport = transport
-        self._loop = loop
-        self._tasks: list[asyncio.Task[None]] = []
-        self._client: Any = None
-        self._stopping = False
         self._wake: asyncio.Event | None = None
         self.counts: dict[str, dict[str, int]] = {s: {"ok": 0, "failed": 0} for s in chosen}
         self._probes: dict[str, Callable[[], Awaitable[ProbeResult]]] = {
@@ -106,69 +97,27 @@ class ServiceProbes:
             return ProbeResult(False, r.status_code, region, f"{method} {path}: HTTP {r.status_code}")
         return ProbeResult(True, r.status_code, region)
 
-    # -- lifecycle --------------------------------------------------------------------
+    # -- lifecycle (start / stop / running from EndpointTasks) ---------------------------
+    loop_name = "drill-probes"
+
     @property
-    def running(self) -> bool:
-        return bool(self._tasks) and not all(t.done() for t in self._tasks)
+    def _stop_timeout_s(self) -> float:
+        return self.timeout_s * 2 + 10.0
 
-    def start(self) -> "ServiceProbes":
-        if self.running:
-            return self
-        if self._loop is None:
-            self._loop = BackgroundLoop("drill-probes")
-        self._loop.acquire()
-        try:
-            self._loop.run(self._start(), timeout=10.0)
-        except BaseException:
-            self._loop.release()
-            raise
-        return self
-
-    def stop(self) -> dict[str, dict[str, int]]:
-        """Stop probing (a probe in flight is finished and recorded). Returns ok/failed counts per service."""
-        if self._loop is None or not self._tasks:
-            return {s: dict(c) for s, c in self.counts.items()}
-        try:
-            self._loop.run(self._stop(), timeout=self.timeout_s * 2 + 10.0)
-        finally:
-            self._tasks = []
-            self._loop.release()
+    def _result(self) -> dict[str, dict[str, int]]:
+        """Ok/failed counts per service (`stop()` returns them once a probe in flight is finished and recorded)."""
         return {s: dict(c) for s, c in self.counts.items()}
 
-    def __enter__(self) -> "ServiceProbes":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     async def _start(self) -> None:
-        import httpx
-
-        from harness.workload.transport import LeanTransport
-
-        self._stopping = False
+        self._open_client(len(self.services) + 1)
         self._wake = asyncio.Event()
-        n = len(self.services) + 1
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout_s),
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=4.0),
-            transport=LeanTransport(max_connections=n) if self.transport == "lean" else None,
-            http1=True, http2=False, trust_env=False, follow_redirects=False,
-        )
         self._tasks = [asyncio.create_task(self._run(s), name=f"probe {s}") for s in self.services]
 
     async def _stop(self) -> None:
         self._stopping = True
         if self._wake is not None:
             self._wake.set()  # ends the waits between probes; a probe in flight finishes and is recorded
-        _, pending = await asyncio.wait(self._tasks, timeout=self.timeout_s * 2 + 5.0)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5.0)
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        await self._finish(self.timeout_s * 2 + 5.0)
 
     async def _once(self, service: str) -> None:
         probe = self._probes[service]
