@@ -59,7 +59,7 @@ def create(dsn: str, *, pg_runtime, endpoint_url: str, bucket: str = "kerp-backu
     key = f"{PREFIX}kerp_{stamp}.dump"
     with tempfile.TemporaryDirectory(prefix="drill-backup-") as tmp:
         out = Path(tmp) / "kerp.dump"
-        Path(tmp).chmod(0o777)
+        _private_to(pg_runtime, Path(tmp))
         r = pg_runtime.run("pg_dump", ["--format=custom", "--compress=6", "--no-owner", "--no-acl", "-f", str(out),
                                        "-d", dsn], timeout=600, check=False)
         if r.returncode != 0 or not out.exists():
@@ -123,8 +123,25 @@ class VerifyResult:
                 "checks": [{"check": n, "ok": ok, "details": d} for n, ok, d in self.checks]}
 
 
+def _without_password(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        return "(unparsable dsn)"
+    params.pop("password", None)
+    return make_conninfo(**params)
+
+
+def _private_to(pg_runtime: Any, directory: Path) -> None:
+    """A dump holds the whole database: only the user the PostgreSQL tools run as may read it."""
+    pg_runtime.chown(directory)
+    directory.chmod(0o700)
+
+
 @contextlib.contextmanager
-def _downloaded(s3: Any, bucket: str, key: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+def _downloaded(s3: Any, bucket: str, key: str, pg_runtime: Any) -> Iterator[tuple[Path, dict[str, Any]]]:
     """The object in a temp file the PostgreSQL OS user can read, and its head (metadata, size, version)."""
     try:
         obj = s3.get_object(Bucket=bucket, Key=key)
@@ -134,7 +151,7 @@ def _downloaded(s3: Any, bucket: str, key: str) -> Iterator[tuple[Path, dict[str
             raise BackupNotFound(f"no backup s3://{bucket}/{key} (see `drill backup list`)") from e
         raise BackupError(f"downloading s3://{bucket}/{key} failed: {e}") from e
     with tempfile.TemporaryDirectory(prefix="drill-verify-") as tmp:
-        Path(tmp).chmod(0o755)  # as root, pg_restore runs as the unprivileged lab user
+        _private_to(pg_runtime, Path(tmp))  # as root, pg_restore runs as the unprivileged lab user
         path = Path(tmp) / "backup.dump"
         try:
             with path.open("wb") as f:
@@ -142,7 +159,8 @@ def _downloaded(s3: Any, bucket: str, key: str) -> Iterator[tuple[Path, dict[str
                     f.write(chunk)
         except Exception as e:
             raise BackupError(f"downloading s3://{bucket}/{key} failed: {e}") from e
-        path.chmod(0o644)
+        path.chmod(0o600)
+        pg_runtime.chown(path)
         yield path, obj
 
 
@@ -212,7 +230,7 @@ def verify(key: str, *, pg_runtime: Any, endpoint_url: str, bucket: str = "kerp-
     from harness.lab.aws import client
 
     s3 = client("s3", endpoint_url)
-    with _downloaded(s3, bucket, key) as (path, obj):
+    with _downloaded(s3, bucket, key, pg_runtime) as (path, obj):
         return _verify_file(path, obj, key, pg_runtime=pg_runtime, endpoint_url=endpoint_url, bucket=bucket,
                             metadata_table=metadata_table)
 
@@ -234,7 +252,7 @@ class RestoreResult:
         return self.verification.ok and all(c.status != "fail" for c in self.integrity)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "database": self.database, "dsn": self.dsn, "ok": self.ok,
+        return {"key": self.key, "database": self.database, "dsn": _without_password(self.dsn), "ok": self.ok,
                 "seconds": round(self.seconds, 3), "verification": self.verification.to_dict(),
                 "integrity": [c.to_dict() for c in self.integrity]}
 
@@ -295,7 +313,7 @@ def restore(key: str, database: str, *, dsn: str, pg_runtime: Any, endpoint_url:
     except psycopg.Error as e:
         raise BackupError(f"cannot reach the restore server {dsn.split('@')[-1]}: {str(e).strip()}") from e
     s3 = client("s3", endpoint_url)
-    with _downloaded(s3, bucket, key) as (path, obj):
+    with _downloaded(s3, bucket, key, pg_runtime) as (path, obj):
         ver = _verify_file(path, obj, key, pg_runtime=pg_runtime, endpoint_url=endpoint_url, bucket=bucket,
                            metadata_table=metadata_table)
         if not ver.ok:

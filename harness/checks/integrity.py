@@ -597,7 +597,7 @@ def check_pg_amcheck(s: Scans, rt: Any = None, dsn: str | None = None) -> CheckR
 # -- running --------------------------------------------------------------------------------------
 
 def _guard(name: str, fn: Callable[[], CheckResult], conn: psycopg.Connection) -> CheckResult:
-    """Run one check in a savepoint, timed; a SQL error becomes a warning (a missing table: a fail)."""
+    """Run one check in a savepoint, timed; a check that cannot run is a fail (integrity is not proven), never a raise."""
     t0 = time.perf_counter()
     try:
         with conn.transaction():
@@ -606,9 +606,9 @@ def _guard(name: str, fn: Callable[[], CheckResult], conn: psycopg.Connection) -
         r = CheckResult(name, "fail", f"missing table: {str(e).splitlines()[0]}")
     except psycopg.Error as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        r = CheckResult(name, "warning", f"check could not run: {type(e).__name__}: {msg}")
+        r = CheckResult(name, "fail", f"check could not run: {type(e).__name__}: {msg}")
     except Exception as e:  # a finding never raises
-        r = CheckResult(name, "warning", f"check failed to run: {type(e).__name__}: {e}")
+        r = CheckResult(name, "fail", f"check failed to run: {type(e).__name__}: {e}")
     return CheckResult(r.check, r.status, r.details, r.offending, r.count, time.perf_counter() - t0)
 
 

@@ -91,6 +91,7 @@ class PgRuntime:
 
     def run(self, name: str, args: list[str], *, timeout: float = 60, check: bool = True,
             log: Path | None = None) -> subprocess.CompletedProcess:
+        password, args = _passwords_out_of_argv(args)
         cmd = [str(self.binary(name)), *args]
         kwargs: dict = {}
         if self.os_user:
@@ -99,6 +100,8 @@ class PgRuntime:
             kwargs["extra_groups"] = []
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
+        if password is not None:
+            env["PGPASSWORD"] = password  # never on the command line, where `ps` shows it
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd="/", **kwargs)
         except subprocess.TimeoutExpired as e:
@@ -113,6 +116,25 @@ class PgRuntime:
         if self.os_user:
             pw = pwd.getpwnam(self.os_user)
             os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def _passwords_out_of_argv(args: list[str]) -> tuple[str | None, list[str]]:
+    """Connection strings lose their password (returned apart, for PGPASSWORD); other args pass unchanged."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    password, out = None, []
+    for a in args:
+        if a.startswith(("postgresql://", "postgres://")) or "password=" in a:
+            try:
+                params = conninfo_to_dict(a)
+            except Exception:
+                out.append(a)
+                continue
+            if params.get("password") is not None:
+                password = str(params.pop("password"))
+                a = make_conninfo(**params)
+        out.append(a)
+    return password, out
 
 
 def runtime(cache_root: Path) -> PgRuntime:

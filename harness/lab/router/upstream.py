@@ -51,9 +51,12 @@ class UpstreamPool:
         try:
             return await self.pool.request(host, port, method, target, [host_header, *headers], body,
                                            connect_timeout=self.connect_timeout_s, read_timeout=self.timeout_s)
-        except (http1.ConnectFailed, http1.NoResponse) as e:
-            # nothing sent, or the target closed the connection without answering: another target may be tried
+        except (http1.ConnectFailed, http1.PoolTimeout) as e:
+            # nothing was sent: another target may be tried, and a write it carried was not applied
             raise UpstreamConnectError(f"target {base_url}: {e}") from e
+        except http1.NoResponse as e:
+            # the target had the request and closed without answering: it may have applied it (indeterminate)
+            raise UpstreamError(f"target {base_url}: closed the connection without answering: {e}") from e
         except http1.HTTP1Error as e:
             raise UpstreamError(f"target {base_url}: {type(e).__name__}: {e}") from e
 
