@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
+
 from harness.errors import LabError, UsageError
 from harness.lab import paths, procs
 from harness.lab.postgres import DB_NAME, PgNode, PgRuntime, runtime
@@ -39,6 +41,20 @@ PORT_NAMES = (
     + [f"proxy_{p}" for p in PROXIES]
     + [f"app_{r}_{i}" for r in ("primary", "dr") for i in range(APP_SLOTS)]
 )
+
+#: every process the lab records in its state, by pid key, with the name a user reads in messages
+COMPONENTS = {
+    "toxiproxy": "fault proxy",
+    "popbill": "popbill stub",
+    "moto": "moto",
+    "redis_primary": "valkey primary",
+    "redis_dr": "valkey dr",
+    "supervisor": "app supervisor",
+    "router": "region router",
+}
+
+#: how long `down` waits for the ports of stopped servers to close
+PORTS_CLOSE_TIMEOUT_S = 3.0
 
 ROUTER_HEALTH = {"path": "/health", "interval_s": 0.5, "failure_threshold": 3, "timeout_s": 0.4}
 
@@ -109,10 +125,35 @@ class Lab:
             for region in ("primary", "dr")
         }
 
+    @staticmethod
+    def _pid_alive(st: dict[str, Any], name: str) -> bool:
+        """The recorded process `name` still runs (same pid and start time, see `procs.alive`)."""
+        return procs.alive(st.get("pids", {}).get(name), st.get("pid_started", {}).get(name))
+
     def is_running(self) -> bool:
         st = self._read_state()
-        return bool(st) and any(procs.alive(pid) for pid in st.get("pids", {}).values()) or bool(
+        return bool(st) and any(self._pid_alive(st, n) for n in st.get("pids", {})) or bool(
             st and any(n.is_running() for n in self.pg_nodes(st).values()))
+
+    def down_components(self, st: dict[str, Any] | None = None) -> tuple[list[str], bool]:
+        """(names of the components that are not running, whether nothing at all runs) for the lab in `st`.
+
+        Components are the recorded processes (a process never started counts as down) and both PostgreSQL
+        servers.
+        """
+        st = st or self._read_state()
+        if not st:
+            return [], True
+        down = [label for name, label in COMPONENTS.items() if not self._pid_alive(st, name)]
+        down += [n for n in st.get("pids", {}) if n not in COMPONENTS and not self._pid_alive(st, n)]
+        try:
+            nodes = self.pg_nodes(st)
+        except (LabError, KeyError):
+            nodes = {}
+        pg_running = [region for region, node in nodes.items() if node.is_running()]
+        down += [f"postgres {region}" for region in ("primary", "dr") if region not in pg_running]
+        nothing_runs = not pg_running and not any(self._pid_alive(st, n) for n in st.get("pids", {}))
+        return down, nothing_runs
 
     # -- up -------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -143,13 +184,16 @@ class Lab:
             raise UsageError(f"--scale {scale} must be >= 1")
         self._check_writable()
         st = self._read_state()
-        if st and self.is_running():
-            if self._all_alive(st):
+        if st:
+            down, nothing_runs = self.down_components(st)
+            if not down:
                 progress("lab already running")
-                return self.topology()
-            progress("found a partly running lab; stopping it first")
-            self.down(progress=progress)
-        elif st:
+                return self.status()
+            if not nothing_runs:
+                # never restart over it: `down` would wipe the databases (writes made during a DR drill too)
+                raise LabError(f"lab partly running (down: {', '.join(down)}): run `drill recover` to restore it "
+                               "or `drill lab down` to discard it")
+            progress("found a stale lab state (nothing of it runs); cleaning it up")
             self.down(progress=_quiet)
         # pre-flight: binaries exist before anything starts
         valkey = valkey_binary()
@@ -157,42 +201,52 @@ class Lab:
         t0 = time.monotonic()
         self.logs.mkdir(parents=True, exist_ok=True)
         ports = self._allocate_ports(base_port)
-        jwt_secret = secrets.token_urlsafe(32)
-        secret_file = self.state / "jwt-secret"
-        secret_file.write_text(jwt_secret)
-        secret_file.chmod(0o600)
+        self._write_secret(self.state / "jwt-secret", secrets.token_urlsafe(32))
         st = {"version": 1, "created_at": time.time(), "scale": scale, "ports": ports, "pids": {},
-              "server_root": str(self.server_root), "python": sys.executable}
+              "pid_started": {}, "server_root": str(self.server_root), "python": sys.executable}
         self._write_state(st)
         try:
             self._start(st, rt, valkey, progress, timeout)
-        except BaseException:
+        except BaseException as e:
             progress("start failed; stopping what was started")
             try:
                 self.down(progress=_quiet, keep_logs=True)
-            finally:
-                pass
+            except Exception as cleanup:  # the start's own error is the one to report
+                note = f"cleanup after the failed start failed too: {type(cleanup).__name__}: {cleanup}"
+                progress(note)
+                e.add_note(note)
             raise
         st["up_seconds"] = round(time.monotonic() - t0, 3)
         self._write_state(st)
-        topo = self.topology()
+        topo = self.status()
         (self.state / TOPOLOGY_FILE).write_text(json.dumps(topo, indent=2))
         progress(f"lab up in {st['up_seconds']:.1f} s")
         return topo
 
+    @staticmethod
+    def _write_secret(path: Path, value: str) -> None:
+        """Write `value` to a file readable by its owner only from its first byte."""
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+
     def _spawn(self, st: dict[str, Any], name: str, cmd: list[str], env: dict[str, str] | None = None,
                nice: int = 0) -> None:
-        st["pids"][name] = procs.spawn(cmd, self.logs / f"{name}.log", env=env, nice=nice)
+        pid = procs.spawn(cmd, self.logs / f"{name}.log", env=env, nice=nice)
+        st["pids"][name] = pid
+        st.setdefault("pid_started", {})[name] = procs.started_at(pid)  # a reused pid is never taken for it
         self._write_state(st)
 
     def _wait_port(self, name: str, port: int, timeout: float, pid_key: str | None = None) -> None:
         st = self._read_state() or {}
         pid = st.get("pids", {}).get(pid_key or name)
+        started = st.get("pid_started", {}).get(pid_key or name)
 
         exited: list[int] = []
 
         def ready() -> bool:
-            if pid is not None and not procs.alive(pid):
+            if pid is not None and not procs.alive(pid, started):
                 exited.append(pid)  # wait_until swallows exceptions: report after it returns
                 return True
             return procs.port_open(port)
@@ -292,7 +346,7 @@ class Lab:
         """Pid of Valkey `region` when it is alive, else None."""
         st = self._read_state() or {}
         pid = st.get("pids", {}).get(f"redis_{region}")
-        return pid if procs.alive(pid) else None
+        return pid if self._pid_alive(st, f"redis_{region}") else None
 
     def start_valkey(self, region: str, replicaof_port: int | None = None, timeout: float = 10.0) -> int:
         """(Re)start Valkey `region` with the lab's command line unless it is alive; returns its pid.
@@ -391,7 +445,7 @@ class Lab:
             return httpx.get(f"http://127.0.0.1:{ports['router']}/health", timeout=1).status_code == 200
 
         def dead() -> list[str]:
-            return [n for n, pid in st["pids"].items() if not procs.alive(pid)]
+            return [n for n in st["pids"] if not self._pid_alive(st, n)]
 
         for what, pred, log in (("PostgreSQL standby streaming", standby_streaming, str(nodes["dr"].log_file)),
                                 ("Valkey replica link", redis_linked, "redis_dr.log"),
@@ -406,30 +460,39 @@ class Lab:
                 raise LabError(f"{what} did not come up within {timeout:.0f} s; log: {self.logs / log}")
 
     def _all_alive(self, st: dict[str, Any]) -> bool:
-        return all(procs.alive(pid) for pid in st.get("pids", {}).values())
+        return all(self._pid_alive(st, n) for n in st.get("pids", {}))
 
     # -- down -----------------------------------------------------------------
     def down(self, progress: Progress = _quiet, keep_logs: bool = True) -> bool:
-        """Stop everything; returns False when nothing was running."""
+        """Stop everything; returns False when nothing was running.
+
+        The state file goes last: when a port is still open the state stays, so a retry finds the pids.
+        """
+        markers = [str(self.state) + "/", str(self.server_root) + "/"]
         st = self._read_state()
         if not st:
-            leftovers = procs.sweep([str(self.state) + "/", str(self.server_root) + "/"])
+            leftovers = procs.sweep(markers)
             return bool(leftovers)
         # the front door first (no new traffic), then everything else at once
         pids = st.get("pids", {})
+        started = st.get("pid_started", {})
         if pids.get("router"):
-            procs.stop(pids["router"], timeout=3)
+            procs.stop(pids["router"], timeout=3, started=started.get("router"))
         try:
             nodes = self.pg_nodes(st)
         except LabError:
             nodes = {}
         progress(f"stopping {', '.join(n for n in pids if n != 'router')} and PostgreSQL {', '.join(nodes)}")
         with ThreadPoolExecutor(max_workers=len(pids) + len(nodes) + 1) as ex:
-            futs = [ex.submit(procs.stop, pid, 3) for n, pid in pids.items() if n != "router" and pid]
+            futs = [ex.submit(procs.stop, pid, 3, started.get(n)) for n, pid in pids.items() if n != "router" and pid]
             futs += [ex.submit(node.stop, "immediate", 10) for node in nodes.values()]
             for f in futs:
                 f.result()
-        procs.sweep([str(self.state) + "/", str(self.server_root) + "/"])
+        procs.sweep(markers)
+        busy = self._open_ports(st.get("ports", {}), markers, set(pids.values()))
+        if busy:
+            raise LabError(f"ports still open after lab down: {', '.join(busy)}; the lab state is kept in "
+                           f"{self.state}: run `drill lab down` again once they are closed")
         for region, node in nodes.items():
             link = self.logs / f"postgres-{region}.log"
             if link.is_symlink():  # keep the server log after its data dir is gone
@@ -447,10 +510,32 @@ class Lab:
                 pass
         if not keep_logs:
             shutil.rmtree(self.logs, ignore_errors=True)
-        busy = [p for p in st.get("ports", {}).values() if procs.port_open(p)]
-        if busy:
-            raise LabError(f"ports still open after lab down: {', '.join(map(str, busy))}")
         return True
+
+    @staticmethod
+    def _open_ports(ports: dict[str, int], markers: list[str], lab_pids: set[int]) -> list[str]:
+        """The lab's ports still open after a short wait (closing takes a moment), as "PORT (name[, pid N])".
+
+        A port held by a process that is not the lab's (another program took it since) is not the lab's
+        to close and does not count.
+        """
+        names = {p: n for n, p in ports.items()}
+        busy: list[int] = []
+
+        def closed() -> bool:
+            busy[:] = [p for p in sorted(names) if procs.port_open(p)]
+            return not busy
+
+        if procs.wait_until(closed, PORTS_CLOSE_TIMEOUT_S, interval=0.05):
+            return []
+        holders = _listeners(busy)
+        out = []
+        for port in busy:
+            pid = holders.get(port)
+            if pid is not None and pid not in lab_pids and not _mentions(pid, markers):
+                continue  # a stranger's listener on a port the lab used once
+            out.append(f"{port} ({names[port].replace('_', ' ')}{f', pid {pid}' if pid else ''})")
+        return out
 
     # -- topology and status --------------------------------------------------
     def topology(self) -> dict[str, Any]:
@@ -508,10 +593,11 @@ class Lab:
         st = self._read_state() or {}
         health: dict[str, Any] = {}
         for name, pid in st.get("pids", {}).items():
-            health[name] = {"pid": pid, "alive": procs.alive(pid)}
+            health[name] = {"pid": pid, "alive": self._pid_alive(st, name)}
         health.update(self._pg_health(st))
         health.update(self._redis_health(st))
-        health["router"]["active_region"] = topo["router"]["active_region"]
+        # no recorded router (a start that broke off early): reported as not alive
+        health.setdefault("router", {"pid": None, "alive": False})["active_region"] = topo["router"]["active_region"]
         try:
             import httpx
 
@@ -558,3 +644,28 @@ class Lab:
                 h.update(alive=False, error=str(e))
             out[f"redis_{region}"] = h
         return out
+
+
+def _listeners(ports: list[int]) -> dict[int, int]:
+    """Pid listening on each of `ports` on loopback, where the system tells (not always, as a normal user)."""
+    want = set(ports)
+    out: dict[int, int] = {}
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return out
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in want and c.pid:
+            out[c.laddr.port] = c.pid
+    return out
+
+
+def _mentions(pid: int, markers: list[str]) -> bool:
+    """True when process `pid` is (or may be) one of the lab's: its command line mentions a lab path."""
+    try:
+        cmd = " ".join(psutil.Process(pid).cmdline())
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # cannot tell: count it as the lab's
+    return any(m in cmd for m in markers)

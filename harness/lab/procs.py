@@ -1,4 +1,8 @@
-"""Detached server processes of the lab: spawn with a log file, check, stop by process group, sweep leftovers."""
+"""Detached server processes of the lab: spawn with a log file, check, stop by process group, sweep leftovers.
+
+A pid alone may name another process once the recorded one is gone (pids are reused), so the lab records
+each process's start time (`started_at`) next to its pid and every check or signal verifies it first.
+"""
 
 from __future__ import annotations
 
@@ -30,14 +34,46 @@ def spawn(cmd: list[str], log: Path, env: Mapping[str, str] | None = None, cwd: 
     return p.pid
 
 
-def alive(pid: int | None) -> bool:
+#: two start times closer than this are the same process (psutil derives them from boot time + clock ticks)
+START_TOLERANCE_S = 0.5
+
+#: programs the lab runs (executable or argv[0] basename); `sweep` never touches anything else
+LAB_PROGRAMS = ("valkey-server", "postgres", "pg_ctl", "moto_server")
+
+
+def started_at(pid: int | None) -> float | None:
+    """Start time (epoch seconds, psutil `create_time`) of `pid`, None when it does not exist."""
     if not pid:
-        return False
+        return None
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def same_start(a: float | None, b: float | None) -> bool:
+    """True when two recorded start times name the same process (None on either side: cannot tell, so True)."""
+    return a is None or b is None or abs(a - b) <= START_TOLERANCE_S
+
+
+def _process(pid: int | None, started: float | None = None) -> psutil.Process | None:
+    """The live (not zombie) process `pid`, when it is the one that started at `started` (if given)."""
+    if not pid:
+        return None
     try:
         p = psutil.Process(pid)
-        return p.status() != psutil.STATUS_ZOMBIE
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if not same_start(p.create_time(), started):
+            return None  # the pid was reused: the recorded process is gone
+        return p
     except psutil.Error:
-        return False
+        return None
+
+
+def alive(pid: int | None, started: float | None = None) -> bool:
+    """True while `pid` exists and is not a zombie; with `started`, only if it is still that same process."""
+    return _process(pid, started) is not None
 
 
 def _wait_gone(ps: list, timeout: float) -> list:
@@ -47,11 +83,19 @@ def _wait_gone(ps: list, timeout: float) -> list:
     while left:
         for p in left:
             reap(p.pid)
-        left = [p for p in left if alive(p.pid)]
+        left = [p for p in left if _running(p)]
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
     return left
+
+
+def _running(p: psutil.Process) -> bool:
+    """True while the very process `p` (same start time) exists and is not a zombie."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def reap(pid: int) -> None:
@@ -64,21 +108,37 @@ def reap(pid: int) -> None:
         pass
 
 
-def stop(pid: int | None, timeout: float = 5.0) -> None:
-    """SIGTERM the process group of `pid`, then SIGKILL what is left after `timeout`."""
-    if not pid or not alive(pid):
+def stop(pid: int | None, timeout: float = 5.0, started: float | None = None) -> None:
+    """SIGTERM the process group of `pid`, then SIGKILL what is left after `timeout`.
+
+    With `started` (its recorded start time) a pid now naming another process counts as already gone. The
+    group is signalled only when `pid` leads it (the lab starts each server in its own session), else
+    only the process and its children.
+    """
+    leader = _process(pid, started)
+    if leader is None:
         return
     try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        procs = [leader, *leader.children(recursive=True)]
     except psutil.Error:
-        procs = []
+        procs = [leader]
     try:
-        os.killpg(os.getpgid(pid), signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
+        own_group = os.getpgid(leader.pid) == leader.pid and leader.is_running()  # is_running: same start time
+    except OSError:
+        own_group = False
+    signalled = False
+    if own_group:
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
+            os.killpg(leader.pid, signal.SIGTERM)
+            signalled = True
+        except (ProcessLookupError, PermissionError):
             pass
+    if not signalled:
+        for p in procs:
+            try:
+                p.terminate()  # psutil checks the process identity before signalling
+            except psutil.Error:
+                pass
     left = _wait_gone(procs, timeout)
     for p in left:
         try:
@@ -89,17 +149,42 @@ def stop(pid: int | None, timeout: float = 5.0) -> None:
     reap(pid)
 
 
+def is_lab_program(p: psutil.Process, argv: list[str] | None = None) -> bool:
+    """True when `p` runs one of the lab's programs: python*, or a name in LAB_PROGRAMS (exe or argv[0])."""
+    names = set()
+    try:
+        names.add(os.path.basename(p.exe()))
+    except (psutil.Error, OSError):
+        pass
+    if argv is None:
+        try:
+            argv = p.cmdline()
+        except psutil.Error:
+            argv = []
+    if argv:
+        names.add(os.path.basename(argv[0]))
+    return any(n.startswith("python") or n in LAB_PROGRAMS for n in names if n)
+
+
 def sweep(markers: Iterable[str], timeout: float = 3.0) -> list[int]:
-    """Kill every process whose command line mentions one of `markers` (the lab's own paths). Returns pids."""
+    """Kill the lab's own programs (see `is_lab_program`) whose command line mentions one of `markers` (the
+    lab's paths); anything else, e.g. a `tail -f` on a lab log or an editor, is left alone. Returns pids."""
     marks = [m for m in markers if m]
-    me = os.getpid()
+    spared = {os.getpid()}
+    try:
+        spared |= {a.pid for a in psutil.Process().parents()}  # never the command doing the sweep
+    except psutil.Error:
+        pass
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
-            cmd = " ".join(p.info["cmdline"] or [])
+            argv = p.info["cmdline"] or []
         except psutil.Error:
             continue
-        if p.info["pid"] != me and any(m in cmd for m in marks):
+        cmd = " ".join(argv)
+        if p.info["pid"] in spared or not any(m in cmd for m in marks):
+            continue
+        if is_lab_program(p, argv):
             found.append(p)
     for p in found:
         try:

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from harness.lab.kerp import seed as kseed
+from tests.timing import scaled
 
 pytestmark = pytest.mark.integration
 
@@ -448,7 +449,8 @@ def test_popbill_timeout_gives_502_within_the_deadline(workdir, kerp_db, valkey)
                 elapsed = time.monotonic() - t0
             assert r.status_code == 502, r.text
             assert r.headers["x-drill-outcome"] == "not-applied"
-            assert 1.5 < elapsed < 3.5
+            # the 2 s Popbill timeout, long before the 4.5 s database deadline (502, not 503, says which fired)
+            assert 1.5 < elapsed < 2.0 + scaled(2.0), f"502 after {elapsed:.2f} s"
             assert counter(kerp_db, "tax_invoice:1") == start
         finally:
             proc.stop()
@@ -457,14 +459,23 @@ def test_popbill_timeout_gives_502_within_the_deadline(workdir, kerp_db, valkey)
 
 def test_a_stuck_lock_gives_503_not_applied_before_the_deadline(client, kerp_db):
     """Another transaction holds the audit counter: the server-side lock timeout fires first (definite outcome)."""
+    v = voucher()
     with psycopg.connect(kerp_db) as blocker:
         blocker.execute("SELECT last_value FROM counters WHERE name = 'audit_log' FOR UPDATE")
         t0 = time.monotonic()
-        r = client.post("/vouchers", json=voucher())
+        r = client.post("/vouchers", json=v)
         elapsed = time.monotonic() - t0
         blocker.rollback()
     assert r.status_code == 503, r.text
-    assert r.headers["x-drill-outcome"] == "not-applied"
-    assert 1.0 < elapsed < 2.5
+    outcome = r.headers["x-drill-outcome"]
+    # lock_timeout (1.75 s) fires 250 ms before the app's 2 s deadline; on a loaded machine the deadline may
+    # win, and then the contract answers `indeterminate` (the app cannot know): allowed only past the deadline
+    if outcome == "indeterminate":
+        assert elapsed >= 1.9, f"indeterminate after {elapsed:.2f} s, before the 2 s deadline"
+    else:
+        assert outcome == "not-applied", outcome
+    assert 1.0 < elapsed < 2.0 + scaled(1.5), f"503 after {elapsed:.2f} s"
+    # either way nothing was written
+    assert client.get("/vouchers", params={"request_id": v["request_id"]}).status_code == 404
     assert client.post("/vouchers", json=voucher()).status_code == 201  # the pool connection is still good
     audit_gap_free(kerp_db)

