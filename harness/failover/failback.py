@@ -20,7 +20,7 @@ from harness.targets.router import ops as router_ops
 __all__ = ["fail_back", "lab_in_shape"]
 
 #: faults whose effects fail_back undoes; their ledger entries are marked reverted by it
-COVERED_FAULTS = ("fail_region", "kill_primary", "stop_primary", "pause_primary", "promote_standby",
+COVERED_FAULTS = ("fail_region", "fail_over", "kill_primary", "stop_primary", "pause_primary", "promote_standby",
                   "promote_replica", "cut_replication", "switch_region", "scale_region", "kill_replica")
 
 
@@ -78,30 +78,127 @@ def lab_in_shape(to_region: str = "primary", configuration: dict | None = None, 
     return lab_shape(_lab.resolve(configuration), _lab.check_region(to_region))
 
 
-def _pg_current_primary(t: _lab.LabTarget, home: str) -> str:
-    """The region whose PostgreSQL holds the newest data and serves writes (starting one if none does)."""
+def _pg_state(t: _lab.LabTarget, region: str) -> dict[str, Any]:
+    """Live role and timeline of PostgreSQL `region`; for a node that is down, what its data dir says."""
+    node = t.node(region)
+    st: dict[str, Any] = {"region": region, "role": pg_ops.role(lambda: t.pg(region))}
+    if st["role"] == "primary":
+        with t.pg(region) as c:
+            st["timeline"] = pg_ops.timeline_id(c)
+    elif st["role"] == "down":
+        pg_ops.wait_reaped(node)
+        if node.is_running():
+            raise LabError(f"PostgreSQL {region} runs (pid {node.pid()}) but does not answer on port {node.port}; "
+                           "not failing back")
+        st["disk"] = pg_ops.disk_state(node)
+        st["timeline"] = st["disk"]["timeline"]
+        st["diverged"] = pg_ops.diverged(node)
+    return st
+
+
+def _describe(st: dict[str, Any]) -> str:
+    if st["role"] != "down":
+        return f"{st['role']}" + (f" on timeline {st['timeline']}" if "timeline" in st else "")
+    return f"down, {st['disk']['state']} on timeline {st['timeline']}" + (
+        ", standby.signal" if st["disk"]["standby"] else "")
+
+
+def _own_writes(div: dict[str, dict[str, list[int]]], side: str) -> dict[str, int]:
+    """{table: rows} that `side` ("a_only"/"b_only") holds and the other does not (rows that differ count for both)."""
+    out = {}
+    for table, d in div.items():
+        n = len(d[side]) + len(d["differ"])
+        if n:
+            out[table] = n
+    return out
+
+
+def _rows_text(own: dict[str, int]) -> str:
+    return ", ".join(f"{table} {n}" for table, n in own.items()) or "none"
+
+
+def _split_brain(t: _lab.LabTarget, http: Any, home: str, states: dict[str, dict[str, Any]]) -> tuple[str, dict]:
+    """Both regions writable: keep the one that took writes since they diverged; refuse when both did.
+
+    The loser must hold no vouchers, tax invoices or audit rows the keeper lacks (compared by content). It is
+    fenced (read-only, sessions cut) and checked again before anything is rewound.
+    """
     away = _lab.other(home)
-    roles = {r: pg_ops.role(lambda r=r: t.pg(r)) for r in (home, away)}
-    primaries = [r for r, v in roles.items() if v == "primary"]
+
+    def compare() -> tuple[dict, dict[str, dict[str, int]]]:
+        with t.pg(home) as a, t.pg(away) as b:
+            div = pg_ops.divergence(a, b)
+        return div, {home: _own_writes(div, "a_only"), away: _own_writes(div, "b_only")}
+
+    div, own = compare()
+    if own[home] and own[away]:
+        raise HarnessError(f"not failing back: both regions took writes since they diverged: {home} "
+                           f"({_describe(states[home])}) holds {_rows_text(own[home])} rows {away} lacks, {away} "
+                           f"({_describe(states[away])}) holds {_rows_text(own[away])} rows {home} lacks; nothing "
+                           "changed, reconcile them by hand")
+    if own[home] or own[away]:
+        keeper = home if own[home] else away
+        why = f"only {keeper} took writes since the regions diverged ({_rows_text(own[keeper])} rows)"
+    else:  # same rows on both: keep the one the global endpoint sends traffic to
+        st = _lab.quiet(lambda: router_ops.state(http, t.router_url), {}) or {}
+        keeper = st.get("routing_region") or st.get("active_region") or home
+        keeper = keeper if keeper in (home, away) else home
+        why = f"neither region took writes since they diverged; {keeper} serves traffic"
+    loser = _lab.other(keeper)
+    pg_ops.fence_writes(lambda: t.pg(loser), True)
+    div, own = compare()
+    if own[loser]:
+        pg_ops.fence_writes(lambda: t.pg(loser), False)
+        raise HarnessError(f"not failing back: both regions took writes since they diverged: {loser} took "
+                           f"{_rows_text(own[loser])} rows while being fenced, {keeper} "
+                           f"{_rows_text(own[keeper])}; nothing changed, reconcile them by hand")
+    return keeper, {"split_brain": True, "fenced": loser, "why": why,
+                    "diverged_rows": {r: own[r] for r in (home, away)}}
+
+
+def _pg_current_primary(t: _lab.LabTarget, http: Any, home: str) -> tuple[str, dict[str, Any]]:
+    """The region whose PostgreSQL keeps its data and serves writes, and why; starts or promotes one if none runs.
+
+    A node that is down is judged from its data dir (pg_controldata, standby.signal), never from a failed
+    connection. Refuses (HarnessError "not failing back: ...", nothing changed) when the data that would be
+    rewound away may hold writes the other lacks and that cannot be settled from here.
+    """
+    away = _lab.other(home)
+    states = {r: _pg_state(t, r) for r in (home, away)}
+    info: dict[str, Any] = {"states": {r: _describe(v) for r, v in states.items()}}
+    primaries = [r for r in (home, away) if states[r]["role"] == "primary"]
+    if len(primaries) == 2:
+        keeper, more = _split_brain(t, http, home, states)
+        return keeper, {**info, **more}
     if len(primaries) == 1:
-        return primaries[0]
-    if len(primaries) == 2:  # split brain: the later timeline was promoted last and served last
-        tl = {}
-        for r in primaries:
-            with t.pg(r) as c:
-                tl[r] = pg_ops.timeline_id(c)
-        return away if tl[away] > tl[home] else home
-    # nobody writable: restart the node that was a primary (no standby.signal), else promote a standby
-    for r in (home, away):
-        node = t.node(r)
-        if roles[r] == "down" and not (node.data_dir / "standby.signal").exists():
-            pg_ops.wait_reaped(node)
-            node.start()
-            return r
+        p = primaries[0]
+        o = _lab.other(p)
+        so = states[o]
+        if so["role"] == "down" and so["disk"]["primary"] and so["timeline"] >= states[p]["timeline"]:
+            raise HarnessError(f"not failing back: PostgreSQL {o} is down but was a primary on timeline "
+                               f"{so['timeline']} ({so['disk']['state']}), not older than {p}'s {states[p]['timeline']}: "
+                               f"it may hold writes {p} lacks; nothing changed, compare them by hand")
+        if so["role"] == "down" and so["disk"]["primary"] and so.get("diverged"):
+            marker = t.node(o).data_dir / pg_ops.DIVERGED_MARKER
+            raise HarnessError(f"not failing back: both regions took writes since they diverged: {o} (down) took "
+                               f"{_rows_text(so['diverged']['own_rows'])} rows {p} lacks before it was fenced, "
+                               f"and {p} serves since; nothing changed, reconcile them by hand, then remove {marker}")
+        return p, {**info, "why": f"{p} is the only primary"}
+    down_primaries = [r for r in (home, away) if states[r]["role"] == "down" and states[r]["disk"]["primary"]]
+    if len(down_primaries) == 2:
+        newer = max(down_primaries, key=lambda r: states[r]["timeline"])
+        raise HarnessError(f"not failing back: both PostgreSQL regions are down and both were primaries ({home}: "
+                           f"{_describe(states[home])}; {away}: {_describe(states[away])}), so which one holds the "
+                           f"data to keep is ambiguous; nothing changed: start that one (restore_primary "
+                           f"region={newer} starts the later-promoted {newer}) and run fail_back again")
+    if down_primaries:
+        r = down_primaries[0]
+        t.node(r).start()
+        return r, {**info, "why": f"{r} was the only primary (started)"}
     for r in (away, home):
-        if roles[r] == "standby":
+        if states[r]["role"] == "standby":
             pg_ops.promote(lambda r=r: t.pg(r))
-            return r
+            return r, {**info, "why": f"no primary: standby {r} promoted"}
     raise LabError("no PostgreSQL node can become primary (both down and both marked standby)")
 
 
@@ -135,10 +232,14 @@ def _mark_all(configuration: dict | None) -> list[str]:
 def fail_back(to_region: str = "primary", configuration: dict | None = None, secrets: dict | None = None) -> dict:
     """Restore the starting shape with `to_region` serving (idempotent; nothing to do when already in shape).
 
-    PostgreSQL: the old primary rejoins DR as a standby (pg_rewind), catches up, DR's apps stop, DR shuts
-    down cleanly, the old primary replays everything and is promoted, DR rejoins as a standby through the
-    pg_replication proxy. Valkey likewise (switchover). Apps primary=2, dr=0; router back to automatic on
-    `to_region`; fault proxy reset. Ends with a voucher count check and the failover event "failback_complete".
+    PostgreSQL: the region that holds the data is found first (a node that is down is judged from its data
+    dir; with two writable primaries, by which one took writes since they diverged); when that cannot be
+    settled, it refuses ("not failing back: ...") and changes nothing. Then the old primary rejoins DR as a
+    standby (pg_rewind; its data dir copied to `<data_dir>.before-rejoin` first), catches up, DR's apps stop,
+    DR shuts down cleanly, the old primary replays everything and is promoted, DR rejoins as a standby through
+    the pg_replication proxy. Valkey likewise (switchover). Apps primary=2, dr=0; router back to automatic on
+    `to_region`; fault proxy reset. Ends with a check that vouchers, tax invoices and audit rows written in DR
+    are all on the primary and on the standby, and the failover event "failback_complete".
     """
     home = _lab.check_region(to_region)
     away = _lab.other(home)
@@ -149,27 +250,40 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
         return {"changed": False, "shape": before, "reverted": _mark_all(configuration), "seconds": 0.0}
     _event("failback_started", to_region=home, shape=before)
     steps: list[dict[str, Any]] = []
+    kept_aside: dict[str, str] = {}
 
     def step(name: str, **data: Any) -> None:
         steps.append({"step": name, "at_s": round(time.monotonic() - t0, 3), **data})
 
+    def rejoined(res: dict[str, Any], upstream: str) -> None:
+        if res.get("kept_aside"):
+            kept_aside[res["region"]] = res["kept_aside"]
+        aside = {k: res[k] for k in ("kept_aside", "copy_seconds") if res.get(k) is not None}
+        step("postgresql rejoined as standby", region=res["region"], how=res["how"], seconds=res["seconds"], **aside)
+        if res["how"] != "already streaming":
+            _event("rejoined", component="postgresql", region=res["region"], upstream=upstream, how=res["how"],
+                   **aside)
+
     data_check: dict[str, Any] = {}
     with t.http(timeout=5.0) as http:
-        if not before["proxies"]:
-            toxiproxy.reset(http, t.toxiproxy_url)
-            step("fault proxy reset")
         for node in t.nodes.values():
             if pg_ops.is_paused(node):
                 pg_ops.signal_cluster(node, signal.SIGCONT)
                 step(f"postgresql {node.region} resumed")
-        current = _pg_current_primary(t, home)
-        step("postgresql current primary", region=current)
+        try:
+            current, why = _pg_current_primary(t, http, home)
+        except HarnessError as e:
+            _event("failback_refused", to_region=home, reason=str(e))
+            raise
+        step("postgresql current primary", region=current, **why)
+        if not before["proxies"]:
+            toxiproxy.reset(http, t.toxiproxy_url)
+            step("fault proxy reset")
         if current == away:
             # 1. the old primary follows DR and catches up; its Valkey syncs from DR's
             res = pg_ops.rejoin_as_standby(t.node(home), lambda: t.pg(home), t.node(away), lambda: t.pg(away),
                                            t.pg_stream_port(away, home))
-            step("postgresql rejoined as standby", region=home, how=res["how"])
-            _event("rejoined", component="postgresql", region=home, upstream=away, how=res["how"])
+            rejoined(res, away)
             pg_ops.wait_caught_up(lambda: t.pg(away), lambda: t.pg(home))
             app_ops.scale(http, t.supervisor_url, home, PRIMARY_REPLICAS)  # warm; healthy after the switchover
             with t.redis(away) as ac:
@@ -181,7 +295,7 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
             app_ops.scale(http, t.supervisor_url, away, 0)
             step("dr apps scaled to 0")
             with t.pg(away) as c:
-                data_check["source"] = pg_ops.voucher_fingerprint(c)
+                data_check["source"] = pg_ops.data_fingerprint(c)
                 c.execute("CHECKPOINT")
             t.node(away).stop(mode="fast", timeout=30)
             final_lsn = pg_ops.checkpoint_lsn(t.node(away))
@@ -190,18 +304,21 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
             pg = pg_ops.promote(lambda: t.pg(home))
             step("postgresql promoted", region=home, seconds=pg["seconds"])
             _event("promoted", component="postgresql", region=home, seconds=pg["seconds"])
+            if router_ops.state(http, t.router_url)["mode"] != "auto":  # the runbook pinned DR: unpin now
+                router_ops.clear_override(http, t.router_url)
+                step("router back to automatic routing")
             with t.pg(home) as c:
-                data_check["target"] = pg_ops.voucher_fingerprint(c)
-                data_check["target_holds_source"] = pg_ops.holds_all_of(c, data_check["source"])
+                data_check["target"] = pg_ops.data_fingerprint(c)
+                data_check["target_missing"] = pg_ops.missing_from(c, data_check["source"])
+                data_check["target_holds_source"] = not data_check["target_missing"]
         # Valkey: home master, away replicating through the proxy (switchover when away holds the data)
         rd = rd_actions.make_master(t, home)
         step("valkey master", region=home, how=rd.get("how"))
         # PostgreSQL: away streams from home through the pg_replication proxy
+        # (after the clean switchover above, home has replayed every WAL record of away: nothing to keep aside)
         res = pg_ops.rejoin_as_standby(t.node(away), lambda: t.pg(away), t.node(home), lambda: t.pg(home),
-                                       t.pg_stream_port(home, away))
-        step("postgresql standby streaming", region=away, how=res["how"])
-        if res["how"] != "already streaming":
-            _event("rejoined", component="postgresql", region=away, upstream=home, how=res["how"])
+                                       t.pg_stream_port(home, away), keep_copy=current != away)
+        rejoined(res, home)
         # apps and traffic
         app_ops.scale(http, t.supervisor_url, home, PRIMARY_REPLICAS)
         app_ops.scale(http, t.supervisor_url, away, 0)
@@ -210,25 +327,29 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
         flip = _wait_router(t, http, home)
         step("global endpoint serving", region=home, flip_at=flip.get("at"))
         # data written in DR is on the primary, and the standby has it all (writes may already flow again:
-        # compare by id range, not by totals)
+        # compare up to the keys seen, not totals)
         with t.pg(home) as c:
-            data_check.setdefault("target", pg_ops.voucher_fingerprint(c))
-            home_now = pg_ops.voucher_fingerprint(c)
+            data_check.setdefault("target", pg_ops.data_fingerprint(c))
+            home_now = pg_ops.data_fingerprint(c)
         pg_ops.wait_caught_up(lambda: t.pg(home), lambda: t.pg(away))
         with t.pg(away) as c:
-            data_check["standby"] = pg_ops.voucher_fingerprint(c)
-            data_check["standby_holds_primary"] = pg_ops.holds_all_of(c, home_now)
+            data_check["standby"] = pg_ops.data_fingerprint(c)
+            data_check["standby_missing"] = pg_ops.missing_from(c, home_now)
+            data_check["standby_holds_primary"] = not data_check["standby_missing"]
     src = data_check.get("source")
     data_check["ok"] = (src is None or data_check.get("target_holds_source", False)) \
         and data_check["standby_holds_primary"]
     if not data_check["ok"]:
-        raise HarnessError(f"failback lost data written in {away}: {data_check}")
+        raise HarnessError(f"failback lost data written in {away}: rows missing on {home} in "
+                           f"{', '.join(data_check.get('target_missing') or []) or '-'}, on the standby in "
+                           f"{', '.join(data_check['standby_missing']) or '-'} (data dirs before the rejoin: "
+                           f"{', '.join(kept_aside.values()) or 'none'})")
     after = lab_shape(t, home)
     if not after["ok"]:
         raise LabError(f"failback finished but the lab is not in shape: "
                        f"{', '.join(k for k, v in after.items() if not v and k != 'ok')}")
     seconds = round(time.monotonic() - t0, 3)
     reverted = _mark_all(configuration)
-    _event("failback_complete", to_region=home, seconds=seconds, data_check=data_check)
+    _event("failback_complete", to_region=home, seconds=seconds, data_check=data_check, kept_aside=kept_aside)
     return {"changed": True, "seconds": seconds, "steps": steps, "data_check": data_check, "shape": after,
-            "reverted": reverted}
+            "reverted": reverted, "kept_aside": kept_aside}

@@ -9,6 +9,7 @@ from harness.core.safety import plan_disaster_level
 from harness.drill import guard
 from harness.drill import session as drill_session
 from harness.errors import HarnessError, LabError
+from harness.failover.failback import fail_back
 from harness.targets import _lab, toxiproxy
 from harness.targets.app import ops as app_ops
 from harness.targets.postgres import ops as pg_ops
@@ -103,6 +104,7 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
     if guard.is_dry_run(configuration):
         steps = ["detect", f"approve {GATE}", f"promote postgresql {to_region}", f"promote redis {to_region}",
                  f"scale apps {to_region} to {DR_REPLICAS}", f"switch traffic to {to_region}",
+                 f"fence {from_region} (router pinned, apps 0, postgresql stopped if writable)",
                  *[f"verify {x}" for x in order]]
         _event("planned", dry_run=True, to_region=to_region, steps=steps)
         return {"dry_run": True, "to_region": to_region, "steps": steps}
@@ -121,6 +123,10 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
         decision = guard.approve(GATE, "fail_over", configuration, regions=(to_region,))
         clock.lap("approve")
         _event("approved", gate=GATE, reason=decision.reason)
+        # before the first change: a crash from here on leaves `drill recover` a way back (fail_back)
+        inj = guard.inject("fail_over", f"region:{to_region}", revert=(fail_back, {"to_region": from_region}),
+                           gate=GATE, regions=(to_region,), components=("postgresql", "redis", "app", "router"),
+                           configuration=configuration, details={"from_region": from_region})
         # 3. data layer: PostgreSQL, then Valkey
         pg = pg_ops.promote(lambda: t.pg(to_region))
         _event("promoted", component="postgresql", region=to_region, seconds=pg["seconds"],
@@ -138,7 +144,11 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
         clock.lap("switch")
         _event("traffic_switched", t=flip.get("at_epoch"), region=to_region, mode=flip.get("mode"),
                reason=flip.get("reason"))
-        # 5. verify every service through the global endpoint, in recovery order
+        # 5. fence the old region: traffic pinned to the new one, its apps stay at 0, its database cannot write
+        fence = _fence(t, http, from_region, to_region)
+        clock.lap("fence")
+        _event("fenced", region=from_region, **fence)
+        # 6. verify every service through the global endpoint, in recovery order
         for name in order:
             res = _verify(http, t.router_url, name, to_region, verify_timeout)
             services.append(res)
@@ -148,7 +158,46 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
     total = round(time.time() - clock.t0, 3)
     return {"from_region": from_region, "to_region": to_region, "phases_s": clock.phases, "total_s": total,
             "since_fault_s": clock.since_fault(), "traffic_switched_at": flip.get("at"),
-            "detect": det, "postgres": pg, "services": services, "recovery_order": order}
+            "detect": det, "postgres": pg, "services": services, "recovery_order": order, "fence": fence,
+            "fault_id": inj.entry.id if inj.entry else None}
+
+
+def _fence(t: _lab.LabTarget, http: Any, region: str, serving: str) -> dict[str, Any]:
+    """Keep the failed region out after the switch: the global endpoint pinned to `serving` (manual mode, the
+    gate is approved), `region`'s apps scaled to 0, and its PostgreSQL stopped (`pg_ctl stop -m fast`) if it
+    still runs as a writable primary. A hung (SIGSTOPped) server is left as it is: it cannot write, and
+    resume_primary / fail_back will not let it serve again. Returns what was done."""
+    out: dict[str, Any] = {}
+    st = router_ops.state(http, t.router_url)
+    if st["mode"] != "manual" or st["active_region"] != serving:
+        router_ops.set_active(http, t.router_url, serving)
+    out["router"] = f"pinned to {serving} (manual)"
+    app_ops.scale(http, t.supervisor_url, region, 0)
+    out["apps"] = 0
+    node = t.node(region)
+    if pg_ops.is_paused(node):
+        out["postgresql"] = "paused (hung): left stopped"
+    elif pg_ops.running(node):
+        def writable() -> bool:
+            with t.pg(region, timeout=1) as c:
+                return pg_ops.writable(c)
+
+        if _lab.quiet(writable, False):
+            # read-only first (no write slips in), then: did it take writes the new primary lacks?
+            pg_ops.fence_writes(lambda: t.pg(region), True)
+            with t.pg(region) as old, t.pg(serving) as new:
+                div = pg_ops.divergence(old, new)
+            own = {tbl: len(d["a_only"]) + len(d["differ"]) for tbl, d in div.items() if d["a_only"] or d["differ"]}
+            node.stop(mode="fast", timeout=30)
+            out["postgresql"] = "was a writable primary: stopped (pg_ctl stop -m fast)"
+            if own:  # fail_back must not rewind these away: it refuses while this note is there
+                out["own_rows"] = own
+                out["marker"] = str(pg_ops.mark_diverged(node, own, serving))
+        else:
+            out["postgresql"] = "running, not writable: left running"
+    else:
+        out["postgresql"] = "down"
+    return out
 
 
 def _wait_switch(t: _lab.LabTarget, http: Any, region: str, timeout_s: float) -> dict[str, Any]:

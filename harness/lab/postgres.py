@@ -216,11 +216,14 @@ class PgNode:
             "local replication all trust\n"
             "host replication all 127.0.0.1/32 trust\n")
 
-    def basebackup_from(self, source_port: int, upstream_port: int) -> None:
+    def basebackup_from(self, source_port: int, upstream_port: int, keep_aside: bool = True) -> None:
         """Make this node a hot standby of the server on `source_port` (`pg_basebackup -R`).
 
-        The standby then streams through `upstream_port` (the fault proxy's replication link).
+        The standby then streams through `upstream_port` (the fault proxy's replication link). A data dir
+        that holds a cluster is first copied to `aside_dir` (unless the caller kept a copy already).
         """
+        if keep_aside:
+            self.keep_aside()
         self._prepare_dir()
         self.rt.run("pg_basebackup", ["-h", "127.0.0.1", "-p", str(source_port), "-U", PG_SUPERUSER, "-D",
                                       str(self.data_dir), "-R", "-X", "stream", "-c", "fast"], timeout=300)
@@ -365,8 +368,40 @@ class PgNode:
                                   f"host=127.0.0.1 port={source_port} user={PG_SUPERUSER} dbname=postgres"],
                     timeout=300, log=self.log_file)
 
+    @property
+    def aside_dir(self) -> Path:
+        """Where a rejoin keeps the data dir it is about to rewind or replace: `<data_dir>.before-rejoin`."""
+        return self.data_dir.with_name(self.data_dir.name + ".before-rejoin")
+
+    def keep_aside(self) -> Path | None:
+        """Copy the (stopped) data dir to `aside_dir`, replacing an older copy, owned as the original.
+
+        None when there is no cluster to keep. Acknowledged-but-unreplicated WAL stays there for forensics.
+        """
+        if not (self.data_dir / "PG_VERSION").exists():
+            return None
+        dst = self.aside_dir
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.copytree(self.data_dir, tmp, symlinks=True)
+            if self.rt.os_user:
+                pw = pwd.getpwnam(self.rt.os_user)
+                for dirpath, dirnames, filenames in os.walk(tmp):
+                    os.lchown(dirpath, pw.pw_uid, pw.pw_gid)
+                    for name in (*dirnames, *filenames):
+                        os.lchown(os.path.join(dirpath, name), pw.pw_uid, pw.pw_gid)
+            shutil.rmtree(dst, ignore_errors=True)
+            tmp.rename(dst)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LabError(f"cannot keep a copy of PostgreSQL {self.region}'s data dir at {dst}: "
+                           f"{e.strerror or e}; not replacing its data") from e
+        return dst
+
     def wipe(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.aside_dir, ignore_errors=True)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 

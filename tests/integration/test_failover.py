@@ -15,7 +15,7 @@ import pytest
 
 from harness.drill import session as drill_session
 from harness.drill.fault_ledger import FaultLedger
-from harness.errors import SafetyRefusal
+from harness.errors import HarnessError, SafetyRefusal
 from harness.failover.failback import fail_back, lab_shape
 from harness.failover.region import fail_region
 from harness.failover.runbook import detect_level, fail_over
@@ -23,7 +23,9 @@ from harness.lab.kerp.seed import leaf_account_ids
 from harness.lab.manager import Lab
 from harness.targets import _lab
 from harness.targets.app import actions as app_actions
+from harness.targets.app import ops as app_ops
 from harness.targets.postgres import actions as pg_actions
+from harness.targets.postgres import ops as pg_ops
 from harness.targets.postgres import probes as pg_probes
 from harness.targets.redis import actions as rd_actions
 from harness.targets.redis import probes as rd_probes
@@ -90,6 +92,50 @@ def _write_vouchers(router_url: str, n: int) -> list[tuple[str, int, str | None]
     return out
 
 
+@pytest.fixture
+def own_lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Lab, dict[str, Any]]]:
+    """A lab of its own, for a test that may leave it unrepairable (a refused failback); gone afterwards."""
+    state = Path(tempfile.mkdtemp(prefix="drill-failover-own-"))
+    state.chmod(0o755)
+    monkeypatch.setenv("DRILL_STATE_DIR", str(state))
+    the_lab = Lab(state_dir=state)
+    try:
+        the_lab.up(timeout=120)
+        yield the_lab, {"drill_state_dir": str(state)}
+    finally:
+        try:
+            the_lab.down()
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _count(dsn: str, rids: list[str]) -> int:
+    with psycopg.connect(dsn, connect_timeout=3) as c:
+        return int(c.execute("SELECT count(*) FROM vouchers WHERE request_id = ANY(%s)", (rids,)).fetchone()[0])
+
+
+def _writable(t: _lab.LabTarget) -> list[str]:
+    """The regions whose PostgreSQL accepts writes now."""
+    out = []
+    for r in _lab.REGIONS:
+        try:
+            with psycopg.connect(t.pg_dsn(r), connect_timeout=1, autocommit=True) as c:
+                if not c.execute("SELECT pg_is_in_recovery()").fetchone()[0] and \
+                        c.execute("SHOW default_transaction_read_only").fetchone()[0] == "off":
+                    out.append(r)
+        except psycopg.Error:
+            pass
+    return out
+
+
+def _dr_app_url(t: _lab.LabTarget) -> str:
+    """Scale DR's apps to 1 (they write to DR's own PostgreSQL) and return its URL."""
+    with httpx.Client(timeout=5.0) as http:
+        app_ops.scale(http, t.supervisor_url, "dr", 1)
+        app_ops.wait_scaled(http, t.supervisor_url, "dr", 1)
+        return app_ops.alive_replicas(app_ops.regions(http, t.supervisor_url), "dr")[0]["url"]
+
+
 def _wait_shape(cfg: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -112,6 +158,9 @@ def test_region_loss_failover_and_failback_twice(lab: Lab, cfg: dict[str, Any], 
         assert {"database_primary", "redis_cluster"} <= set(level["failed"]) and level["level"] >= 2
 
         fo = fail_over("dr", configuration=cfg)
+        assert [e.fault for e in FaultLedger().active()] == ["fail_region", "fail_over"]
+        assert router_probes.router_state(configuration=cfg)["mode"] == "manual"  # pinned: the old region is fenced
+        assert fo["fence"]["apps"] == 0 and fo["fence"]["postgresql"] == "down"
         assert router_probes.active_region(configuration=cfg) == "dr"
         assert pg_probes.is_primary("dr", configuration=cfg)
         assert [s["service"] for s in fo["services"]] == ["authentication", "api-gateway", "voucher-service",
@@ -123,6 +172,8 @@ def test_region_loss_failover_and_failback_twice(lab: Lab, cfg: dict[str, Any], 
 
         fb = fail_back(configuration=cfg)
         assert fb["changed"] and fb["data_check"]["ok"]
+        assert fb["kept_aside"]["primary"] == str(t.node("primary").aside_dir)  # the old primary, before pg_rewind
+        assert (t.node("primary").aside_dir / "PG_VERSION").exists()
         shape = lab_shape(t)
         assert shape["ok"], shape
         assert pg_probes.roles(configuration=cfg) == {"primary": "primary", "dr": "standby"}
@@ -142,7 +193,7 @@ def test_region_loss_failover_and_failback_twice(lab: Lab, cfg: dict[str, Any], 
     events = [(e.kind, e.event, e.data.get("phase")) for e in session.timeline.events]
     assert events.count(("fault", "fail_region", "inject")) == 2
     assert events.count(("fault", "fail_region", "revert")) == 2
-    for name in ("detected", "approved", "promoted", "scaled", "traffic_switched", "service_verified",
+    for name in ("detected", "approved", "promoted", "scaled", "traffic_switched", "fenced", "service_verified",
                  "failback_complete"):
         assert ("failover", name, None) in events, name
     verified = [e.data["service"] for e in session.timeline.events if e.event == "service_verified"]
@@ -201,8 +252,8 @@ def test_revert_all_after_a_crash_mid_drill(lab: Lab, cfg: dict[str, Any]) -> No
     fail_region("primary", configuration=cfg)
     fail_over("dr", configuration=approved)
     written = _write_vouchers(_lab.resolve(cfg).router_url, 3)
-    results = FaultLedger().revert_all()
-    assert [(e.fault, err) for e, err in results] == [("fail_region", None)]
+    results = FaultLedger().revert_all()  # newest first: fail_over's entry (fail_back), then fail_region's
+    assert [(e.fault, err) for e, err in results] == [("fail_over", None), ("fail_region", None)]
     shape = _wait_shape(cfg)
     assert shape["ok"], shape
     with psycopg.connect(_lab.resolve(cfg).pg_dsn("primary")) as c:
@@ -226,3 +277,138 @@ def test_dr_region_loss_and_split_brain_are_repaired(lab: Lab, cfg: dict[str, An
     assert pg_probes.roles(configuration=cfg) == {"primary": "primary", "dr": "standby"}
     assert FaultLedger().active() == []
     assert _wait_shape(cfg)["ok"]
+
+
+def test_split_brain_with_writes_on_both_sides_is_refused(own_lab: tuple[Lab, dict[str, Any]]) -> None:
+    """DR promoted while the primary lives and both take writes: fail_back refuses and changes nothing."""
+    lab, cfg = own_lab
+    t = _lab.resolve(cfg)
+    pg_actions.promote_standby("dr", configuration=cfg)
+    on_primary = _write_vouchers(t.router_url, 3)
+    assert {region for _, _, region in on_primary} == {"primary"}
+    on_dr = _write_vouchers(_dr_app_url(t), 2)  # straight to a DR app, which writes to DR's PostgreSQL
+
+    with pytest.raises(HarnessError, match="^not failing back: both regions took writes since they diverged: ") as e:
+        fail_back(configuration=cfg)
+    assert "\n" not in str(e.value) and "vouchers" in str(e.value) and "audit_log" in str(e.value)
+    assert pg_probes.roles(configuration=cfg) == {"primary": "primary", "dr": "primary"}
+    assert sorted(_writable(t)) == ["dr", "primary"]  # not even fenced
+    assert _count(t.pg_dsn("primary"), [r for r, _, _ in on_primary]) == 3
+    assert _count(t.pg_dsn("dr"), [r for r, _, _ in on_dr]) == 2
+    assert not any(n.aside_dir.exists() for n in t.nodes.values())
+    assert {e.fault for e in FaultLedger().active()} == {"promote_standby"}
+
+
+def test_split_brain_where_only_the_primary_wrote_keeps_its_writes(lab: Lab, cfg: dict[str, Any]) -> None:
+    """DR promoted by mistake, traffic stays on the primary: the primary's writes win, DR rejoins (higher timeline
+    or not), its data dir kept aside."""
+    t = _lab.resolve(cfg)
+    pg_actions.promote_standby("dr", configuration=cfg)
+    written = _write_vouchers(t.router_url, 5)
+    assert {region for _, _, region in written} == {"primary"}
+    with httpx.Client(timeout=5.0) as http:
+        r = http.post(f"{t.router_url}/tax-invoices", json={"company_id": 1, "amount": "1100.00"})
+        assert r.status_code == 201, r.text
+    with psycopg.connect(t.pg_dsn("dr")) as c, psycopg.connect(t.pg_dsn("primary")) as p:
+        assert pg_ops.timeline_id(c) > pg_ops.timeline_id(p)  # the live timeline, not the last checkpoint's
+
+    fb = fail_back(configuration=cfg)
+    assert fb["changed"] and fb["data_check"]["ok"], fb
+    current = next(s for s in fb["steps"] if s["step"] == "postgresql current primary")
+    assert current["region"] == "primary" and current["split_brain"] and current["fenced"] == "dr"
+    assert pg_probes.roles(configuration=cfg) == {"primary": "primary", "dr": "standby"}
+    assert _count(t.pg_dsn("primary"), [r for r, _, _ in written]) == 5
+    pg_ops.wait_caught_up(lambda: t.pg("primary"), lambda: t.pg("dr"))
+    assert _count(t.pg_dsn("dr"), [r for r, _, _ in written]) == 5
+    with psycopg.connect(t.pg_dsn("dr")) as c:
+        assert c.execute("SELECT count(*) FROM tax_invoices WHERE amount = 1100.00").fetchone()[0] >= 1
+    assert fb["kept_aside"] == {"dr": str(t.node("dr").aside_dir)}
+    assert (t.node("dr").aside_dir / "PG_VERSION").exists()
+    assert FaultLedger().active() == []
+    assert _wait_shape(cfg)["ok"]
+
+
+def test_both_regions_down_after_failover_loses_nothing(own_lab: tuple[Lab, dict[str, Any]]) -> None:
+    """Failed over, DR took writes, then DR died too: nothing starts the old primary over DR's data."""
+    lab, cfg = own_lab
+    approved = {**cfg, "drill_approvals": ["dr_region_switch"]}
+    t = _lab.resolve(cfg)
+    fail_region("primary", configuration=cfg)
+    fail_over("dr", configuration=approved)
+    written = _write_vouchers(t.router_url, 5)
+    assert {region for _, _, region in written} == {"dr"}
+    pg_actions.kill_primary("dr", configuration=cfg)
+    pg_ops.wait_reaped(t.node("dr"))
+    assert pg_probes.roles(configuration=cfg) == {"primary": "down", "dr": "down"}
+
+    with pytest.raises(HarnessError, match="^not failing back: both PostgreSQL regions are down and both were "
+                                           "primaries") as e:
+        fail_back(configuration=cfg)
+    assert "\n" not in str(e.value)
+    assert not any(n.is_running() for n in t.nodes.values())  # nothing started, nothing rewound
+    dr_disk = pg_ops.disk_state(t.node("dr"))
+    assert dr_disk["primary"] and dr_disk["timeline"] > pg_ops.disk_state(t.node("primary"))["timeline"]
+    assert not any(n.aside_dir.exists() for n in t.nodes.values())
+    # the old primary is never started over the promoted DR's data, down or not
+    with pytest.raises(HarnessError, match="^not restoring PostgreSQL primary as a primary: dr is down but was "
+                                           "promoted"):
+        pg_actions.restore_primary("primary", configuration=cfg)
+    assert not t.node("primary").is_running()
+
+    # the way out the refusal names: start DR (the later-promoted one), then fail back
+    assert pg_actions.restore_primary("dr", configuration=cfg)["how"] == "started"
+    fb = fail_back(configuration=cfg)
+    assert fb["data_check"]["ok"] and _count(t.pg_dsn("primary"), [r for r, _, _ in written]) == 5
+    assert pg_probes.roles(configuration=cfg) == {"primary": "primary", "dr": "standby"}
+    assert FaultLedger().active() == []
+
+
+def test_pause_failover_resume_never_makes_two_primaries(lab: Lab, cfg: dict[str, Any], session: Any) -> None:
+    """A hung primary the runbook failed over from stays stopped on resume; fail_back rejoins it as a standby."""
+    session.approvals.add("dr_region_switch")
+    t = _lab.resolve(cfg)
+    pg_actions.pause_primary("primary", configuration=cfg)
+    fo = fail_over("dr", configuration=cfg)
+    assert fo["fence"]["postgresql"].startswith("paused")
+    res = pg_actions.resume_primary("primary", configuration=cfg)
+    assert res["resumed_pids"] == [] and res["how"].startswith("left paused: dr is a running primary")
+    assert pg_ops.is_paused(t.node("primary"))
+    assert _writable(t) == ["dr"]
+    written = _write_vouchers(t.router_url, 3)
+    assert {region for _, _, region in written} == {"dr"}
+    assert _writable(t) == ["dr"]
+    assert "pause_primary" in {e.fault for e in FaultLedger().active()}
+
+    fb = fail_back(configuration=cfg)
+    assert fb["data_check"]["ok"]
+    assert _count(t.pg_dsn("primary"), [r for r, _, _ in written]) == 3
+    assert pg_probes.roles(configuration=cfg) == {"primary": "primary", "dr": "standby"}
+    aside = t.node("primary").aside_dir
+    assert fb["kept_aside"]["primary"] == str(aside) and (aside / "PG_VERSION").exists()
+    data_dir = t.node("primary").data_dir
+    assert (aside.stat().st_uid, (aside / "global").stat().st_uid) == (data_dir.stat().st_uid,) * 2  # the server user's
+    assert FaultLedger().active() == []
+
+
+def test_fail_over_fences_a_writable_old_primary(own_lab: tuple[Lab, dict[str, Any]]) -> None:
+    """Failed over while the old primary still ran (its Valkey died) and held unreplicated writes: the runbook
+    stops it, and fail_back refuses to rewind those writes away."""
+    lab, cfg = own_lab
+    approved = {**cfg, "drill_approvals": ["dr_region_switch"]}
+    t = _lab.resolve(cfg)
+    pg_actions.cut_replication(configuration=cfg)
+    unreplicated = _write_vouchers(t.router_url, 3)
+    assert {region for _, _, region in unreplicated} == {"primary"}
+    rd_actions.kill_primary("primary", configuration=cfg)
+    fo = fail_over("dr", configuration=approved)
+    assert fo["fence"]["postgresql"].startswith("was a writable primary: stopped")
+    assert fo["fence"]["own_rows"]["vouchers"] == 3
+    assert not t.node("primary").is_running() and _writable(t) == ["dr"]
+    written = _write_vouchers(t.router_url, 2)
+    assert {region for _, _, region in written} == {"dr"}
+
+    with pytest.raises(HarnessError, match="^not failing back: both regions took writes since they diverged: "
+                                           "primary \\(down\\) took vouchers 3"):
+        fail_back(configuration=cfg)
+    assert not t.node("primary").is_running() and not t.node("primary").aside_dir.exists()
+    assert _count(t.pg_dsn("dr"), [r for r, _, _ in written]) == 2

@@ -7,7 +7,7 @@ from typing import Any
 
 from harness.drill import guard
 from harness.drill import session as drill_session
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
 from harness.targets import _lab, toxiproxy
 from harness.targets.postgres import ops
 
@@ -61,21 +61,57 @@ def stop_primary(mode: str = "fast", region: str = "primary", configuration: dic
     return {"region": region, "stopped": was, "mode": mode, "fault_id": inj.entry.id}
 
 
+def _superseded_by(t: _lab.LabTarget, region: str) -> str | None:
+    """Why PostgreSQL `region` must not serve as a primary again because the other region took over, or None.
+
+    The other region took over when it is a running primary, or when it is down (or hung) and its data dir
+    says it was a primary on a later timeline than `region`'s (a promoted standby). A node that is down is
+    judged from its data dir (pg_controldata, standby.signal), never from a failed connection. When both
+    data dirs were primaries on the same timeline, nobody can tell: that counts as taken over too.
+    """
+    oth = _lab.other(region)
+    other_role = ops.role(lambda: t.pg(oth, timeout=1))
+    if other_role == "primary":
+        return f"{oth} is a running primary"
+    if other_role == "standby":
+        return None
+    mine, theirs = ops.disk_state(t.node(region)), ops.disk_state(t.node(oth))
+    if mine["standby"] or theirs["standby"]:
+        return None
+    if theirs["timeline"] >= mine["timeline"]:
+        return (f"{oth} is down but was promoted ({theirs['state']}, timeline {theirs['timeline']}; "
+                f"{region} is on timeline {mine['timeline']}) and may hold writes {region} lacks")
+    return None
+
+
 def restore_primary(region: str = "primary", configuration: dict | None = None, secrets: dict | None = None) -> dict:
-    """Bring PostgreSQL `region` back (idempotent); if the other region was promoted meanwhile, as its standby."""
+    """Bring PostgreSQL `region` back (idempotent); if the other region was promoted meanwhile, as its standby.
+
+    Never a second primary: when the other region took over and is down, `region` stays stopped and this
+    raises (fail_back decides which data wins).
+    """
     t = _lab.resolve(configuration)
     node = t.node(region)
-    if ops.is_paused(node):
-        ops.signal_cluster(node, signal.SIGCONT)
     oth = _lab.other(region)
     result: dict[str, Any] = {"region": region}
+    if ops.is_paused(node):
+        why = _superseded_by(t, region) if ops.disk_state(node)["primary"] else None
+        if why is not None:
+            raise HarnessError(f"not restoring PostgreSQL {region}: it is paused and {why}; run fail_back")
+        ops.signal_cluster(node, signal.SIGCONT)
     ops.wait_reaped(node)
     if node.is_running():
         result["how"] = "already running"
     elif ops.role(lambda: t.pg(oth)) == "primary":  # the other region took over: never a second primary
         result.update(ops.rejoin_as_standby(node, lambda: t.pg(region), t.node(oth), lambda: t.pg(oth),
                                             t.pg_stream_port(oth, region)))
+        _failover_event("rejoined", component="postgresql", region=region, upstream=oth, how=result["how"],
+                        kept_aside=result.get("kept_aside"))
     else:
+        why = _superseded_by(t, region)
+        if why is not None:
+            raise HarnessError(f"not restoring PostgreSQL {region} as a primary: {why}; it stays stopped "
+                               f"(start {oth} with restore_primary region={oth}, or run fail_back)")
         node.start()
         result["how"] = "started"
     result["reverted"] = guard.mark_reverted(("kill_primary", "stop_primary"), _target(region), configuration)
@@ -97,10 +133,20 @@ def pause_primary(region: str = "primary", configuration: dict | None = None, se
 
 
 def resume_primary(region: str = "primary", configuration: dict | None = None, secrets: dict | None = None) -> dict:
-    """SIGCONT every process of PostgreSQL `region` (idempotent)."""
+    """SIGCONT every process of PostgreSQL `region` (idempotent) - unless the other region took over meanwhile:
+    then the hung primary stays stopped (resuming it would make a second writable primary) and fail_back
+    rejoins it as a standby; the result says so and the pause stays in the fault ledger."""
     t = _lab.resolve(configuration)
-    pids = ops.signal_cluster(t.node(region), signal.SIGCONT)
-    return {"region": region, "resumed_pids": pids,
+    node = t.node(region)
+    if ops.is_paused(node):
+        mine = ops.disk_state(node)
+        why = _superseded_by(t, region) if mine["primary"] else None
+        if why is not None:
+            msg = f"left paused: {why}; resuming would make a second primary, fail_back rejoins it as a standby"
+            _failover_event("not_resumed", component="postgresql", region=region, reason=why)
+            return {"region": region, "resumed_pids": [], "how": msg, "reverted": []}
+    pids = ops.signal_cluster(node, signal.SIGCONT)
+    return {"region": region, "resumed_pids": pids, "how": "resumed" if pids else "not paused",
             "reverted": guard.mark_reverted("pause_primary", _target(region), configuration)}
 
 

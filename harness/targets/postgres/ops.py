@@ -96,7 +96,57 @@ def catch_up_seconds(primary: Any, application_name: str, limit_s: float = 10.0)
 
 
 def timeline_id(conn: Any) -> int:
-    return int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])
+    """The timeline a running primary writes on now (the WAL file name's first 8 hex digits).
+
+    pg_control_checkpoint().timeline_id lags: it is the last checkpoint's, which a promotion does not wait for.
+    """
+    if in_recovery(conn):
+        row = conn.execute("SELECT received_tli FROM pg_stat_wal_receiver").fetchone()
+        if row and row[0]:
+            return int(row[0])
+        return int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])
+    name = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+    return int(name[:8], 16)
+
+
+def controldata(node: PgNode) -> dict[str, str]:
+    """pg_controldata of `node`'s data dir as {label: value} (readable whether the server runs or not)."""
+    r = node.rt.run("pg_controldata", ["-D", str(node.data_dir)], timeout=30, check=False)
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise LabError(f"pg_controldata cannot read {node.data_dir}: {msg[-1] if msg else 'exit ' + str(r.returncode)}")
+    out = {}
+    for line in r.stdout.splitlines():
+        k, sep, v = line.partition(":")
+        if sep:
+            out[k.strip()] = v.strip()
+    return out
+
+
+#: "Database cluster state" of a data dir that was (or is) a primary / a standby
+PRIMARY_STATES = ("in production", "shut down", "in crash recovery", "shutting down")
+STANDBY_STATES = ("in archive recovery", "shut down in recovery")
+
+
+def disk_state(node: PgNode) -> dict[str, Any]:
+    """What `node`'s data dir says about it, running or not: {"state", "timeline", "standby", "primary"}.
+
+    A data dir with standby.signal, or in (shut down in) archive recovery, is a standby; any other cluster
+    state ("in production", "shut down", crash recovery) was a primary. The timeline is the newest of the
+    last checkpoint's and of the timeline history files in pg_wal (a promotion writes its history file at
+    once, its checkpoint later).
+    """
+    cd = controldata(node)
+    state = cd.get("Database cluster state", "unknown")
+    tl = int(cd.get("Latest checkpoint's TimeLineID", "0") or 0)
+    try:
+        for f in (node.data_dir / "pg_wal").iterdir():
+            if f.name.endswith(".history") and len(f.name) == 16:
+                tl = max(tl, int(f.name[:8], 16))
+    except (OSError, ValueError):
+        pass
+    standby = (node.data_dir / "standby.signal").exists() or state in STANDBY_STATES
+    return {"state": state, "timeline": tl, "standby": standby, "primary": not standby}
 
 
 def promote(connect: Connect, timeout: float = 30.0) -> dict[str, Any]:
@@ -199,12 +249,16 @@ def _start_and_stream(node: PgNode, connect: Connect, stream_port: int, timeout:
 
 
 def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream_connect: Connect,
-                      stream_port: int, timeout: float = 20.0, grace_s: float = 3.0) -> dict[str, Any]:
+                      stream_port: int, timeout: float = 20.0, grace_s: float = 3.0,
+                      keep_copy: bool = True) -> dict[str, Any]:
     """Make `node` a streaming standby of `upstream` (which must be a running primary).
 
     Tries in order: already streaming (nothing to do); restart with the right conninfo (it was a
     standby); pg_rewind (CHECKPOINT on the upstream first; our settings rewritten after it); a fresh
-    base backup. `node`'s data is only replaced once the upstream is confirmed a writable primary.
+    base backup. `node`'s data is only replaced once the upstream is confirmed a writable primary, and
+    before pg_rewind or a base backup touch it, its data dir is copied to `<data_dir>.before-rejoin`
+    ("kept_aside" in the result): WAL it acknowledged but never shipped stays there for forensics.
+    `keep_copy=False` only for a node whose every WAL record the upstream has replayed (a clean switchover).
     """
     t0 = time.monotonic()
     if node.data_dir == upstream.data_dir:
@@ -220,9 +274,11 @@ def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream
         raise LabError(f"refusing to rejoin PostgreSQL {node.region}: upstream {upstream.region} on port "
                        f"{upstream.port} is not reachable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
 
+    kept: dict[str, Any] = {}
+
     def done(how: str) -> dict[str, Any]:
         return {"region": node.region, "upstream": upstream.region, "how": how, "stream_port": stream_port,
-                "seconds": round(time.monotonic() - t0, 3)}
+                "seconds": round(time.monotonic() - t0, 3), **kept}
 
     wait_reaped(node)
     running_role = None
@@ -251,6 +307,11 @@ def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream
         node.stop(mode="fast", timeout=20)
     with upstream_connect() as c:
         c.execute("CHECKPOINT")  # pg_rewind reads the new timeline from the upstream's control file
+    t_copy = time.monotonic()
+    # before anything rewrites the data dir; LabError (nothing touched) if the copy fails
+    aside = node.keep_aside() if keep_copy else None
+    if aside is not None:
+        kept.update(kept_aside=str(aside), copy_seconds=round(time.monotonic() - t_copy, 3))
     try:
         (node.data_dir / "standby.signal").unlink(missing_ok=True)
         node.rewind_from(upstream.port)
@@ -261,7 +322,7 @@ def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream
         how = "base backup (streaming after pg_rewind failed)"
     except LabError as e:
         how = f"base backup (pg_rewind failed: {e})"
-    node.basebackup_from(upstream.port, stream_port)
+    node.basebackup_from(upstream.port, stream_port, keep_aside=keep_copy and aside is None)
     write_standby_config(node, stream_port)
     if not _start_and_stream(node, connect, stream_port, timeout):
         raise LabError(f"PostgreSQL {node.region} does not stream from port {stream_port} even after a fresh base "
@@ -283,16 +344,115 @@ def wait_caught_up(upstream_connect: Connect, standby_connect: Connect, timeout:
     return target
 
 
-def voucher_fingerprint(conn: Any) -> dict[str, Any]:
-    n, mx = conn.execute("SELECT count(*), COALESCE(max(id), 0) FROM vouchers").fetchone()
-    return {"vouchers": int(n), "max_id": int(mx)}
+#: the tables the apps write, with their never-reused key: what "took writes" means, what a failback carries over
+WRITTEN_TABLES = (("vouchers", "id"), ("tax_invoices", "id"), ("audit_log", "seq"))
+_BUCKET = 1024  # keys per bucket when two copies of a table are compared
 
 
-def holds_all_of(conn: Any, fingerprint: dict[str, Any]) -> bool:
-    """True when `conn` has every voucher counted in `fingerprint` (ids never reused; writes may continue)."""
-    n = conn.execute("SELECT count(*) FROM vouchers WHERE id <= %s", (fingerprint["max_id"],)).fetchone()[0]
-    return int(n) == fingerprint["vouchers"]
+def _digest_upto(conn: Any, table: str, key: str, upto: int) -> tuple[int, str | None]:
+    n, digest = conn.execute(f"SELECT count(*), md5(string_agg(md5(t::text), '' ORDER BY t.{key})) "
+                             f"FROM {table} AS t WHERE t.{key} <= %s", (upto,)).fetchone()
+    return int(n), digest
 
+
+def data_fingerprint(conn: Any) -> dict[str, dict[str, Any]]:
+    """Per written table: rows, the highest key and a content digest of all rows up to it."""
+    out = {}
+    for table, key in WRITTEN_TABLES:
+        mx = int(conn.execute(f"SELECT COALESCE(max({key}), 0) FROM {table}").fetchone()[0])
+        n, digest = _digest_upto(conn, table, key, mx)
+        out[table] = {"rows": n, "max": mx, "digest": digest}
+    return out
+
+
+def holds_all_of(conn: Any, fingerprint: dict[str, dict[str, Any]]) -> bool:
+    """True when `conn` has every row of every table in `fingerprint`, unchanged (keys are never reused, so
+    rows written since have higher keys and writes may go on)."""
+    return not missing_from(conn, fingerprint)
+
+
+def missing_from(conn: Any, fingerprint: dict[str, dict[str, Any]]) -> list[str]:
+    """The tables of `fingerprint` whose rows up to its highest key `conn` does not hold identically."""
+    bad = []
+    for table, key in WRITTEN_TABLES:
+        fp = fingerprint.get(table)
+        if fp is not None and _digest_upto(conn, table, key, fp["max"]) != (fp["rows"], fp["digest"]):
+            bad.append(table)
+    return bad
+
+
+def _buckets(conn: Any, table: str, key: str) -> dict[int, tuple[int, str]]:
+    rows = conn.execute(f"SELECT t.{key} / {_BUCKET}, count(*), md5(string_agg(md5(t::text), '' ORDER BY t.{key})) "
+                        f"FROM {table} AS t GROUP BY 1").fetchall()
+    return {int(b): (int(n), d) for b, n, d in rows}
+
+
+def _rows_in(conn: Any, table: str, key: str, buckets: list[int]) -> dict[int, str]:
+    rows = conn.execute(f"SELECT t.{key}, md5(t::text) FROM {table} AS t WHERE t.{key} / {_BUCKET} = ANY(%s)",
+                        (buckets,)).fetchall()
+    return {int(k): d for k, d in rows}
+
+
+def divergence(a: Any, b: Any) -> dict[str, dict[str, list[int]]]:
+    """Rows of the written tables that only `a` has, only `b` has, or both have with different content.
+
+    {table: {"a_only": [keys], "b_only": [keys], "differ": [keys]}} for the tables that differ; empty when
+    both hold the same rows. One grouped scan per table and side, then only the differing buckets' rows.
+    """
+    out: dict[str, dict[str, list[int]]] = {}
+    for table, key in WRITTEN_TABLES:
+        ba, bb = _buckets(a, table, key), _buckets(b, table, key)
+        diff = sorted(k for k in set(ba) | set(bb) if ba.get(k) != bb.get(k))
+        if not diff:
+            continue
+        ra, rb = _rows_in(a, table, key, diff), _rows_in(b, table, key, diff)
+        out[table] = {"a_only": sorted(set(ra) - set(rb)), "b_only": sorted(set(rb) - set(ra)),
+                      "differ": sorted(k for k in set(ra) & set(rb) if ra[k] != rb[k])}
+    return out
+
+
+def fence_writes(connect: Connect, on: bool = True, timeout: float = 5.0) -> None:
+    """Make a running primary refuse writes (`default_transaction_read_only`; sessions begun before are cut,
+    so their clients reconnect under it), or undo that. The setting lives in postgresql.auto.conf, which a
+    rejoin rewrites."""
+    with connect() as c:
+        c.execute("ALTER SYSTEM SET default_transaction_read_only = on" if on
+                  else "ALTER SYSTEM RESET default_transaction_read_only")
+        c.execute("SELECT pg_reload_conf()")
+    want = "on" if on else "off"
+
+    def applied() -> bool:
+        with connect() as c:
+            return c.execute("SHOW default_transaction_read_only").fetchone()[0] == want
+
+    wait_for(applied, timeout, f"default_transaction_read_only = {want}", interval=0.05)
+    if on:
+        with connect() as c:
+            c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+
+
+DIVERGED_MARKER = "drill-diverged.json"
+
+
+def mark_diverged(node: PgNode, own_rows: dict[str, int], against: str) -> Path:
+    """Note in `node`'s data dir that it holds rows `against` lacks (fail_back then refuses to rewind it)."""
+    import json
+
+    path = node.data_dir / DIVERGED_MARKER
+    path.write_text(json.dumps({"own_rows": own_rows, "against": against, "at": time.time()}) + "\n")
+    node.rt.chown(path)
+    return path
+
+
+def diverged(node: PgNode) -> dict[str, Any] | None:
+    """The note `mark_diverged` left in `node`'s data dir, if any."""
+    import json
+
+    try:
+        return json.loads((node.data_dir / DIVERGED_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def checkpoint_lsn(node: PgNode) -> str:
