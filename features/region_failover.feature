@@ -14,9 +14,10 @@ Feature: Region failover drill
     And the replication lag of the DR standby is under 60 seconds
     And the DR region is ready or scalable
     And 4 ledger writers create vouchers through the global endpoint at 200 writes per second
+    # the DR switch is approved before any fault (lab only: elsewhere `drill run --approve dr_region_switch`)
+    And the gate "dr_region_switch" is approved for the lab
     # during_test
     When the primary region fails
-    And the gate "dr_region_switch" is approved
     And the runbook fails over to the DR region
     Then the global endpoint routes to the DR region after 30 seconds
     And every catalog service answers through the global endpoint after 60 seconds

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from pytest_bdd import given, parsers, then
+from pytest_bdd import given, parsers, then, when
 
 from harness.drill import session as drill_session
 
@@ -61,17 +61,24 @@ def drill_configuration(drill_lab) -> dict[str, Any]:
 
 @pytest.fixture
 def drill_run(drill_lab, drill_configuration):
-    """Holds the session a Background step opens; on teardown: roll back, write the report, close."""
+    """Holds the session a Background step opens; SIGINT/SIGTERM interrupt the scenario (KeyboardInterrupt) so
+    that this teardown runs: roll back, revert this run's leftover faults, write the report, close. Signals
+    during the teardown are recorded, not raised."""
     holder: dict[str, Any] = {}
-    yield holder
-    s = holder.get("session")
+    with drill_session.SIGNALS as signals:
+        yield holder
+        with signals.shielded():
+            _teardown(holder.get("session"), drill_lab, drill_configuration)
+
+
+def _teardown(s, drill_lab, drill_configuration) -> None:
     if s is None:
         return
-    from harness.config import load_plan
     from harness.drill import finalize
     from harness.drill.fault_ledger import FaultLedger, ledger_path
 
     try:
+        drill_session.note_signals(s, "(the scenario was interrupted; rolling back)")
         if s.workload is not None and s.final_keys is None:
             try:
                 s.workload.stop()
@@ -85,27 +92,53 @@ def drill_run(drill_lab, drill_configuration):
         except Exception as e:
             s.harness_error = s.harness_error or f"rollback failed: {e}"
             s.note(f"rollback (fail_back) failed: {e}")
-        for entry, error in FaultLedger(ledger_path(drill_lab.state)).revert_all(how="scenario teardown"):
+        for entry, error in FaultLedger(ledger_path(drill_lab.state)).revert_all(how="scenario teardown",
+                                                                                  run_id=s.run_id):
             s.note(f"reverted leftover fault {entry.fault} on {entry.target}" + (f" (error: {error})" if error else ""))
-        plan = load_plan(overrides=s.config.get("drill_plan_overrides"))
-        finalize.write(s, plan)
+        drill_session.note_signals(s, "during the teardown (recorded; the teardown ran to the end)")
+        finalize.write(s, s.plan)
     finally:
         drill_session.end()
 
 
 @given(parsers.parse('a drill of kind "{kind}" is recording'), target_fixture="drill")
-def drill_recording(drill_run, kind: str):
+def drill_recording(drill_run, drill_configuration, kind: str):
+    from harness.config import load_plan, read_yaml
+
+    overrides_path = os.environ.get("DRILL_PLAN_OVERRIDES")
+    overrides = read_yaml(Path(overrides_path)) if overrides_path else None
+    plan = load_plan(overrides=overrides)  # once, before anything runs
     report_dir = os.environ.get("DRILL_REPORT_DIR")
     s = drill_session.begin(kind, os.environ.get("DRILL_FEATURE", "features"), run_id=os.environ.get("DRILL_RUN_ID"),
-                            report_dir=Path(report_dir) if report_dir else None)
+                            report_dir=Path(report_dir) if report_dir else None, plan=plan,
+                            config={"drill_plan_overrides": overrides,
+                                    "drill_dry_run": bool(drill_configuration.get("drill_dry_run"))})
     s.approvals |= {g for g in os.environ.get("DRILL_APPROVALS", "").split(",") if g}
-    overrides = os.environ.get("DRILL_PLAN_OVERRIDES")
-    if overrides:
-        from harness.config import read_yaml
-
-        s.config["drill_plan_overrides"] = read_yaml(Path(overrides))
+    drill_session.register_lab_secrets(s, drill_configuration["drill_state_dir"])
     drill_run["session"] = s
     return s
+
+
+@given(parsers.parse('the gate "{gate}" is approved for the lab'))
+def gate_approved_for_the_lab(drill, drill_configuration, gate: str):
+    """A lab-only pre-approval (configuration drill_lab_approvals: the guard ignores it outside the lab);
+    anywhere else approvals come from `drill run --approve` / DRILL_APPROVALS."""
+    from harness.drill import guard
+
+    if gate not in {g.name for g in drill.plan.gates}:
+        raise AssertionError(f"{gate!r} is not a gate of the plan")
+    drill_configuration["drill_lab_approvals"] = sorted({*drill_configuration.get("drill_lab_approvals", ()), gate})
+    honoured = gate in guard.lab_approvals(drill_configuration)
+    drill.event("note", f"lab pre-approval of {gate}" + ("" if honoured else " ignored: not the lab"), gate=gate,
+                by="scenario", honoured=honoured)
+
+
+@when(parsers.parse('the gate "{gate}" is approved'))
+def gate_is_approved(drill, drill_configuration, gate: str):
+    """Checks the approval (it never grants one): --approve / DRILL_APPROVALS, or a lab pre-approval in the lab."""
+    from harness.drill import guard
+
+    guard.require_gates([gate], drill_configuration, name=f"gate {gate}")
 
 
 @given("the embedded lab is up")
@@ -145,8 +178,9 @@ def pytest_bdd_after_step(request, feature, scenario, step, step_func, step_func
 def pytest_bdd_step_error(request, feature, scenario, step, step_func, step_func_args, exception):
     s = drill_session.current(required=False)
     if s is not None:
-        s.event("check", f"step failed: {step.keyword} {step.name}", status="fail",
-                error=f"{type(exception).__name__}: {str(exception)[:300]}")
+        error = f"{type(exception).__name__}: {str(exception)[:300]}"
+        s.failed_steps.append(f"{step.keyword} {step.name}: {error}")
+        s.event("check", f"step failed: {step.keyword} {step.name}", status="fail", error=error)
         if not isinstance(exception, AssertionError) and s.harness_error is None:
             from harness.errors import SafetyRefusal
 

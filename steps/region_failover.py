@@ -30,21 +30,21 @@ def dr_ready(drill):
 @given(parsers.parse("{writers:d} ledger writers create vouchers through the global endpoint at {rate:d} writes per second"))
 def workload_running(drill, drill_configuration, writers: int, rate: int):
     actions.start_workload(writers=writers, rate_per_s=rate, configuration=drill_configuration)
-    poll(lambda: any(e.kind == "op" and e.event == "ok" for e in drill.timeline.events), 10,
-         "the first acknowledged write")
+    poll(lambda: any(e.event == "ok" for e in drill.timeline.of_kind("op")), 10, "the first acknowledged write")
+
+
+#: what the scenario runs from "When the primary region fails" on: its gates are checked before the fault
+SCENARIO_ACTIVITIES = ("harness.failover.region:fail_region", "harness.failover.runbook:fail_over")
 
 
 @when("the primary region fails")
 def primary_region_fails(drill, drill_configuration):
+    from harness.drill import guard
     from harness.failover.region import fail_region
 
+    gates = [g for ref in SCENARIO_ACTIVITIES for g in guard.gates_for_activity(ref, drill.plan)]
+    guard.require_gates(gates, drill_configuration, name="region failover drill")  # before the first fault
     fail_region(region="primary", configuration=drill_configuration)
-
-
-@when(parsers.parse('the gate "{gate}" is approved'))
-def gate_approved(drill, gate: str):
-    drill.approvals.add(gate)
-    drill.event("failover", "approval recorded", gate=gate, by="scenario")
 
 
 @when("the runbook fails over to the DR region")
@@ -58,10 +58,9 @@ def runbook_fails_over(drill, drill_configuration):
 def services_answer(drill, drill_configuration, seconds: int):
     actions.observe_failover(configuration=drill_configuration)
     services = list(drill.workload.probes.services)
-    fault_t = drill.fault_t
 
     def all_recovered() -> bool:
-        return not actions._recovered(drill, services, fault_t, 3)
+        return not actions.not_recovered(drill, services, 3)
 
     poll(all_recovered, seconds, "3 consecutive successful probes of every service")
 
@@ -74,11 +73,10 @@ def workload_stops(drill, drill_configuration):
 
 @then("no acknowledged write was lost beyond the plan's RPO")
 def no_loss_beyond_rpo(drill):
-    from harness.config import load_plan
     from harness.core import measure
     from harness.drill.finalize import LEDGER_SERVICES
 
-    plan = load_plan(overrides=drill.config.get("drill_plan_overrides"))
+    plan = drill.plan
     rpo = measure.rpo(drill.timeline.ops, drill.final_keys, drill.fault_t)
     tightest = min(plan.service(s).rpo_s for s in LEDGER_SERVICES)
     assert rpo.rpo_s <= tightest and not rpo.lower_bound, (
@@ -94,10 +92,9 @@ def integrity_passes(drill, drill_configuration):
 
 @then("every service meets its RTO and RPO objectives")
 def objectives_met(drill):
-    from harness.config import load_plan
     from harness.drill import finalize
 
-    report = finalize.build(drill, load_plan(overrides=drill.config.get("drill_plan_overrides")))
+    report = finalize.build(drill, drill.plan)
     missed = [f"{o['service']}: {o.get('reason') or 'missed'}" for o in report["objectives"] if not o["met"]]
     assert report["objectives"], "no objective was measured"
     assert not missed, "; ".join(missed)

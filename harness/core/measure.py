@@ -13,8 +13,13 @@ from harness.core.timeline import Event, Op, iso
 #: How many lost / unexpected keys a result lists (the counts are always complete).
 KEY_LIST_CAP = 20
 
-#: Failover phase names in their usual order (RTO phases are reported in time order regardless).
-FAILOVER_PHASES = ("detected", "decided", "approved", "promoted", "traffic_switched", "scaled")
+#: Canonical column order of RTO phases in reports (RtoResult.phases themselves are in time order);
+#: unknown phase names follow in their own order.
+RTO_PHASE_ORDER = ("outage_observed", "detected", "decided", "approved", "promoted", "traffic_switched", "scaled",
+                   "first_success", "recovered")
+
+#: ObjectiveResult.reason of a catalog service that has no measurement in the run.
+NOT_MEASURED = "not measured in this run"
 
 
 def _iso(t: float | None) -> str | None:
@@ -226,7 +231,12 @@ class Phase:
 
 @dataclass(frozen=True)
 class RtoResult:
-    """Measured recovery time of one service: fault to the first of N consecutive successful probes."""
+    """Measured recovery time of one service (see `rto` for the definition).
+
+    `outage_observed` is False when no probe of the service failed after the fault: the service never
+    went down, rto_s is 0.0 and `note` says so. rto_s None means it went down and never recovered
+    (or, with probes == 0, that nothing was measured).
+    """
 
     service: str
     rto_s: float | None
@@ -238,6 +248,8 @@ class RtoResult:
     first_failure_t: float | None = None
     last_probe_t: float | None = None
     fault_t: float | None = None
+    outage_observed: bool = True
+    note: str = ""
 
     @property
     def recovered(self) -> bool:
@@ -248,7 +260,7 @@ class RtoResult:
             "service": self.service, "rto_s": _round(self.rto_s), "first_success_t": _iso(self.first_success_t),
             "phases": [p.to_dict() for p in self.phases], "consecutive": self.consecutive,
             "probes": self.probes, "failures": self.failures, "first_failure_t": _iso(self.first_failure_t),
-            "last_probe_t": _iso(self.last_probe_t),
+            "last_probe_t": _iso(self.last_probe_t), "outage_observed": self.outage_observed, "note": self.note,
         }
 
 
@@ -257,37 +269,52 @@ def _probe_ok(e: Event) -> bool:
 
 
 def rto(events: Iterable[Event], fault_t: float, service: str, consecutive: int = 3) -> RtoResult:
-    """RTO of `service`: fault time to the first of `consecutive` successful probes in a row.
+    """RTO of `service`: fault time to the start of the first streak of `consecutive` successful probes
+    in a row that begins after the first failed probe after the fault.
+
+    Successes before the first failure are ignored: in the first moments after the fault the
+    not-yet-dead primary (or a connection still open to it) may answer, and counting those would give
+    an RTO of about 0 for a service that then went down. When no probe failed after the fault the
+    service never went down: rto_s is 0.0, `outage_observed` False and a note says so. rto_s is None
+    when the service went down and never showed the streak, or when it was not probed after the fault.
 
     `events` are timeline events; probes are kind "probe" with data {"service", "ok", ...}, phases
     come from kind "failover" events after the fault (first occurrence of each event name; an event
-    whose data names another service is ignored). rto_s is None when the service never recovered.
+    whose data names another service is ignored).
     """
     if consecutive < 1:
         raise ValueError(f"consecutive must be >= 1, got {consecutive!r}")
     evs = sorted(events, key=lambda e: e.t)
     probes = [e for e in evs if e.kind == "probe" and e.data.get("service") == service and e.t >= fault_t]
+    first_failure: float | None = None
+    first_success: float | None = None
     streak_start: float | None = None
     streak = 0
-    first_success = None
-    first_failure = None
     failures = 0
     for p in probes:
-        if _probe_ok(p):
-            if streak == 0:
-                streak_start = p.t
-            streak += 1
-            if streak >= consecutive:
-                first_success = streak_start
-                break
-        else:
+        if not _probe_ok(p):
             failures += 1
             if first_failure is None:
                 first_failure = p.t
             streak = 0
+            continue
+        if first_failure is None:
+            continue  # still up (or answered by the dying primary): not a recovery
+        if streak == 0:
+            streak_start = p.t
+        streak += 1
+        if streak >= consecutive:
+            first_success = streak_start
+            break
+    outage = first_failure is not None
+    note = ""
+    if not probes:
+        note = "no probe of the service after the fault: RTO not measured"
+    elif not outage:
+        note = (f"no probe failed after the fault ({len(probes)} probes): the service never went down, "
+                "RTO 0")
     phases: list[Phase] = []
     seen: set[str] = set()
-    horizon = first_success if first_success is not None else math.inf
     for e in evs:
         if e.kind != "failover" or e.t < fault_t or e.event in seen:
             continue
@@ -296,22 +323,29 @@ def rto(events: Iterable[Event], fault_t: float, service: str, consecutive: int 
             continue
         seen.add(e.event)
         phases.append(Phase(e.event, e.t, e.t - fault_t))
-    if first_failure is not None and first_failure <= horizon:
+    if first_failure is not None:
         phases.append(Phase("outage_observed", first_failure, first_failure - fault_t))
     if first_success is not None:
         phases.append(Phase("first_success", first_success, first_success - fault_t))
     phases.sort(key=lambda p: (p.t, p.name))
+    if not outage and probes:
+        rto_s: float | None = 0.0
+    else:
+        rto_s = None if first_success is None else first_success - fault_t
     return RtoResult(
-        service=service, rto_s=None if first_success is None else first_success - fault_t,
-        first_success_t=first_success, phases=tuple(phases), consecutive=consecutive,
+        service=service, rto_s=rto_s, first_success_t=first_success, phases=tuple(phases), consecutive=consecutive,
         probes=len(probes), failures=failures, first_failure_t=first_failure,
-        last_probe_t=probes[-1].t if probes else None, fault_t=fault_t)
+        last_probe_t=probes[-1].t if probes else None, fault_t=fault_t, outage_observed=outage, note=note)
 
 
 # --- objectives ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ObjectiveResult:
-    """One service's measured RTO/RPO against its targets (a report.json `objectives` entry)."""
+    """One service's measured RTO/RPO against its targets (a report.json `objectives` entry).
+
+    `measured` is False for a catalog service the run did not measure (met is then False).
+    `rpo_basis` says what the RPO was measured on (e.g. "vouchers", "stateless", "not_measured").
+    """
 
     service: str
     priority: str
@@ -324,6 +358,10 @@ class ObjectiveResult:
     rpo_met: bool = True
     lost: int = 0
     reason: str = ""
+    rpo_basis: str = ""
+    measured: bool = True
+    outage_observed: bool | None = None
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -331,7 +369,8 @@ class ObjectiveResult:
             "rto_target_s": self.rto_target_s, "rto_measured_s": _round(self.rto_measured_s),
             "rpo_target_s": self.rpo_target_s, "rpo_measured_s": _round(self.rpo_measured_s),
             "met": self.met, "rto_met": self.rto_met, "rpo_met": self.rpo_met, "lost": self.lost,
-            "reason": self.reason,
+            "reason": self.reason, "rpo_basis": self.rpo_basis, "measured": self.measured,
+            "outage_observed": self.outage_observed, "note": self.note,
         }
 
 
@@ -343,41 +382,65 @@ def _rpo_for(rpo_: RpoResult | Mapping[str, RpoResult | None] | None, service: s
 
 def objective_results(plan: Plan, rtos: Iterable[RtoResult],
                       rpo: RpoResult | Mapping[str, RpoResult | None] | None = None,
-                      tier: str | None = None) -> list[ObjectiveResult]:
+                      tier: str | None = None, *, catalog: Iterable[str] | None = None,
+                      rpo_basis: Mapping[str, str] | None = None,
+                      notes: Mapping[str, str] | None = None) -> list[ObjectiveResult]:
     """Judge each measured service against its catalog objectives (tightened by `tier` when given).
 
-    `rpo` is one RpoResult applying to every service (the workload's writes pass through all of
-    them), or a mapping service -> RpoResult; a service without one is judged on RTO only.
-    A service that never recovered misses its objective. RPO is met when rpo_s <= target and, for
-    a zero target, nothing acknowledged was lost; a lower-bound RPO (every acknowledged write lost)
-    always misses. Results come in the plan's recovery order.
+    `rpo` is one RpoResult applying to every service, or a mapping service -> RpoResult; a service
+    without one is judged on RTO only (`rpo_basis` says why: e.g. "stateless"). A service that went
+    down and never recovered misses its objective. RPO is met when rpo_s <= target and, for a zero
+    target, nothing acknowledged was lost; a lower-bound RPO (every acknowledged write lost) always
+    misses. `catalog` names services that must appear even unmeasured (finalize passes the whole plan
+    catalog): one without an RTO measurement (not probed, or no probe after the fault) gets
+    met=False, measured=False and reason NOT_MEASURED. `notes` adds a per-service note (e.g. why its
+    RPO was not measured). Results come in the plan's recovery order.
     """
     by_service = {r.service: r for r in rtos}
     t = plan.tier(tier) if tier else None
+    known = {x.name for x in plan.services}
     out: list[ObjectiveResult] = []
-    unknown = [s for s in by_service if s not in {x.name for x in plan.services}]
+    unknown = [s for s in by_service if s not in known]
     if unknown:
         raise PlanError(f"RTO measured for unknown service {unknown[0]!r}")
+    required = set(catalog or ())
+    unknown = sorted(required - known)
+    if unknown:
+        raise PlanError(f"catalog names unknown service {unknown[0]!r}")
+    basis_of = dict(rpo_basis or {})
+    notes = dict(notes or {})
     for name in plan.recovery_order:
-        if name not in by_service:
+        if name not in by_service and name not in required:
             continue
         svc = plan.service(name)
-        r = by_service[name]
         rto_target = min(svc.rto_s, t.rto_s) if t else svc.rto_s
         rpo_target = min(svc.rpo_s, t.rpo_s) if t else svc.rpo_s
+        r = by_service.get(name)
+        rp = _rpo_for(rpo, name)
+        basis = basis_of.get(name) or ("measured" if rp is not None else "not_measured")
+        note_parts = [x for x in ((r.note if r is not None else ""), notes.get(name, "")) if x]
+        if r is None or r.probes == 0:
+            why = NOT_MEASURED if r is None else f"{NOT_MEASURED}: no probe of the service after the fault"
+            out.append(ObjectiveResult(
+                service=name, priority=svc.priority, rto_target_s=rto_target, rto_measured_s=None,
+                rpo_target_s=rpo_target, rpo_measured_s=rp.rpo_s if rp is not None else None, met=False,
+                rto_met=False, rpo_met=(basis == "stateless") if rp is None else
+                (not rp.lower_bound and rp.rpo_s <= rpo_target and not (rpo_target == 0 and rp.lost)),
+                lost=rp.lost if rp is not None else 0, reason=why, rpo_basis=basis, measured=False,
+                note="; ".join(note_parts)))
+            continue
         reasons = []
         if r.rto_s is None:
             rto_met = False
             span = ""
             if r.last_probe_t is not None and r.fault_t is not None:
                 span = f" over {format_duration(r.last_probe_t - r.fault_t)}"
-            reasons.append(f"never recovered: no {r.consecutive} consecutive successful probes after the fault"
+            reasons.append(f"never recovered: no {r.consecutive} consecutive successful probes after the outage"
                            f" ({r.probes} probes{span}, {r.failures} failed)")
         else:
             rto_met = r.rto_s <= rto_target
             if not rto_met:
                 reasons.append(f"RTO {format_duration(r.rto_s)} exceeds target {format_duration(rto_target)}")
-        rp = _rpo_for(rpo, name)
         rpo_met = True
         lost = 0
         if rp is not None:
@@ -388,15 +451,37 @@ def objective_results(plan: Plan, rtos: Iterable[RtoResult],
                                f"RPO at least {format_duration(rp.rpo_s)}, real recovery point unknown")
             elif rp.rpo_s > rpo_target:
                 rpo_met = False
-                reasons.append(f"RPO {format_duration(rp.rpo_s)} exceeds target {format_duration(rpo_target)} ({rp.lost} acknowledged writes lost)")
+                reasons.append(f"RPO {format_duration(rp.rpo_s)} exceeds target {format_duration(rpo_target)} "
+                               f"({rp.lost} acknowledged writes lost)")
             elif rpo_target == 0 and rp.lost:
                 rpo_met = False
                 reasons.append(f"{rp.lost} acknowledged writes lost; the target allows no data loss")
         out.append(ObjectiveResult(
             service=name, priority=svc.priority, rto_target_s=rto_target, rto_measured_s=r.rto_s,
             rpo_target_s=rpo_target, rpo_measured_s=rp.rpo_s if rp is not None else None,
-            met=rto_met and rpo_met, rto_met=rto_met, rpo_met=rpo_met, lost=lost, reason="; ".join(reasons)))
+            met=rto_met and rpo_met, rto_met=rto_met, rpo_met=rpo_met, lost=lost, reason="; ".join(reasons),
+            rpo_basis=basis, measured=True, outage_observed=r.outage_observed, note="; ".join(note_parts)))
     return out
+
+
+def unexpired(ops: Iterable[Op], at_t: float, f: str) -> tuple[list[Op], list[str]]:
+    """`ops` without the f-ops of keys whose acknowledged record had expired by `at_t` (the final read).
+
+    A record acknowledged with `value.expires_in` seconds (e.g. a Redis session's TTL) that expired
+    before the final read cannot be told apart from a lost one, so it is not judged at all. Returns
+    (kept ops, expired keys).
+    """
+    ops = list(ops)
+    expired: set[str] = set()
+    for op in ops:
+        if op.f != f or op.type != "ok":
+            continue
+        ttl = op.value.get("expires_in") if isinstance(op.value, Mapping) else None
+        if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and op.t + float(ttl) <= at_t:
+            expired.add(op.key)
+    if not expired:
+        return ops, []
+    return [op for op in ops if not (op.f == f and op.key in expired)], sorted(expired)
 
 
 # --- latency ------------------------------------------------------------------------------------

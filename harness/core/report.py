@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from harness.core.measure import RpoResult, RtoResult, WriteCounts, latency_stats
+from harness.core.redact import REDACTED, redact, secret_values
 from harness.core.timeline import Event, iso
 from harness.errors import ExitCode, HarnessError
 
-REDACTED = "***"
+__all__ = ["ABORTED", "FAILED", "INTEGRITY_STATUSES", "PASSED", "REDACTED", "WRITE_FIELDS", "WRITES_NOT_MEASURED",
+           "build_report", "decide_exit", "redact", "report_timeline", "secret_values", "workload_summary"]
+
 PASSED, FAILED, ABORTED = "passed", "failed", "aborted"
 INTEGRITY_STATUSES = ("pass", "fail", "warning")
+#: The integer fields of report.json `writes` (DESIGN.md section 3), in display order.
 WRITE_FIELDS = ("attempted", "acknowledged", "lost", "recovered", "unexpected", "indeterminate")
+WRITES_NOT_MEASURED = ("no final read of the written data happened in this run: the counts are not measured "
+                       "(lost 0 here means nothing)")
 
 
 def _plain(x: Any) -> Any:
@@ -31,24 +37,25 @@ def _field(x: Any, name: str, default: Any = None) -> Any:
 
 def decide_exit(objectives: Iterable[Any], integrity: Iterable[Any], aborted: bool = False,
                 harness_error: BaseException | bool | None = None, refused: bool = False,
-                checklist: Iterable[Any] = ()) -> tuple[str, int]:
+                checklist: Iterable[Any] = (), dry_run: bool = False) -> tuple[str, int]:
     """(status, exit code) of a run, most severe first.
 
-    interrupted (aborted) -> aborted/130; harness error -> aborted/its exit code (1 unless the
-    HarnessError says otherwise, e.g. a SafetyRefusal gives 5); refused by safety -> aborted/5;
-    an integrity check failing -> failed/4 (beats objectives); an objective missed or a checklist
-    item failing -> failed/3; else passed/0. Integrity "warning" does not fail the run.
+    interrupted (aborted) -> aborted/130 (the only "aborted" status); harness error -> failed/its
+    exit code (1 unless the HarnessError says otherwise, e.g. a SafetyRefusal gives 5); refused by
+    safety -> failed/5; an integrity check failing -> failed/4 (beats objectives); an objective missed
+    or a checklist item failing -> failed/3; else passed/0. Integrity "warning" does not fail the run.
+    A dry run measures nothing by design: its objectives (all "not measured") do not fail it.
     """
     if aborted:
         return ABORTED, ExitCode.INTERRUPTED
     if harness_error:
         code = harness_error.exit_code if isinstance(harness_error, HarnessError) else ExitCode.HARNESS_ERROR
-        return ABORTED, code
+        return FAILED, code
     if refused:
-        return ABORTED, ExitCode.REFUSED_BY_SAFETY
+        return FAILED, ExitCode.REFUSED_BY_SAFETY
     if any(_field(i, "status") == "fail" for i in integrity):
         return FAILED, ExitCode.INTEGRITY_VIOLATION
-    if any(not _field(o, "met", False) for o in objectives):
+    if not dry_run and any(not _field(o, "met", False) for o in objectives):
         return FAILED, ExitCode.OBJECTIVES_MISSED
     if any(_field(c, "status") == "fail" for c in checklist):
         return FAILED, ExitCode.OBJECTIVES_MISSED
@@ -88,11 +95,14 @@ def build_report(*, run_id: str, kind: str, target: str, started_at: float, ende
                  integrity: Iterable[Any] = (), checklist: Iterable[Any] = (), events: Iterable[Event] = (),
                  rpo: RpoResult | None = None, rtos: Iterable[RtoResult] = (), aborted: bool = False,
                  harness_error: BaseException | bool | None = None, refused: bool = False,
-                 secrets: Iterable[str] = (), extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 dry_run: bool = False, secrets: Iterable[str] = (),
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The report.json document (DESIGN.md section 3) from the run's measured results and timeline.
 
     Times are epoch seconds in, ISO-8601 out. `extra` adds keys (never replaces contract keys).
-    Every secret value is redacted from the whole document.
+    `writes` None means no final read happened: the contract's integer fields are still there (0)
+    but `writes.measured` is False and `writes.note` says why; otherwise `writes.measured` is True.
+    Every secret value is redacted from the whole document (harness.core.redact).
     """
     objectives = [_plain(o) for o in objectives]
     integrity = [_plain(i) for i in integrity]
@@ -102,10 +112,15 @@ def build_report(*, run_id: str, kind: str, target: str, started_at: float, ende
             raise ValueError(f"integrity check {i.get('check')!r} has status {i.get('status')!r}; "
                              f"expected one of {', '.join(INTEGRITY_STATUSES)}")
     w = _plain(writes) if writes is not None else {}
-    writes_d = {k: int(w.get(k, 0)) for k in WRITE_FIELDS}
+    writes_d: dict[str, Any] = {k: int(w.get(k, 0)) for k in WRITE_FIELDS}
     writes_d.update({k: v for k, v in w.items() if k not in writes_d})
+    if writes is None:
+        writes_d["measured"] = False
+        writes_d.setdefault("note", WRITES_NOT_MEASURED)
+    else:
+        writes_d.setdefault("measured", True)
     evs = list(events)
-    status, code = decide_exit(objectives, integrity, aborted, harness_error, refused, checklist)
+    status, code = decide_exit(objectives, integrity, aborted, harness_error, refused, checklist, dry_run)
     doc: dict[str, Any] = {
         "run_id": run_id, "kind": kind, "target": target,
         "started_at": iso(started_at), "ended_at": iso(ended_at),
@@ -129,47 +144,3 @@ def build_report(*, run_id: str, kind: str, target: str, started_at: float, ende
             raise ValueError(f"extra report key {k!r} would replace a contract key")
         doc[k] = v
     return redact(doc, secrets)
-
-
-def secret_values(secrets: Any) -> list[str]:
-    """Every string leaf of a (nested) secrets mapping, e.g. Chaos Toolkit's {"scope": {"key": "value"}}."""
-    out: list[str] = []
-    if isinstance(secrets, Mapping):
-        for v in secrets.values():
-            out.extend(secret_values(v))
-    elif isinstance(secrets, (list, tuple, set, frozenset)):
-        for v in secrets:
-            out.extend(secret_values(v))
-    elif secrets is not None and not isinstance(secrets, bool):
-        out.append(str(secrets))
-    return out
-
-
-def redact(obj: Any, secrets: Iterable[str]) -> Any:
-    """A copy of `obj` with every occurrence of each secret value (in strings, keys, nested
-    dicts/lists/tuples, or a scalar equal to a secret) replaced by "***". Empty secrets are ignored."""
-    values = sorted({str(s) for s in secrets if s is not None and str(s) != ""}, key=len, reverse=True)
-    if not values:
-        return obj
-    return _redact(obj, values)
-
-
-def _redact_str(s: str, values: list[str]) -> str:
-    for v in values:
-        if v in s:
-            s = s.replace(v, REDACTED)
-    return s
-
-
-def _redact(obj: Any, values: list[str]) -> Any:
-    if isinstance(obj, str):
-        return _redact_str(obj, values)
-    if isinstance(obj, Mapping):
-        return {(_redact_str(k, values) if isinstance(k, str) else k): _redact(v, values) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_redact(v, values) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_redact(v, values) for v in obj)
-    if isinstance(obj, (int, float)) and not isinstance(obj, bool) and str(obj) in values:
-        return REDACTED
-    return obj

@@ -28,10 +28,18 @@ def _lab(configuration: dict | None):
 
 
 def take_scheduled_backup(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
-    """Take the lab's 'nightly' logical backup into S3 (the lab has no scheduler; real targets have one)."""
+    """Take the lab's 'nightly' logical backup into S3 (the lab has no scheduler; real targets have one).
+
+    A dry run writes nothing: the backup is recorded as planned."""
     from harness import backup
+    from harness.drill import guard
     from harness.workload import find_primary_dsn
 
+    if guard.is_dry_run(configuration):
+        s = drill_session.current(required=False)
+        if s is not None:
+            s.event("note", "scheduled backup planned, not taken (dry run: nothing written to S3)", dry_run=True)
+        return {"dry_run": True, "taken": False}
     topo = _topology(configuration)
     lab = _lab(configuration)
     info = backup.create(find_primary_dsn(topo), pg_runtime=lab.pg_runtime(), endpoint_url=topo["s3"]["endpoint_url"],
@@ -48,11 +56,12 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
     import httpx
 
     from harness import backup
-    from harness.config import load_plan
+    from harness.drill import guard
     from harness.targets.postgres import probes as pg
 
     s = drill_session.current()
-    plan = load_plan(overrides=s.config.get("drill_plan_overrides"))
+    plan = guard.plan(configuration)  # the session's plan, resolved once
+    dry_run = guard.is_dry_run(configuration)
     topo = _topology(configuration)
     s.topology = topo
     results: dict[str, Any] = {}
@@ -67,6 +76,8 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
                     "no backup found")
     except HarnessError as e:
         ok, observed, newest = False, str(e), None
+    if dry_run and not ok:  # the scheduled backup was only planned: its absence is not evidence
+        ok, observed = None, f"dry run: the scheduled backup was not taken ({observed})"
     s.observe("backups_recent", ok, observed)
     results["backups_recent"] = ok
     # replica_lag
@@ -119,23 +130,26 @@ def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_inte
     return {"writers": writers, "rate_per_s": rate_per_s}
 
 
-def _recovered(s, services: list[str], fault_t: float, consecutive: int) -> list[str]:
-    """Services that have not yet shown `consecutive` successful probes in a row after the fault."""
-    streak: dict[str, int] = {svc: 0 for svc in services}
-    done: set[str] = set()
-    for e in s.timeline.of_kind("probe"):
-        svc = e.data.get("service")
-        if e.t < fault_t or svc not in streak or svc in done:
-            continue
-        streak[svc] = streak[svc] + 1 if e.data.get("ok") else 0
-        if streak[svc] >= consecutive:
-            done.add(svc)
-    return [svc for svc in services if svc not in done]
+def not_recovered(s, services: list[str], consecutive: int = 3) -> list[str]:
+    """Services without recovery after the fault yet, judged as the report judges RTO (`core.measure.rto`)."""
+    from harness.core import measure
+
+    fault_t = s.fault_t
+    if fault_t is None:
+        return []
+    probes = s.timeline.of_kind("probe")
+    return [svc for svc in services if measure.rto(probes, fault_t, svc, consecutive=consecutive).rto_s is None]
 
 
 def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, consecutive: int = 3,
                   configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
-    """Wait until every probed service recovered (or the timeout), stop the workload, read the final state."""
+    """Wait until every probed service recovered (or the timeout), stop the workload, read the final state.
+
+    Recovery is judged as the report judges RTO (`core.measure.rto`: a streak that begins after the
+    first failed probe after the fault). The final read covers every data set of the run
+    (`Workload.final_read_all`): vouchers in `s.final_keys` (as before) and every set by op f in
+    `s.final_keys_by_f`.
+    """
     s = drill_session.current()
     if s.workload is None:
         raise HarnessError("stop_workload: the workload was never started in this drill")
@@ -146,7 +160,7 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
     if fault_t is not None and services:
         deadline = time.monotonic() + recovery_timeout_s
         while True:
-            waiting = _recovered(s, services, fault_t, consecutive)
+            waiting = not_recovered(s, services, consecutive)
             if not waiting or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
@@ -160,9 +174,20 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
     topo = _topology(configuration)
     dsn = find_primary_dsn(topo)
     s.final_read_region = next((r for r, v in topo["regions"].items() if v["postgres"]["dsn"] == dsn), None)
-    s.final_keys = wl.final_read(s.run_id)
-    s.event("check", "final read", region=s.final_read_region, present=len(s.final_keys))
-    return {"not_recovered": waiting, "present": len(s.final_keys), "final_read_region": s.final_read_region}
+    by_f = wl.final_read_all(s.run_id, dsn=dsn)
+    s.final_keys = by_f["write"]
+    s.final_keys_by_f = by_f
+    for f, error in sorted(wl.final_read_errors.items()):
+        s.note(f"final read of {f} failed, its RPO is not measured: {error}")
+    reissued = list(getattr(wl.probes, "reissued", None) or [])
+    if reissued:
+        s.note(f"{len(reissued)} tax invoice number(s) re-issued to a new invoice after the failover "
+               f"(the first one was lost): {', '.join(reissued[:10])}")
+    s.event("check", "final read", region=s.final_read_region, present=len(s.final_keys),
+            present_by_f={f: len(v) for f, v in by_f.items()}, regions=dict(wl.final_read_regions),
+            errors=dict(wl.final_read_errors))
+    return {"not_recovered": waiting, "present": len(s.final_keys), "final_read_region": s.final_read_region,
+            "present_by_f": {f: len(v) for f, v in by_f.items()}}
 
 
 def validate_integrity(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
@@ -177,7 +202,8 @@ def validate_integrity(configuration: dict | None = None, secrets: dict | None =
     dsn = find_primary_dsn(topo)
     with psycopg.connect(dsn, connect_timeout=3) as conn:
         results = integrity.run_all(conn, snapshot=s.snapshot, rt=_lab(configuration).pg_runtime(), dsn=dsn)
-    s.integrity = [r.to_dict() for r in results]
+    # keep results of earlier checks of other databases in this run (e.g. a restored backup)
+    s.integrity = [i for i in s.integrity if i["check"].startswith("restored: ")] + [r.to_dict() for r in results]
     for r in results:
         s.event("check", f"integrity: {r.check}", status=r.status, details=r.details)
     failed = [r.check for r in results if r.status == "fail"]
@@ -185,10 +211,17 @@ def validate_integrity(configuration: dict | None = None, secrets: dict | None =
 
 
 def observe_failover(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
-    """during_test evidence: failover started, traffic on DR, /health 200 through the global endpoint."""
+    """during_test evidence: failover started, traffic on DR, /health 200 through the global endpoint
+    (a dry run injected nothing: its items are skipped)."""
     import httpx
 
+    from harness.drill import guard
+
     s = drill_session.current()
+    if guard.is_dry_run(configuration):
+        for item in ("failover_started", "traffic_switched", "service_health"):
+            s.observe(item, None, "dry run: nothing injected")
+        return {"dry_run": True}
     topo = _topology(configuration)
     fo = [e for e in s.timeline.of_kind("failover")]
     started = next((e for e in fo if e.event in ("detected", "approved", "promoted")), None)
@@ -207,10 +240,15 @@ def observe_failover(configuration: dict | None = None, secrets: dict | None = N
 
 
 def observe_failback(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
-    """post_test evidence: traffic back on the primary region and healthy."""
+    """post_test evidence: traffic back on the primary region and healthy (skipped in a dry run)."""
     import httpx
 
+    from harness.drill import guard
+
     s = drill_session.current()
+    if guard.is_dry_run(configuration):
+        s.observe("failback", None, "dry run: nothing injected")
+        return {"dry_run": True}
     topo = _topology(configuration)
     state = httpx.get(topo["router"]["url"] + "/_router/state", timeout=2).json()
     r = httpx.get(topo["router"]["url"] + "/health", timeout=3)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import signal
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -103,45 +100,12 @@ def drop_scratch_database(name: str, configuration: dict | None = None, secrets:
             "reverted": guard.mark_reverted("scratch_database", f"postgres:{name}", configuration)}
 
 
-# -- signals --------------------------------------------------------------------------------------
-class _Signals:
-    """SIGINT/SIGTERM raise KeyboardInterrupt; inside `shielded()` (rollback) they are deferred until it ends."""
-
-    def __init__(self) -> None:
-        self._prev: dict[int, Any] = {}
-        self._shield = 0
-        self.pending: int | None = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self._shield:
-            self.pending = signum
-            return
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._prev[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, h in self._prev.items():
-            signal.signal(sig, h)
-
-    @contextlib.contextmanager
-    def shielded(self) -> Iterator[None]:
-        self._shield += 1
-        try:
-            yield
-        finally:
-            self._shield -= 1
-
-
 # -- the calibration run --------------------------------------------------------------------------
 class _Run:
     """State of one calibration: the lab, its configuration, the session timeline, the faults to roll back."""
 
-    def __init__(self, lab: Any, session: drill_session.DrillSession, progress: Progress, signals: _Signals) -> None:
+    def __init__(self, lab: Any, session: drill_session.DrillSession, progress: Progress,
+                 signals: drill_session.SignalShield) -> None:
         from harness.targets import _lab
 
         self.lab = lab
@@ -229,9 +193,7 @@ class _Run:
         if errors:
             raise HarnessError(f"calibration rollback incomplete ({'; '.join(errors)}); run `drill recover "
                                f"--state-dir {self.lab.state}`")
-        if self.signals.pending is not None:
-            sig, self.signals.pending = self.signals.pending, None
-            raise KeyboardInterrupt(f"signal {signal.Signals(sig).name}")
+        self.signals.raise_pending()
         return done
 
 
@@ -239,11 +201,7 @@ def _preflight(run: _Run) -> None:
     """The lab must be in its starting shape on primary with no fault left in the ledger."""
     from harness.failover.failback import lab_shape
 
-    active = guard.ledger(run.cfg).active()
-    if active:
-        names = ", ".join(f"{e.fault} on {e.target}" for e in active[:5])
-        raise HarnessError(f"not calibrating: {len(active)} fault(s) still active in the fault ledger ({names}); "
-                           f"run `drill recover --state-dir {run.lab.state}` first")
+    guard.ledger(run.cfg).refuse_if_active(doing="not calibrating")
     deadline = time.monotonic() + SHAPE_TIMEOUT_S
     while True:
         shape = lab_shape(run.t, "primary")
@@ -558,6 +516,7 @@ def calibrate(state_dir: str | Path | None = None, ks: Any = DEFAULT_KS, delay_m
     if not lab.is_running():
         raise LabError(f"no lab is running under {lab.state} (run `drill lab up`)")
     s = drill_session.begin("calibrate", "calibrate", report_dir=report_dir)
+    drill_session.register_lab_secrets(s, lab.state)
     started_at = time.time()
     t0 = time.monotonic()
     result: dict[str, Any] = {"passed": False, "loss": [], "delay": None, "integrity": [],
@@ -565,7 +524,7 @@ def calibrate(state_dir: str | Path | None = None, ks: Any = DEFAULT_KS, delay_m
                               "report_dir": str(s.report_dir), "state_dir": str(lab.state)}
     interrupted: str | None = None
     try:
-        with _Signals() as signals:
+        with drill_session.SIGNALS as signals:
             run = _Run(lab, s, progress, signals)
             try:
                 _preflight(run)

@@ -1,24 +1,18 @@
-"""Chaos Toolkit control: feeds the run's timeline, handles SIGTERM like Ctrl-C, writes the drill report at the end."""
+"""Chaos Toolkit control: the timeline, SIGTERM handled as Ctrl-C, shielded rollbacks, the report at the end."""
 
 from __future__ import annotations
 
-import signal
 import threading
 from pathlib import Path
 from typing import Any
 
 from harness.drill import session as drill_session
 
-_owned = threading.local()
-_state: dict[str, Any] = {"owns_session": False, "prev_sigterm": None}
+_state: dict[str, Any] = {"owns_session": False, "signals": False, "held": False}
 
-
-def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
-    s = drill_session.current(required=False)
-    if s is not None:
-        s.aborted = True
-        s.note("SIGTERM received: interrupting the experiment, rollbacks will run")
-    raise KeyboardInterrupt("SIGTERM")
+#: SystemExit code that makes chaoslib end the run without playing rollbacks (chaoslib.exit, SIGUSR2): used
+#: when the run is refused before its first fault, so there is nothing to roll back
+_EXIT_WITHOUT_ROLLBACKS = 30
 
 
 def configure_control(configuration: dict | None = None, secrets: dict | None = None, settings: dict | None = None,
@@ -31,19 +25,56 @@ def before_experiment_control(context: dict, configuration: dict | None = None, 
     cfg = configuration or {}
     s = drill_session.current(required=False)
     if s is None:
+        from harness.config import load_plan
+        from harness.errors import HarnessError
+
         report_dir = cfg.get("drill_report_dir")
+        try:
+            plan = load_plan(cfg.get("drill_plan"), overrides=cfg.get("drill_plan_overrides"))
+        except HarnessError as e:  # an invalid plan: nothing may run
+            raise SystemExit(_EXIT_WITHOUT_ROLLBACKS) from e
         s = drill_session.begin(cfg.get("drill_kind", "experiment"), context.get("title", "experiment"),
-                                report_dir=Path(report_dir) if report_dir else None, config=dict(cfg))
+                                report_dir=Path(report_dir) if report_dir else None, config=dict(cfg), plan=plan)
         _state["owns_session"] = True
     else:
         _state["owns_session"] = False
     s.approvals |= set(cfg.get("drill_approvals") or [])
     s.secrets |= {str(v) for v in _secret_values(secrets) if v}
+    if _is_lab(cfg):
+        drill_session.register_lab_secrets(s, cfg.get("drill_state_dir"))
     s.note(f"experiment started: {context.get('title', '')}")
     # chaoslib turns SIGTERM into a failure of the current activity only and carries on; a drill must stop
-    # and roll back, exactly as on Ctrl-C.
+    # and roll back, exactly as on Ctrl-C. The handler only sets flags and raises KeyboardInterrupt.
     if threading.current_thread() is threading.main_thread():
-        _state["prev_sigterm"] = signal.signal(signal.SIGTERM, _on_sigterm)
+        drill_session.SIGNALS.__enter__()
+        _state["signals"] = True
+    if _state["owns_session"]:
+        _preflight(s, context, cfg)
+
+
+def _is_lab(cfg: dict) -> bool:
+    return str(cfg.get("drill_environment") or "lab") == "lab"
+
+
+def _preflight(s: drill_session.DrillSession, experiment: dict, cfg: dict) -> None:
+    """A plain `chaos run`: refuse before the first fault (no rollbacks then) when faults of another run are
+    still in the ledger, the environment is not allowed or a gate the method needs is not approved.
+    (`drill run` does the same before it starts the experiment.)"""
+    from harness.drill import guard
+    from harness.errors import HarnessError, SafetyRefusal
+
+    try:
+        guard.ledger(cfg).refuse_if_active(s.run_id)
+        gates = guard.experiment_gates(experiment, s.plan)
+        guard.require_gates([g for gs in gates.values() for g in gs], cfg, name=experiment.get("title") or "drill")
+    except SafetyRefusal as e:
+        s.refused = str(e)
+        s.note(f"refused by safety before the first fault: {e}")
+        raise SystemExit(_EXIT_WITHOUT_ROLLBACKS) from e
+    except HarnessError as e:
+        s.harness_error = str(e)
+        s.note(f"not starting: {e}")
+        raise SystemExit(_EXIT_WITHOUT_ROLLBACKS) from e
 
 
 def _secret_values(secrets: Any) -> list[str]:
@@ -84,10 +115,16 @@ def after_hypothesis_control(context: dict, state: Any = None, **kwargs: Any) ->
 
 
 def before_rollback_control(context: Any = None, **kwargs: Any) -> None:
-    """The workload stops before any rollback (an interrupted method never reached stop_workload)."""
+    """From here to the end of the experiment SIGINT/SIGTERM are recorded, not raised (chaoslib skips the
+    remaining rollbacks on a second signal); the workload stops first (an interrupted method never reached
+    stop_workload)."""
+    if _state.get("signals") and not _state.get("held"):
+        drill_session.SIGNALS.hold()
+        _state["held"] = True
     s = drill_session.current(required=False)
     if s is None:
         return
+    drill_session.note_signals(s, "during the method: the experiment was interrupted, rollbacks run")
     if s.workload is not None and s.final_keys is None:
         try:
             counts = s.workload.stop()
@@ -100,26 +137,57 @@ def before_rollback_control(context: Any = None, **kwargs: Any) -> None:
 
 def after_experiment_control(context: dict, state: Any = None, configuration: dict | None = None,
                              secrets: dict | None = None, **kwargs: Any) -> None:
-    """Write the report (with the redacted journal) and close the session if this control opened it."""
-    if _state.get("prev_sigterm") is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _state["prev_sigterm"])
-        _state["prev_sigterm"] = None
-    s = drill_session.current(required=False)
-    if s is None:
-        return
-    journal = state if isinstance(state, dict) else None
-    if journal is not None and journal.get("status") in ("interrupted", "aborted"):
-        s.aborted = True
-    s.journal = journal
-    if _state.get("owns_session"):
-        from harness.config import load_plan
-        from harness.drill import finalize
+    """Revert this run's leftover faults; write the report (with the redacted journal) and close the session
+    if this control opened it. Signals stay recorded-only until that is done."""
+    signals = drill_session.SIGNALS
+    if _state.get("signals") and not _state.get("held"):
+        signals.hold()
+        _state["held"] = True
+    try:
+        s = drill_session.current(required=False)
+        if s is None:
+            return
+        drill_session.note_signals(s, "during the rollbacks: recorded, the rollbacks ran to the end")
+        journal = state if isinstance(state, dict) else None
+        if (journal is not None and journal.get("status") in ("interrupted", "aborted")
+                and not (s.refused or s.harness_error)):  # not the preflight's own refusal
+            s.aborted = True
+        s.journal = journal
+        if _state.get("owns_session"):
+            revert_leftovers(s, configuration)
+            from harness.drill import finalize
 
-        plan = load_plan(overrides=s.config.get("drill_plan_overrides"))
-        report = finalize.write(s, plan, journal=journal)
-        drill_session.end()
-        from rich.console import Console
+            report = finalize.write(s, s.plan, journal=journal, refused=bool(s.refused))
+            drill_session.end()
+            from rich.console import Console
 
-        from harness.report.console import print_summary
+            from harness.report.console import print_summary
 
-        print_summary(report, Console(stderr=True))
+            print_summary(report, Console(stderr=True))
+    finally:
+        if _state.get("held"):
+            signals.release()
+            _state["held"] = False
+        if _state.get("signals"):
+            signals.__exit__(None, None, None)
+            _state["signals"] = False
+
+
+def revert_leftovers(s: drill_session.DrillSession, configuration: dict | None) -> list[str]:
+    """After the rollbacks: revert the faults this run injected that are still active in the ledger."""
+    from harness.drill import guard
+
+    out = []
+    try:
+        results = guard.ledger(configuration).revert_all(how="end of run", run_id=s.run_id)
+    except Exception as e:  # the report must still be written
+        s.harness_error = s.harness_error or f"reverting this run's leftover faults failed: {e}"
+        s.note(f"reverting this run's leftover faults failed: {e}")
+        return out
+    for entry, error in results:
+        msg = f"reverted leftover fault {entry.fault} on {entry.target}" + (f" (error: {error})" if error else "")
+        s.note(msg)
+        out.append(msg)
+        if error and s.harness_error is None:
+            s.harness_error = f"leftover fault {entry.fault} on {entry.target} could not be reverted: {error}"
+    return out

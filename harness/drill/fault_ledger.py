@@ -101,6 +101,20 @@ class FaultLedger:
     def active_for(self, fault: str, target: str) -> list[FaultEntry]:
         return [e for e in self.active() if e.fault == fault and e.target == target]
 
+    def active_of_run(self, run_id: str) -> list[FaultEntry]:
+        """Active faults one run injected (the guard records each entry's run_id)."""
+        return [e for e in self.active() if e.run_id == run_id]
+
+    def refuse_if_active(self, run_id: str | None = None, doing: str = "") -> None:
+        """Preflight: HarnessError (one line) when faults of another run (or of none) are still active."""
+        others = [e for e in self.active() if run_id is None or e.run_id != run_id]
+        if not others:
+            return
+        shown = ", ".join(f"{e.fault} on {e.target}" + (f" (run {e.run_id})" if e.run_id else "")
+                          for e in others[:3]) + (", ..." if len(others) > 3 else "")
+        raise HarnessError(f"{doing + ': ' if doing else ''}active faults in the ledger: run `drill recover` "
+                           f"({len(others)} in {self.path}: {shown})")
+
     def revert(self, entry: FaultEntry, how: str = "drill recover") -> None:
         """Call the entry's revert function, then mark it reverted."""
         mod_name, _, func_name = entry.revert_func.partition(":")
@@ -112,10 +126,12 @@ class FaultLedger:
         func(**entry.revert_kwargs)
         self.mark_reverted(entry.id, how)
 
-    def revert_all(self, how: str = "drill recover") -> list[tuple[FaultEntry, str | None]]:
-        """Revert every active fault, newest first; returns (entry, error or None) per fault."""
+    def revert_all(self, how: str = "drill recover", run_id: str | None = None) -> list[tuple[FaultEntry, str | None]]:
+        """Revert every active fault (only run `run_id`'s when given), newest first; returns (entry, error or
+        None) per fault."""
         results = []
-        for entry in sorted(self.active(), key=lambda e: e.injected_at, reverse=True):
+        entries = self.active() if run_id is None else self.active_of_run(run_id)
+        for entry in sorted(entries, key=lambda e: e.injected_at, reverse=True):
             try:
                 self.revert(entry, how)
                 results.append((entry, None))

@@ -12,8 +12,18 @@ from harness.core.durations import format_duration
 from harness.core.report import build_report
 from harness.drill.session import DrillSession
 
-#: data-bearing services measured by the write ledger; api-gateway holds no data of its own
-LEDGER_SERVICES = ("authentication", "voucher-service", "tax-invoice-service")
+#: What each data-bearing service's RPO is measured on: service -> (op f, rpo_basis).
+#: voucher-service: the ledger writers' vouchers; tax-invoice-service: the invoices its probe had
+#: acknowledged; authentication: the Redis sessions its probe's logins created.
+RPO_SOURCES: dict[str, tuple[str, str]] = {
+    "voucher-service": ("write", "vouchers"),
+    "tax-invoice-service": ("invoice", "tax_invoices"),
+    "authentication": ("session", "sessions"),
+}
+#: Services that keep no data of their own: no RPO to measure (rpo_basis "stateless").
+STATELESS_SERVICES = ("api-gateway",)
+#: Services whose RPO the voucher ledger (op f "write") measures.
+LEDGER_SERVICES = tuple(svc for svc, (f, _) in RPO_SOURCES.items() if f == "write")
 CONSECUTIVE_OK = 3
 
 
@@ -24,32 +34,77 @@ def _series(events, fault_t: float | None) -> dict[str, Any]:
             probes.append({"t": e.t, "service": e.data.get("service"), "ok": bool(e.data.get("ok")),
                            "latency_s": e.data.get("latency_s")})
         elif e.kind == "op":
-            if e.event != "invoke":
+            if e.event != "invoke" and e.data.get("f", "write") == "write":  # the voucher ledger only
                 writes.append({"t": e.t, "type": e.event})
         elif e.kind in ("fault", "failover"):
             marks.append({"t": e.t, "kind": e.kind, "event": e.event})
     return {"probes": probes, "writes": writes, "fault_t": fault_t, "events": marks}
 
 
+def _final_read_t(events) -> float | None:
+    reads = [e.t for e in events if e.kind == "check" and e.event == "final read"]
+    return reads[-1] if reads else None
+
+
+def _rpo_by_service(s: DrillSession, ops, fault_t: float, events) -> tuple[dict, dict, dict, dict]:
+    """(service -> RpoResult, service -> rpo_basis, service -> note, f -> WriteCounts) of the data services."""
+    by_f = dict(s.final_keys_by_f or {})
+    if s.final_keys is not None:
+        by_f.setdefault("write", s.final_keys)
+    read_t = _final_read_t(events)
+    rpos, basis, notes, counts = {}, {}, {}, {}
+    for svc in STATELESS_SERVICES:
+        basis[svc] = "stateless"
+    for svc, (f, what) in RPO_SOURCES.items():
+        if f not in by_f:
+            basis[svc] = "not_measured"
+            notes[svc] = f"RPO not measured: no final read of {what} in this run"
+            continue
+        f_ops = ops
+        if read_t is not None:
+            f_ops, expired = measure.unexpired(ops, read_t, f)
+            if expired:
+                notes[svc] = f"{len(expired)} {what} expired before the final read and were not judged"
+        rpos[svc] = measure.rpo(f_ops, by_f[f], fault_t, f=f)
+        basis[svc] = what
+        if f != "write":
+            counts[f] = measure.write_counts(f_ops, by_f[f], f=f)
+    return rpos, basis, notes, counts
+
+
 def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseException | None = None,
           refused: bool = False) -> dict[str, Any]:
-    """Compute the report of `s` (no I/O besides what the caller does with it)."""
+    """Compute the report of `s` (no I/O besides what the caller does with it).
+
+    Every catalog service appears in `objectives`; RTO per probed service (core.measure.rto); RPO per
+    data service from its own data set (RPO_SOURCES), api-gateway is stateless.
+    """
     ended_at = s.ended_at or time.time()
     events = s.timeline.events
     fault_t = s.fault_t
     ops = s.timeline.ops
     consecutive = int(s.config.get("consecutive_ok", CONSECUTIVE_OK))
     probed = sorted({e.data.get("service") for e in events if e.kind == "probe"})
-    rtos, objectives, rpo, writes = [], [], None, None
+    dry_run = fault_t is None and any(e.kind == "fault" and e.data.get("dry_run") for e in events)
+    rtos, rpo, writes = [], None, None
+    rpos: dict[str, measure.RpoResult] = {}
+    basis = {svc: "stateless" for svc in STATELESS_SERVICES}
+    rpo_notes: dict[str, str] = {}
+    other_writes: dict[str, measure.WriteCounts] = {}
     if s.final_keys is not None:
         writes = measure.write_counts(ops, s.final_keys)
     if fault_t is not None:
         rtos = [measure.rto(events, fault_t, svc.name, consecutive=consecutive)
                 for svc in plan.services if svc.name in probed]
-        if s.final_keys is not None:
-            rpo = measure.rpo(ops, s.final_keys, fault_t)
-        rpo_map = {name: rpo for name in LEDGER_SERVICES} if rpo is not None else None
-        objectives = measure.objective_results(plan, rtos, rpo_map, tier=s.config.get("tier"))
+        rpos, basis, rpo_notes, other_writes = _rpo_by_service(s, ops, fault_t, events)
+        rpo = rpos.get(LEDGER_SERVICES[0]) if LEDGER_SERVICES else None
+    why_not = ("dry run: the fault was planned, not injected" if dry_run else
+               "no fault was injected" if fault_t is None else "")
+    if why_not:
+        rpo_notes = {svc: why_not for svc in (x.name for x in plan.services)}
+    objectives = measure.objective_results(plan, rtos, rpos, tier=s.config.get("tier"),
+                                           catalog=[svc.name for svc in plan.services], rpo_basis=basis,
+                                           notes=rpo_notes)
     # post_test checklist evidence that comes from the measurements
     obs = dict(s.observations)
     if fault_t is not None:
@@ -66,10 +121,13 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
                 o = checklist_core.within(worst_rto, rto_item.threshold_s, "worst service RTO")
                 obs["rto_measured"] = {"ok": o.ok, "observed": o.observed}
         rpo_item = next((c for c in plan.checklist if c.id == "rpo_measured"), None)
-        if rpo_item is not None and rpo is not None and "rpo_measured" not in obs:
-            o = checklist_core.within(rpo.rpo_s, rpo_item.threshold_s, "RPO")
-            obs["rpo_measured"] = {"ok": o.ok and not rpo.lower_bound,
-                                   "observed": f"{o.observed}; {rpo.lost} acknowledged write(s) lost"}
+        if rpo_item is not None and rpos and "rpo_measured" not in obs:
+            worst_svc = max(rpos, key=lambda k: (rpos[k].lower_bound, rpos[k].rpo_s))
+            worst = rpos[worst_svc]
+            o = checklist_core.within(worst.rpo_s, rpo_item.threshold_s, f"worst RPO ({worst_svc})")
+            lost = ", ".join(f"{rpos[k].lost} {basis[k]}" for k in rpos)
+            obs["rpo_measured"] = {"ok": o.ok and not any(r.lower_bound for r in rpos.values()),
+                                   "observed": f"{o.observed}; acknowledged and lost: {lost}"}
     if s.integrity and "data_integrity" not in obs:
         failed = [i["check"] for i in s.integrity if i["status"] == "fail"]
         obs["data_integrity"] = {"ok": not failed,
@@ -77,39 +135,52 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
                                               f"{len(s.integrity)} checks, none failed")}
     checklist = checklist_core.evaluate(plan.checklist, obs)
     phases = {r.service: {p.name: p.offset_s for p in r.phases} for r in rtos}
-    summary = _summary(objectives, writes, s.integrity, fault_t)
+    summary = _summary(objectives, writes, s.integrity, fault_t, rpos, basis, dry_run)
     extra = {
         "series": _series(events, fault_t),
         "phases": phases,
+        "rpo_by_service": {svc: {"rpo_basis": basis.get(svc), **(rpos[svc].to_dict() if svc in rpos else {})}
+                           for svc in (x.name for x in plan.services)},
         "environment": {"python": platform.python_version(), "host": platform.node(),
                         "topology": {k: v for k, v in (s.topology or {}).items() if k in ("router", "s3", "toxiproxy")}},
         "notes": list(s.notes),
         "summary": summary,
         "final_read_region": s.final_read_region,
     }
+    if other_writes:
+        extra["writes_by_kind"] = {f: wc.to_dict() for f, wc in other_writes.items()}
     if s.approvals:
         extra["approvals"] = sorted(s.approvals)
     report = build_report(
         run_id=s.run_id, kind=s.kind, target=s.target, started_at=s.started_at, ended_at=ended_at,
         objectives=objectives, writes=writes, integrity=s.integrity, checklist=checklist, events=events,
         rpo=rpo, rtos=rtos, aborted=s.aborted, harness_error=error or (s.harness_error is not None),
-        refused=refused, secrets=s.secrets, extra=extra)
+        refused=refused, dry_run=dry_run, secrets=s.secrets, extra=extra)
     if s.harness_error and "error" not in report:
         report["error"] = s.harness_error
+    _run_rules(s, report)
     return report
 
 
-def _summary(objectives, writes, integrity, fault_t) -> str:
+def _summary(objectives, writes, integrity, fault_t, rpos=None, basis=None, dry_run=False) -> str:
     if fault_t is None:
-        return "no fault was injected in this run"
+        return "dry run: the fault was planned, not injected" if dry_run else "no fault was injected in this run"
     parts = []
     missed = [o for o in objectives if not o.met]
     parts.append(f"{len(objectives) - len(missed)}/{len(objectives)} services met their objectives")
+    unmeasured = [o.service for o in objectives if not o.measured]
+    if unmeasured:
+        parts.append(f"not measured: {', '.join(unmeasured)}")
     worst = max((o.rto_measured_s for o in objectives if o.rto_measured_s is not None), default=None)
     if worst is not None:
         parts.append(f"slowest recovery {format_duration(worst)}")
     if writes is not None:
         parts.append(f"{writes.acknowledged} acknowledged writes, {writes.lost} lost")
+    else:
+        parts.append("writes not measured (no final read)")
+    for svc, r in (rpos or {}).items():
+        if svc not in LEDGER_SERVICES and r.lost:
+            parts.append(f"{r.lost} acknowledged {(basis or {}).get(svc, svc)} lost")
     bad = [i["check"] for i in integrity if i.get("status") == "fail"]
     parts.append(f"integrity: {'failed ' + ', '.join(bad) if bad else 'all checks passed'}" if integrity
                  else "integrity: not checked")
@@ -127,3 +198,26 @@ def write(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
     report["_paths"] = {k: str(v) for k, v in paths.items()}
     s.report = report
     return report
+
+
+def _run_rules(s: DrillSession, report: dict[str, Any]) -> None:
+    """Rules over the whole run (not measurements), applied to the built report:
+    a run that injected no fault, not being a dry run (nor a drill that injects none: drill_expects_fault
+    false), measured nothing: harness error (exit 1); a failed Gherkin step fails a run that would pass
+    (exit 1, the steps named in `error`); a dry run says so (`dry_run: true`)."""
+    from harness.core.report import redact
+    from harness.errors import ExitCode
+
+    dry_run = s.dry_run or (s.fault_t is None and any(e.data.get("dry_run") for e in s.timeline.of_kind("fault")))
+    if dry_run:
+        report.setdefault("dry_run", True)
+    why = None
+    if (report.get("exit_code") in (ExitCode.PASSED, ExitCode.OBJECTIVES_MISSED) and s.fault_t is None
+            and not dry_run and s.config.get("drill_expects_fault", True) is not False):
+        why = "the run injected no fault: nothing was measured"
+    elif report.get("exit_code") == ExitCode.PASSED and s.failed_steps:
+        why = f"scenario step(s) failed: {'; '.join(s.failed_steps)}"
+    if why is not None:
+        why = redact(why, s.secrets)
+        report.update(status="failed", exit_code=ExitCode.HARNESS_ERROR,
+                      error=(report["error"] + "; " if report.get("error") else "") + why)

@@ -9,13 +9,22 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from harness.core.plan import Plan
-from harness.core.safety import Decision, PlannedFault, SafetyContext, decide
+from harness.core.safety import LAB, Decision, PlannedFault, SafetyContext, decide
 from harness.drill import session as drill_session
 from harness.drill.fault_ledger import DEFAULT_LEASE_S, FaultEntry, FaultLedger, ledger_path
 from harness.errors import SafetyRefusal, UsageError
 
-__all__ = ["Injection", "approve", "approvals", "check", "context_for", "func_ref", "inject", "is_dry_run", "ledger",
-           "mark_reverted", "plan", "revert_configuration"]
+__all__ = ["ACTIVITY_ACTIONS", "Injection", "approve", "approvals", "check", "context_for", "experiment_gates",
+           "func_ref", "gates_for_activity", "inject", "is_dry_run", "lab_approvals", "ledger", "mark_reverted", "plan",
+           "require_gates", "revert_configuration"]
+
+#: plan actions an activity performs when its function name is not itself one: the plan's gates attach to
+#: actions (`plan.gates_for(action)`), so a run can check every gate it needs before its first fault
+ACTIVITY_ACTIONS: dict[str, tuple[str, ...]] = {
+    "harness.failover.runbook:fail_over": ("switch_region",),
+    "harness.drill.exercises:backup_restore_drill": ("data_restore_from_backup",),
+    "harness.backup:restore": ("restore_backup",),
+}
 
 Revert = tuple[Callable[..., Any] | str, Mapping[str, Any]]
 
@@ -82,19 +91,32 @@ def _limit(v: Any, key: str) -> int | None:
     return n
 
 
+def _environment(configuration: Mapping[str, Any] | None) -> str:
+    return str((configuration or {}).get("drill_environment") or LAB)
+
+
+def lab_approvals(configuration: Mapping[str, Any] | None) -> frozenset[str]:
+    """configuration drill_lab_approvals: pre-approved gates that count ONLY when the environment is the lab
+    (an experiment file may pre-approve its gates for the embedded lab, never for anything real)."""
+    names = _names((configuration or {}).get("drill_lab_approvals"), "drill_lab_approvals")
+    return names if _environment(configuration) == LAB else frozenset()
+
+
 def context_for(configuration: Mapping[str, Any] | None, session_approvals: Iterable[str], the_plan: Plan,
                 now: float, session_dry_run: bool = False) -> SafetyContext:
     """The guard chain's context from the configuration and the session (no I/O).
 
-    Keys: drill_environment (default "lab"), drill_allowed_environments, drill_approvals, drill_dry_run,
-    drill_max_regions, drill_max_components.
+    Keys: drill_environment (default "lab"), drill_allowed_environments, drill_approvals (explicit approvals,
+    as --approve), drill_lab_approvals (honoured only in the lab), drill_dry_run, drill_max_regions,
+    drill_max_components.
     """
     cfg = configuration or {}
     return SafetyContext.from_plan(
         the_plan,
-        environment=str(cfg.get("drill_environment") or "lab"),
+        environment=_environment(cfg),
         allowed_environments=_names(cfg.get("drill_allowed_environments"), "drill_allowed_environments"),
-        approved_gates=_names(cfg.get("drill_approvals"), "drill_approvals") | frozenset(session_approvals),
+        approved_gates=(_names(cfg.get("drill_approvals"), "drill_approvals") | lab_approvals(cfg)
+                        | frozenset(session_approvals)),
         max_regions=_limit(cfg.get("drill_max_regions"), "drill_max_regions"),
         max_components=_limit(cfg.get("drill_max_components"), "drill_max_components"),
         dry_run=_truthy(cfg.get("drill_dry_run")) or session_dry_run,
@@ -111,16 +133,21 @@ def _load_plan(path: str | None) -> Plan:
 
 
 def plan(configuration: Mapping[str, Any] | None = None) -> Plan:
-    """The DR plan (configuration drill_plan names another plan file)."""
+    """The DR plan: the running session's (resolved once when it began, overrides included), else the
+    packaged plan or the file configuration drill_plan names."""
+    s = drill_session.current(required=False)
+    if s is not None and s.plan is not None:
+        return s.plan
     p = (configuration or {}).get("drill_plan")
     return _load_plan(str(p) if p else None)
 
 
 def approvals(configuration: Mapping[str, Any] | None = None) -> frozenset[str]:
-    """Gates approved for this call: the session's approvals plus configuration drill_approvals."""
+    """Gates approved for this call: the session's approvals, configuration drill_approvals, and (in the lab
+    only) configuration drill_lab_approvals."""
     s = drill_session.current(required=False)
-    return _names((configuration or {}).get("drill_approvals"), "drill_approvals") | frozenset(
-        s.approvals if s else ())
+    return (_names((configuration or {}).get("drill_approvals"), "drill_approvals") | lab_approvals(configuration)
+            | frozenset(s.approvals if s else ()))
 
 
 def is_dry_run(configuration: Mapping[str, Any] | None = None) -> bool:
@@ -233,4 +260,48 @@ def approve(gate: str, name: str, configuration: Mapping[str, Any] | None = None
     if decision.refused:
         _event("note", f"{name} refused", gate=gate, reason=decision.reason)
         raise SafetyRefusal(decision.reason)
+    return decision
+
+
+# -- gates a run needs, checked before its first fault -------------------------------------------
+def gates_for_activity(ref: str, the_plan: Plan) -> tuple[str, ...]:
+    """Gates of the plan an activity ("package.module:function") needs: those of the plan action named like
+    the function, plus those of the actions in ACTIVITY_ACTIONS."""
+    func = ref.rpartition(":")[2]
+    actions = (func, *ACTIVITY_ACTIONS.get(ref, ()))
+    return tuple(dict.fromkeys(g for a in actions for g in the_plan.gates_for(a)))
+
+
+def experiment_gates(experiment: Mapping[str, Any], the_plan: Plan) -> dict[str, tuple[str, ...]]:
+    """{activity name: gates} for the method's python activities that need a gate (rollbacks need none)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for act in experiment.get("method") or []:
+        prov = act.get("provider") or {} if isinstance(act, Mapping) else {}
+        if prov.get("type") != "python" or not prov.get("module") or not prov.get("func"):
+            continue
+        gates = gates_for_activity(f"{prov['module']}:{prov['func']}", the_plan)
+        if gates:
+            out[str(act.get("name") or prov["func"])] = gates
+    return out
+
+
+def require_gates(gates: Iterable[str], configuration: Mapping[str, Any] | None = None, *,
+                  name: str = "this drill") -> Decision:
+    """Preflight of a run, before its first fault: the environment allow-list and every gate in `gates` (the
+    run's approvals: --approve, DRILL_APPROVALS, drill_approvals, and drill_lab_approvals in the lab only).
+
+    A refusal raises SafetyRefusal ("not injecting: ...") and records a failed check (no fault event:
+    nothing was injected); a pass records the gates it checked.
+    """
+    the_plan = plan(configuration)
+    wanted = tuple(dict.fromkeys(gates))
+    fault = PlannedFault(name, "preflight", gates=wanted)
+    decision = decide(fault, context_for(configuration, approvals(configuration), the_plan, time.time(),
+                                         session_dry_run=is_dry_run(configuration)))
+    if decision.refused:
+        _event("check", "safety preflight refused", status="fail", reason=decision.reason, guard=decision.guard,
+               gates=list(wanted), environment=_environment(configuration))
+        raise SafetyRefusal(decision.reason)
+    _event("check", "safety preflight passed", status="pass", gates=list(wanted),
+           environment=_environment(configuration))
     return decision

@@ -33,6 +33,20 @@ PROFILES: dict[str, Profile] = {
                 lab_approvals=("dr_region_switch",),
                 description="The full region failover drill, small and fast: measured RTO/RPO per service, "
                             "integrity, checklist, failback."),
+        Profile("monthly-chaos", "Monthly chaos: components fail one at a time and self-heal", "monthly",
+                "monthly-chaos.json", {"drill_writers": 2, "drill_write_rate": 100, "drill_probe_interval_s": 0.1},
+                description="Replica kill (self-healing), 200 ms database latency, Popbill cut (fault isolation); "
+                            "every service must keep or regain its service; integrity validated."),
+        Profile("semiannual-simulation", "Semiannual simulation: restore test, then failover and failback",
+                "every six months", "semiannual-simulation.json",
+                {"drill_writers": 4, "drill_write_rate": 200, "drill_probe_interval_s": 0.1},
+                lab_approvals=("dr_region_switch", "data_restore_from_backup"),
+                description="Backup taken, verified and restored into a new database (integrity checked there), "
+                            "then the region failover drill."),
+        Profile("tabletop", "Quarterly tabletop: walk the plan against the systems", "quarterly", "tabletop.json",
+                {"drill_expects_fault": False},
+                description="pre_test evidence from the real systems, the runbook in catalog order, escalation and "
+                            "gates listed, every experiment and feature validated; nothing is injected."),
         Profile("annual-full-dr", "Annual full DR test: switch to the DR region under load", "yearly",
                 "region-failover.json", {"drill_writers": 8, "drill_write_rate": None, "drill_probe_interval_s": 0.1},
                 description="The plan's full DR test: real switch to DR, business continuity, RTO/RPO attainment. "

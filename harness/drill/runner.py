@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,9 @@ from typing import Any, Callable
 from harness.core.timeline import Event
 from harness.drill import profiles
 from harness.drill import session as drill_session
-from harness.errors import ExitCode, HarnessError, UsageError
+from harness.errors import ExitCode, UsageError
 
 PLANNED_PROFILES = ("monthly-chaos", "semiannual-simulation", "tabletop")
-KNOWN_GATES = ("dr_region_switch", "data_restore_from_backup", "database_point_in_time_recovery")
 
 
 @dataclass(frozen=True)
@@ -84,31 +84,63 @@ def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
     return topo
 
 
+def known_gates(plan=None) -> tuple[str, ...]:
+    """The approval gates of the plan (the packaged one unless given)."""
+    from harness.drill import guard
+
+    return tuple(g.name for g in (plan or guard.plan()).gates)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KNOWN_GATES":  # the plan's gates, read when asked for (loading the plan is not free)
+        return known_gates()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, approvals: tuple[str, ...] = (),
         plan_overrides: str | None = None, state_dir: str | None = None, console=None) -> int:
-    """Run one drill and return its exit code (the report says why)."""
+    """Run one drill and return its exit code (the report says why).
+
+    Everything that can be refused is checked before the lab is touched (target, plan overrides, --approve
+    names, the experiment) or before the first fault (faults of another run in the ledger, the environment
+    allow-list and every approval gate the run will need).
+    """
     from rich.console import Console
 
+    from harness.config import load_plan
+
+    from harness.drill import guard
+
     console = console or Console(stderr=True)
-    for gate in approvals:
-        if gate not in KNOWN_GATES:
-            raise UsageError(f"--approve {gate!r} is not a gate of the plan ({', '.join(KNOWN_GATES)})")
-    overrides = _load_overrides(plan_overrides)
     t = resolve_target(target)
+    overrides = _load_overrides(plan_overrides)
     if state_dir:
         os.environ["DRILL_STATE_DIR"] = str(Path(state_dir).resolve())
-    if t.kind == "feature":
+    experiment = _load_experiment(t, dry_run, approvals) if t.kind != "feature" else None
+    cfg = _resolved_configuration(experiment) if experiment is not None else {}
+    # the run's plan, once (a bad override or plan file is a usage error, exit 2, before the lab is touched)
+    plan = load_plan(cfg.get("drill_plan"), overrides=overrides)
+    gates = known_gates(plan)
+    for gate in approvals:
+        if gate not in gates:
+            raise UsageError(f"--approve {gate!r} is not a gate of the plan ({', '.join(gates)})")
+    if experiment is None:
         return _run_feature(t, report_dir, approvals, plan_overrides, dry_run, console)
+
+    guard.ledger(cfg).refuse_if_active()  # faults of an earlier run still in place: `drill recover` first
     ensure_lab(console, state_dir)
-    s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(_printer(console),))
-    s.approvals |= set(approvals)
-    if t.profile:
-        s.approvals |= set(t.profile.lab_approvals)
-        if t.profile.lab_approvals:
-            s.note(f"lab pre-approval by profile {t.profile.name}: {', '.join(t.profile.lab_approvals)}")
-    s.config["drill_plan_overrides"] = overrides
-    console.print(f"[bold]drill[/] run [cyan]{s.run_id}[/] ({t.run_kind}) → {s.report_dir}", highlight=False)
-    return _run_experiment(s, t, dry_run, console)
+    with drill_session.SIGNALS:
+        s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(_printer(console),),
+                                plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
+                                                   **{k: cfg[k] for k in ("drill_expects_fault",) if k in cfg}})
+        s.approvals |= set(approvals)
+        if guard.lab_approvals(cfg):
+            s.note(f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'}): "
+                   f"{', '.join(sorted(guard.lab_approvals(cfg)))}")
+        if str(cfg.get("drill_environment") or "lab") == "lab":
+            drill_session.register_lab_secrets(s, cfg.get("drill_state_dir"))
+        console.print(f"[bold]drill[/] run [cyan]{s.run_id}[/] ({t.run_kind}) → {s.report_dir}", highlight=False)
+        return _run_experiment(s, t, experiment, cfg, dry_run, console)
 
 
 def _load_overrides(path: str | None) -> dict | None:
@@ -122,33 +154,60 @@ def _load_overrides(path: str | None) -> dict | None:
     return data or None
 
 
-def _run_experiment(s, t: Target, dry_run: bool, console) -> int:
+def _load_experiment(t: Target, dry_run: bool, approvals: tuple[str, ...]) -> dict:
+    """The experiment, validated, with the run's configuration: the profile's settings and lab pre-approvals
+    (they replace the file's drill_lab_approvals), --dry-run, and --approve as drill_approvals (the only
+    approvals outside the lab)."""
     from chaoslib.exceptions import ChaosException
     from chaoslib.experiment import ensure_experiment_is_valid
     from chaoslib.loader import load_experiment
-    from chaoslib.run import Runner
-    from chaoslib.types import Strategy
-
-    from harness.config import load_plan
-    from harness.drill import finalize
 
     try:
         experiment = load_experiment(str(t.path))
         ensure_experiment_is_valid(experiment)
     except (ChaosException, OSError, ValueError) as e:
-        drill_session.end()
         raise UsageError(f"invalid experiment {t.path}: {e}") from e
     cfg = experiment.setdefault("configuration", {})
     cfg["drill_kind"] = t.run_kind
     if t.profile:
         cfg.update({k: v for k, v in t.profile.configuration.items()})
+        cfg["drill_lab_approvals"] = list(t.profile.lab_approvals)
     if dry_run:
         cfg["drill_dry_run"] = True
-    cfg["drill_approvals"] = sorted(s.approvals)
+    cfg["drill_approvals"] = sorted(approvals)
+    return experiment
+
+
+def _resolved_configuration(experiment: dict) -> dict[str, Any]:
+    """The experiment's configuration as chaoslib will resolve it (env values), for the preflight."""
+    from chaoslib.configuration import load_configuration
+    from chaoslib.exceptions import ChaosException
+
+    try:
+        return dict(load_configuration(dict(experiment.get("configuration") or {})) or {})
+    except (ChaosException, KeyError, ValueError) as e:
+        raise UsageError(f"invalid experiment configuration: {e}") from e
+
+
+def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run: bool, console) -> int:
+    from chaoslib.run import Runner
+    from chaoslib.types import Strategy
+
+    from harness.drill import control, guard
+    from harness.errors import SafetyRefusal
+
     settings = {"runtime": {"rollbacks": {"strategy": "always"}, "hypothesis": {"strategy": "default"}}}
     error: BaseException | None = None
     journal: dict | None = None
-    prev_int = signal.getsignal(signal.SIGINT)
+    try:
+        needed = guard.experiment_gates(experiment, s.plan)
+        guard.require_gates([g for gs in needed.values() for g in gs], cfg,
+                            name=t.run_kind if t.profile else t.path.name)
+    except SafetyRefusal as e:  # before the first fault: nothing ran, nothing to roll back
+        s.refused = str(e)
+        s.note(f"refused by safety before the first fault: {e}")
+        console.print(f"drill: {e}", markup=False, highlight=False, soft_wrap=True)
+        return _finish(s, None, None, console)
     try:
         with Runner(Strategy.DEFAULT) as runner:
             journal = runner.run(experiment, settings=settings)
@@ -157,17 +216,26 @@ def _run_experiment(s, t: Target, dry_run: bool, console) -> int:
     except Exception as e:  # the harness itself broke: report it, exit 1
         error = e
         s.harness_error = f"{type(e).__name__}: {e}"
-    finally:
-        signal.signal(signal.SIGINT, prev_int)
-    if journal is None:
-        journal = s.journal
-    if journal and journal.get("status") in ("interrupted", "aborted"):
-        s.aborted = True
-    _note_failed_activities(s, journal)
-    _note_steady_state(s, journal, dry_run)
-    plan = load_plan(overrides=s.config.get("drill_plan_overrides"))
-    report = finalize.write(s, plan, journal=journal, error=error, refused=bool(s.refused))
-    drill_session.end()
+    with drill_session.SIGNALS.shielded():
+        drill_session.note_signals(s, "(recorded; the run was interrupted and rolled back)")
+        if journal is None:
+            journal = s.journal
+        if journal and journal.get("status") in ("interrupted", "aborted"):
+            s.aborted = True
+        _note_failed_activities(s, journal)
+        _note_steady_state(s, journal, dry_run)
+        control.revert_leftovers(s, cfg)
+        return _finish(s, journal, error, console)
+
+
+def _finish(s, journal: dict | None, error: BaseException | None, console) -> int:
+    from harness.drill import finalize
+
+    with drill_session.SIGNALS.shielded():
+        try:
+            report = finalize.write(s, s.plan, journal=journal, error=error, refused=bool(s.refused))
+        finally:
+            drill_session.end()
     _summarise(report, console)
     return int(report["exit_code"])
 
@@ -190,7 +258,7 @@ def _note_failed_activities(s, journal: dict | None) -> None:
 
 
 def _note_steady_state(s, journal: dict | None, dry_run: bool) -> None:
-    """A drill whose system was not in steady state, or that injected nothing, did not pass."""
+    """A drill whose system was not in steady state did not pass (one that injected nothing: finalize)."""
     if not journal or s.aborted or s.harness_error or s.refused:
         return
     states = journal.get("steady_states") or {}
@@ -205,9 +273,6 @@ def _note_steady_state(s, journal: dict | None, dry_run: bool) -> None:
     if journal.get("deviated"):
         s.harness_error = "the steady state deviated after the method"
         return
-    if s.fault_t is None and not dry_run:
-        s.harness_error = "the experiment injected no fault: nothing was measured"
-        s.note(s.harness_error)
 
 
 def _summarise(report: dict, console) -> None:
@@ -217,15 +282,30 @@ def _summarise(report: dict, console) -> None:
     print_summary(report, console, paths=paths)
 
 
+#: how long `drill run X.feature` waits for the scenario's teardown (rollback + report) after a signal
+FEATURE_STOP_TIMEOUT_S = 180.0
+
+
 def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...], plan_overrides: str | None,
                  dry_run: bool, console) -> int:
-    """A .feature file runs through pytest-bdd; its steps write the report; the exit code comes from it."""
+    """A .feature file runs through pytest-bdd; its steps write the report; the exit code comes from it and
+    from pytest's.
+
+    SIGINT/SIGTERM are forwarded to pytest (own process group: a terminal's Ctrl-C reaches it once, from
+    here) and its scenario teardown rolls back and writes the report; we wait for it (bounded), then revert
+    whatever this run still has active in the fault ledger, and exit 130.
+    """
+    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.lab.paths import state_dir as lab_state
+
+    state = lab_state()
+    FaultLedger(ledger_path(state)).refuse_if_active()
     rid = drill_session.new_run_id("feature")
     rdir = Path(report_dir) if report_dir else Path(os.environ.get("DRILL_REPORTS_DIR", "reports")) / rid
     rdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update({"DRILL_REPORT_DIR": str(rdir.resolve()), "DRILL_RUN_ID": rid, "DRILL_FEATURE": str(t.path),
-                "DRILL_APPROVALS": ",".join(approvals)})
+                "DRILL_APPROVALS": ",".join(approvals), "DRILL_STATE_DIR": str(state)})
     if plan_overrides:
         env["DRILL_PLAN_OVERRIDES"] = str(Path(plan_overrides).resolve())
     if dry_run:
@@ -234,12 +314,73 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests" / "test_features.py"),
            "--junitxml", str(rdir / "pytest-junit.xml")]
     console.print(f"[bold]drill[/] run [cyan]{rid}[/] (feature {t.path.name}) → {rdir}", highlight=False)
-    proc = subprocess.run(cmd, cwd=root, env=env)
+    rc, signals, killed = _run_child(cmd, root, env)
+    problems: list[str] = []
+    if killed:
+        problems.append(f"the scenario did not end within {FEATURE_STOP_TIMEOUT_S:.0f} s of {signals[0]}: killed")
+    for entry, err in FaultLedger(ledger_path(state)).revert_all(how="drill run (feature) end", run_id=rid):
+        msg = f"reverted leftover fault {entry.fault} on {entry.target}" + (f" (error: {err})" if err else "")
+        console.print(f"drill: {msg}", markup=False, highlight=False)
+        problems.append(msg)
     report_path = rdir / "report.json"
     if not report_path.exists():
-        console.print(f"drill: error: the feature run wrote no report (pytest exit {proc.returncode})")
-        return ExitCode.HARNESS_ERROR if proc.returncode != 2 else ExitCode.INTERRUPTED
+        console.print(f"drill: error: the feature run wrote no report (pytest exit {rc})", markup=False)
+        return ExitCode.INTERRUPTED if signals or rc == 2 else ExitCode.HARNESS_ERROR
     report = json.loads(report_path.read_text())
+    code = int(report["exit_code"])
+    if signals:
+        code = ExitCode.INTERRUPTED
+    elif code == ExitCode.PASSED and (rc != 0 or problems):
+        why = "; ".join(problems) or f"pytest exited {rc}: a step or the scenario failed"
+        code = _fail_report(report, rdir, why)
     report["_paths"] = {"json": str(report_path), "md": str(rdir / "report.md"), "html": str(rdir / "report.html")}
     _summarise(report, console)
-    return int(report["exit_code"])
+    return code
+
+
+def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str], bool]:
+    """Run pytest, forwarding SIGINT/SIGTERM; (return code, signals received, killed after the timeout)."""
+    received: list[str] = []
+    first: list[tuple[float, int]] = []  # (when, signal) of the one signal forwarded
+    child: list[subprocess.Popen] = []
+
+    def forward(signum: int, frame: Any) -> None:  # noqa: ARG001 - flags and a kill(2) only
+        received.append(signal.Signals(signum).name)
+        if not first:
+            first.append((time.monotonic(), signum))
+            if child:
+                try:
+                    child[0].send_signal(signum)
+                except ProcessLookupError:
+                    pass
+
+    prev = {}
+    if threading.current_thread() is threading.main_thread():
+        prev = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    killed = False
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, process_group=0)
+        child.append(proc)
+        if first:  # a signal came while it was being started
+            proc.send_signal(first[0][1])
+        while True:
+            try:
+                return proc.wait(timeout=0.2), received, killed
+            except subprocess.TimeoutExpired:
+                if first and time.monotonic() - first[0][0] > FEATURE_STOP_TIMEOUT_S and not killed:
+                    proc.kill()
+                    killed = True
+    finally:
+        for sig, h in prev.items():
+            signal.signal(sig, h)
+
+
+def _fail_report(report: dict, rdir: Path, why: str) -> int:
+    """The scenario failed although its report said passed: rewrite the report as a harness error (exit 1)."""
+    from harness.report import write_report
+
+    report.update(status="failed", exit_code=ExitCode.HARNESS_ERROR,
+                  error=(report.get("error") + "; " if report.get("error") else "") + why)
+    report.pop("_paths", None)
+    write_report(report, rdir)
+    return ExitCode.HARNESS_ERROR

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
+from harness.core.report import redact
 from harness.core.timeline import Event, Timeline, iso
 from harness.errors import HarnessError
 
@@ -28,15 +31,21 @@ def new_run_id(kind: str) -> str:
 
 
 class JsonlSink:
-    """Writes each timeline event as one JSON line as soon as it is appended (a crashed run keeps its history)."""
+    """Writes each timeline event as one JSON line as soon as it is appended (a crashed run keeps its history).
 
-    def __init__(self, path: Path) -> None:
+    `secrets` (a callable returning the run's known secret values) are redacted from every line as it is
+    written: activity errors and tracebacks land here verbatim otherwise.
+    """
+
+    def __init__(self, path: Path, secrets: Callable[[], Iterable[str]] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(path, "a", encoding="utf-8", buffering=1024 * 64)
         self._n = 0
+        self._secrets = secrets or (lambda: ())
 
     def __call__(self, e: Event) -> None:
-        self._f.write(json.dumps(e.to_dict(), ensure_ascii=False, default=str) + "\n")
+        doc = redact(e.to_dict(), tuple(self._secrets()))
+        self._f.write(json.dumps(doc, ensure_ascii=False, default=str) + "\n")
         self._n += 1
         if e.kind != "op" and e.kind != "probe":
             self._f.flush()
@@ -64,6 +73,8 @@ class DrillSession:
     topology: dict[str, Any] | None = None
     workload: Any = None
     final_keys: set[str] | None = None
+    #: every final read of the run by op `f` ("write" vouchers, "invoice", "session"); None before it
+    final_keys_by_f: dict[str, set[str]] | None = None
     final_read_region: str | None = None
     integrity: list[dict[str, Any]] = field(default_factory=list)
     observations: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +88,10 @@ class DrillSession:
     report: dict[str, Any] | None = None
     journal: dict[str, Any] | None = None
     refused: str | None = None
+    #: the DR plan of this run (overrides merged and validated once, at begin); None only for bare sessions
+    plan: Any = None
+    #: Gherkin steps that failed ("step name: error"), also assertion failures
+    failed_steps: list[str] = field(default_factory=list)
 
     # -- recording helpers ----------------------------------------------------
     def event(self, kind: str, event: str, **data: Any) -> Event:
@@ -88,14 +103,19 @@ class DrillSession:
 
     def observe(self, item: str, ok: bool | None, observed: str) -> None:
         """Evidence for a checklist item (ok None = skipped)."""
-        self.observations[item] = {"ok": ok, "observed": observed}
         status = "skipped" if ok is None else ("pass" if ok else "fail")
+        self.observations[item] = {"ok": ok, "status": status, "observed": observed}
         self.timeline.append("check", f"checklist: {item}", {"status": status, "observed": observed})
 
     @property
     def fault_t(self) -> float | None:
-        faults = [e for e in self.timeline.events if e.kind == "fault" and e.data.get("phase", "inject") == "inject"]
-        return faults[0].t if faults else None
+        """Time of the first injected fault (None before any, and in a dry run); cheap: the fault index only."""
+        return next((e.t for e in self.timeline.of_kind("fault") if e.data.get("phase", "inject") == "inject"), None)
+
+    @property
+    def dry_run(self) -> bool:
+        v = self.config.get("drill_dry_run")
+        return v.strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
 
     def close(self) -> None:
         if self._sink:
@@ -114,8 +134,9 @@ def _fanout(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:
 
 
 def begin(kind: str, target: str, *, report_dir: Path | None = None, run_id: str | None = None,
-          config: dict[str, Any] | None = None, listeners: tuple[Callable[[Event], None], ...] = ()) -> DrillSession:
-    """Start a session (one at a time per process)."""
+          config: dict[str, Any] | None = None, listeners: tuple[Callable[[Event], None], ...] = (),
+          plan: Any = None) -> DrillSession:
+    """Start a session (one at a time per process); `plan` is the run's resolved plan (loaded once, up front)."""
     global _current
     with _lock:
         if _current is not None and _current.ended_at is None:
@@ -125,8 +146,11 @@ def begin(kind: str, target: str, *, report_dir: Path | None = None, run_id: str
             raise HarnessError(f"invalid run id {rid!r}")
         rdir = Path(report_dir) if report_dir else Path(os.environ.get("DRILL_REPORTS_DIR", "reports")) / rid
         rdir.mkdir(parents=True, exist_ok=True)
-        sink = JsonlSink(rdir / "timeline.jsonl")
-        s = DrillSession(rid, kind, target, rdir, Timeline(sink=_fanout(sink, *listeners)), dict(config or {}))
+        holder: list[DrillSession] = []
+        sink = JsonlSink(rdir / "timeline.jsonl", secrets=lambda: holder[0].secrets if holder else ())
+        s = DrillSession(rid, kind, target, rdir, Timeline(sink=_fanout(sink, *listeners)), dict(config or {}),
+                         plan=plan)
+        holder.append(s)
         s._sink = sink
         s.timeline.append("note", "drill started", {"run_id": rid, "kind": kind, "target": target,
                                                     "started_at": iso(s.started_at)})
@@ -153,3 +177,128 @@ def end() -> DrillSession | None:
             s.ended_at = time.time()
         s.close()
     return s
+
+
+def lab_secrets(state_dir: str | os.PathLike | None = None) -> set[str]:
+    """Secret values of the embedded lab: its JWT signing secret (state dir `jwt-secret`) and the seeded
+    users' password (what the workload logs in with)."""
+    from harness.lab.kerp.seed import LAB_PASSWORD
+    from harness.lab.paths import state_dir as lab_state
+
+    out = {LAB_PASSWORD}
+    try:
+        jwt = (lab_state(state_dir) / "jwt-secret").read_text(encoding="utf-8").strip()
+    except OSError:
+        jwt = ""
+    if jwt:
+        out.add(jwt)
+    return out
+
+
+def register_lab_secrets(s: DrillSession, state_dir: str | os.PathLike | None = None) -> None:
+    """The lab is the target: redact its secrets from the timeline, the journal and the report."""
+    s.secrets |= lab_secrets(state_dir)
+
+
+# -- signals --------------------------------------------------------------------------------------
+class SignalShield:
+    """SIGINT/SIGTERM interrupt the run once; while held (rollbacks, teardown, report) and after that first
+    interrupt they are recorded only.
+
+    The handler only sets flags (the running session's `aborted`, `received`, `pending`) and raises
+    KeyboardInterrupt: it takes no lock and writes nothing (the timeline's lock may be held by the very
+    frame it interrupts). Callers record `unrecorded()` signals as notes once the interrupt is caught.
+    `with` blocks nest (each restores what it replaced); `hold()`/`shielded()` apply to all of them.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._saved: list[dict[int, Any]] = []
+        self._depth = 0
+        self._held = 0
+        self.received: list[str] = []
+        self._recorded = 0
+        self.pending: int | None = None
+        self._interrupted = False
+
+    def _handler(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - signal handler signature
+        name = signal.Signals(signum).name
+        self.received.append(name)
+        s = _current  # no lock here: see the class docstring
+        if s is not None and s.ended_at is None:
+            s.aborted = True
+        if self._held or self._interrupted:  # one interrupt per run: the clean-up it starts must finish
+            self.pending = signum
+            return
+        self._interrupted = True
+        raise KeyboardInterrupt(name)
+
+    def __enter__(self) -> "SignalShield":
+        """Install the handlers (again, if something replaced them since an outer `with`, e.g. chaoslib)."""
+        if self._depth == 0:
+            self.received, self._recorded, self.pending, self._held, self._interrupted = [], 0, None, 0, False
+        saved: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                if signal.getsignal(sig) != self._handler:
+                    saved[sig] = signal.signal(sig, self._handler)
+        self._saved.append(saved)
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, h in (self._saved.pop() if self._saved else {}).items():
+            signal.signal(sig, h)
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0:
+            self._held = 0
+
+    @property
+    def installed(self) -> bool:
+        return self._depth > 0
+
+    @property
+    def held(self) -> bool:
+        return self._held > 0
+
+    def hold(self) -> None:
+        """From now on record signals instead of interrupting (until `release`)."""
+        self._held += 1
+
+    def release(self) -> None:
+        self._held = max(0, self._held - 1)
+
+    @contextlib.contextmanager
+    def shielded(self) -> Iterator[None]:
+        """Signals inside the block are recorded, not raised (rollbacks must run to the end)."""
+        self.hold()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def unrecorded(self) -> list[str]:
+        """Signals received since the last call (to be written down outside the handler)."""
+        new = self.received[self._recorded:]
+        self._recorded += len(new)
+        return new
+
+    def raise_pending(self) -> None:
+        """Re-raise a signal deferred by the shield as KeyboardInterrupt."""
+        if self.pending is not None:
+            sig, self.pending = self.pending, None
+            self._interrupted = True
+            raise KeyboardInterrupt(signal.Signals(sig).name)
+
+
+#: the process's one signal shield (drill run, the Chaos Toolkit control, the Gherkin scenario, calibrate)
+SIGNALS = SignalShield()
+
+
+def note_signals(s: DrillSession | None, when: str) -> None:
+    """Write the signals received so far down in the session's timeline (never from a signal handler)."""
+    if s is None:
+        return
+    for name in SIGNALS.unrecorded():
+        s.note(f"{name} received {when}")

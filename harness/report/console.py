@@ -33,7 +33,9 @@ def print_summary(report: Mapping[str, Any], console: Console | None = None, *,
         console.print(table)
     else:
         console.print("No objectives were measured.")
-    if v.writes:
+    if not v.writes_measured:
+        console.print(f"[bold]Writes[/bold]: not measured. {writes_line(v.writes, False)}", highlight=False)
+    elif v.writes:
         counts = ", ".join(f"{k} {val}" for k, val in v.writes.items())
         console.print(f"[bold]Writes[/bold]: {counts}. {writes_line(v.writes)}", highlight=False)
     ic, cc = v.counts["integrity"], v.counts["checklist"]

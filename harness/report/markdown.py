@@ -59,8 +59,8 @@ def render_markdown(report: Mapping[str, Any], *, view: View | None = None) -> s
         c = v.counts["objectives"]
         out += [f"{c['met']} of {c['total']} services met their objectives.", ""]
         out += _table(
-            ["Service", "Priority", "RTO target", "RTO measured", "RPO target", "RPO measured", "Result"],
-            [(o.service, o.priority, o.rto_target, o.rto_measured, o.rpo_target, o.rpo_measured,
+            ["Service", "Priority", "RTO target", "RTO measured", "RPO target", "RPO measured", "RPO basis", "Result"],
+            [(o.service, o.priority, o.rto_target, o.rto_measured, o.rpo_target, o.rpo_measured, o.rpo_basis,
               ("\u2705 met" if o.met else ("\u274c missed: " + o.reason if o.met is False else o.result)))
              for o in v.objectives])
     else:
@@ -77,8 +77,8 @@ def render_markdown(report: Mapping[str, Any], *, view: View | None = None) -> s
                       [(p["service"], p["count"], p["errors"], p["p50"], p["p95"], p["max"]) for p in v.probe_stats])
         out.append("")
 
-    out += ["## Writes during the drill", "", writes_line(v.writes), ""]
-    if v.writes:
+    out += ["## Writes during the drill", "", writes_line(v.writes, v.writes_measured), ""]
+    if v.writes and v.writes_measured:
         fields = [f for f in WRITE_FIELDS if f in v.writes] + [f for f in v.writes if f not in WRITE_FIELDS]
         out += _table([f.capitalize() for f in fields], [[v.writes.get(f) for f in fields]])
         for name, keys in v.write_keys.items():

@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from harness.core.durations import format_duration
+from harness.core.measure import RTO_PHASE_ORDER
+from harness.core.plan import CHECKLIST_PHASES
+from harness.core.report import WRITE_FIELDS
+
+__all__ = ["CHECKLIST_PHASES", "RTO_PHASE_ORDER", "WRITE_FIELDS", "View", "build_view", "fmt_duration", "verdict"]
+
 # Verdict headlines (the md/html banner and the console use exactly these).
 PASSED = "PASSED"
 FAILED_OBJECTIVES = "FAILED: objectives missed"
@@ -17,15 +24,12 @@ FAILED_HARNESS = "FAILED: harness error"
 FAILED = "FAILED"
 ABORTED = "ABORTED"
 
-CHECKLIST_PHASES = ("pre_test", "during_test", "post_test")
 PHASE_TITLES = {"pre_test": "Before the test", "during_test": "During the test", "post_test": "After the test"}
-# Canonical order of RTO phases; unknown phase names follow in their own order.
-RTO_PHASE_ORDER = ("detected", "decided", "approved", "promoted", "traffic_switched", "scaled", "first_success", "recovered")
 KEY_EVENT_KINDS = ("fault", "failover", "check", "note")
 # Failover events worth a vertical line in the chart, matched as substrings of the event name.
 KEY_FAILOVER_MARKERS = ("detected", "promot", "traffic_switched", "switch")
+NOT_MEASURED = "not measured"
 
-WRITE_FIELDS = ("attempted", "acknowledged", "lost", "recovered", "unexpected", "indeterminate")
 WRITE_EXPLANATION = (
     "lost = acknowledged writes missing after recovery (data loss); "
     "recovered = writes with an unknown outcome (timeout, dropped connection) that turned out to be stored; "
@@ -34,7 +38,9 @@ WRITE_EXPLANATION = (
 
 
 def fmt_duration(seconds: Any, *, missing: str = "\u2014") -> str:
-    """Seconds as a short human duration: "350 ms", "2.4 s", "15 min", "1 h", "1.5 d"."""
+    """A report value in seconds as text, in the core's one format (`harness.core.durations.format_duration`:
+    "0.35s", "2.4s", "15m", "1h30m"); `missing` for None/NaN, "\u221e" for infinity, the text itself for a
+    non-number."""
     if seconds is None or isinstance(seconds, bool):
         return missing
     try:
@@ -44,33 +50,16 @@ def fmt_duration(seconds: Any, *, missing: str = "\u2014") -> str:
     if math.isnan(s):
         return missing
     if math.isinf(s):
-        return "\u221e"
-    sign = "-" if s < 0 else ""
-    s = abs(s)
-    if s == 0:
-        return "0 s"
-    if s < 1:
-        return f"{sign}{s * 1000:.0f} ms"
-    if s < 60:
-        return f"{sign}{_trim(s, 1)} s"
-    if s < 3600:
-        return f"{sign}{_trim(s / 60, 1)} min"
-    if s < 86400 * 2:
-        return f"{sign}{_trim(s / 3600, 1)} h"
-    return f"{sign}{_trim(s / 86400, 1)} d"
-
-
-def _trim(value: float, digits: int) -> str:
-    text = f"{value:.{digits}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+        return "\u221e" if s > 0 else "-\u221e"
+    return ("-" if s < 0 else "") + format_duration(abs(s))
 
 
 def fmt_offset(seconds: float | None) -> str:
-    """A signed offset from fault injection: "T+2.4 s", "T-5 s", or "" when unknown."""
+    """A signed offset from fault injection: "T+2.4s", "T-5s", or "" when unknown."""
     if seconds is None:
         return ""
     if abs(seconds) < 0.0005:
-        return "T+0 s"
+        return "T+0s"
     return ("T+" if seconds >= 0 else "T-") + fmt_duration(abs(seconds))
 
 
@@ -110,26 +99,30 @@ def event_time(event: Mapping[str, Any]) -> float | None:
 
 
 def verdict(report: Mapping[str, Any]) -> str:
-    """The headline verdict from status and exit code (items are consulted when the code is generic)."""
-    status = str(report.get("status") or "").lower()
+    """The headline verdict, decided by the exit code first (DESIGN.md section 3), then by status and items.
+
+    0 passed; 130 aborted (interrupted); 5 refused by safety; 1 harness error; 4 integrity violation;
+    3 objectives missed (or, when every objective was met, checklist items failed). Without a known
+    exit code the status and the items decide.
+    """
     code = report.get("exit_code")
-    if status == "aborted" or code == 130:
+    by_code = {0: PASSED, 130: ABORTED, 5: FAILED_SAFETY, 1: FAILED_HARNESS, 4: FAILED_INTEGRITY}
+    if isinstance(code, int) and not isinstance(code, bool) and code in by_code:
+        return by_code[code]
+    objectives_missed = any(o.get("met") is False for o in report.get("objectives") or [] if isinstance(o, Mapping))
+    checklist_failed = any(_status(i) == "fail" for i in report.get("checklist") or [])
+    if code == 3:
+        return FAILED_CHECKLIST if checklist_failed and not objectives_missed else FAILED_OBJECTIVES
+    status = str(report.get("status") or "").lower()
+    if status == "aborted":
         return ABORTED
     if status == "passed":
         return PASSED
-    if code == 4:
-        return FAILED_INTEGRITY
-    if code == 3:
-        return FAILED_OBJECTIVES
-    if code == 5:
-        return FAILED_SAFETY
     if any(_status(i) == "fail" for i in report.get("integrity") or []):
         return FAILED_INTEGRITY
-    if any(o.get("met") is False for o in report.get("objectives") or [] if isinstance(o, Mapping)):
+    if objectives_missed:
         return FAILED_OBJECTIVES
-    if code == 1:
-        return FAILED_HARNESS
-    if any(_status(i) == "fail" for i in report.get("checklist") or []):
+    if checklist_failed:
         return FAILED_CHECKLIST
     return FAILED
 
@@ -164,6 +157,7 @@ class ObjectiveRow:
     met: bool | None
     result: str
     reason: str
+    rpo_basis: str = ""
 
 
 def _within(measured: Any, target: Any) -> bool | None:
@@ -178,39 +172,64 @@ def _within(measured: Any, target: Any) -> bool | None:
 
 
 def objective_row(o: Mapping[str, Any]) -> ObjectiveRow:
-    """Format one objective; `reason` says in words why it was missed (empty when met)."""
+    """Format one objective; `reason` says in words why it was missed (empty when met).
+
+    The core's own `reason` is used when the objective carries one (it is written with the same
+    duration format); otherwise the reason is derived from the figures. A service the run did not
+    measure (`measured: false`) shows "not measured"; a stateless one (`rpo_basis: "stateless"`)
+    has no RPO to show.
+    """
     rto_m, rto_t = o.get("rto_measured_s"), o.get("rto_target_s")
     rpo_m, rpo_t = o.get("rpo_measured_s"), o.get("rpo_target_s")
-    rto_ok, rpo_ok = _within(rto_m, rto_t), _within(rpo_m, rpo_t)
+    measured = o.get("measured") is not False
+    stateless = o.get("rpo_basis") == "stateless"
+    rto_ok = _within(rto_m, rto_t) if measured else None
+    rpo_ok = None if stateless or (rpo_m is None and o.get("rpo_basis") == "not_measured") else _within(rpo_m, rpo_t)
     met = o.get("met")
     if met is None and (rto_ok is not None or rpo_ok is not None):
         met = rto_ok is not False and rpo_ok is not False
     reasons = []
-    if rto_m is None and rto_t is not None:
-        reasons.append("service never recovered")
-    elif rto_ok is False:
-        reasons.append(f"RTO {fmt_duration(rto_m)} exceeds target {fmt_duration(rto_t)}")
-    if rpo_m is None and rpo_t is not None and rto_m is not None:
-        reasons.append("RPO not measured")
-    elif rpo_ok is False and rpo_m is not None:
-        reasons.append(f"RPO {fmt_duration(rpo_m)} exceeds target {fmt_duration(rpo_t)}")
     if o.get("reason"):
         reasons.append(str(o["reason"]))
+    else:
+        if not measured:
+            reasons.append("not measured in this run")
+        elif rto_m is None and rto_t is not None:
+            reasons.append("service never recovered")
+        elif rto_ok is False:
+            reasons.append(f"RTO {fmt_duration(rto_m)} exceeds target {fmt_duration(rto_t)}")
+        if measured and rpo_m is None and rpo_t is not None and rto_m is not None and not stateless:
+            reasons.append("RPO not measured")
+        elif rpo_ok is False and rpo_m is not None:
+            reasons.append(f"RPO {fmt_duration(rpo_m)} exceeds target {fmt_duration(rpo_t)}")
     if met is False and not reasons:
         reasons.append("objective not met")
     result = "met" if met else ("missed" if met is False else "not judged")
+    if not measured:
+        rto_text = NOT_MEASURED
+    elif rto_t is not None:
+        rto_text = fmt_duration(rto_m, missing="not recovered")
+    else:
+        rto_text = fmt_duration(rto_m)
+    if stateless and rpo_m is None:
+        rpo_text = "n/a (stateless)"
+    elif rpo_m is None and (not measured or o.get("rpo_basis") == "not_measured"):
+        rpo_text = NOT_MEASURED
+    else:
+        rpo_text = fmt_duration(rpo_m)
     return ObjectiveRow(
         service=str(o.get("service", "?")),
         priority=str(o.get("priority") or ""),
         rto_target=fmt_duration(rto_t),
-        rto_measured=fmt_duration(rto_m, missing="not recovered") if rto_t is not None else fmt_duration(rto_m),
+        rto_measured=rto_text,
         rpo_target=fmt_duration(rpo_t),
-        rpo_measured=fmt_duration(rpo_m),
+        rpo_measured=rpo_text,
         rto_ok=rto_ok,
         rpo_ok=rpo_ok,
         met=met,
         result=result,
         reason="; ".join(reasons) if met is False else "",
+        rpo_basis=str(o.get("rpo_basis") or "").replace("_", " "),
     )
 
 
@@ -243,6 +262,7 @@ class View:
     objectives: list[ObjectiveRow]
     writes: dict[str, Any]
     write_keys: dict[str, list[Any]]
+    writes_measured: bool
     rpo: dict[str, Any]
     integrity: list[dict[str, Any]]
     checklist_by_phase: list[tuple[str, str, list[dict[str, Any]]]]
@@ -301,6 +321,7 @@ def build_view(report: Mapping[str, Any]) -> View:
     # counts go in the table; the capped key lists (lost_keys, ...) are named below it
     writes = {k: v for k, v in raw_writes.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     write_keys = {k: list(v) for k, v in raw_writes.items() if isinstance(v, (list, tuple)) and v}
+    writes_measured = raw_writes.get("measured") is not False
     integrity = [dict(i) for i in report.get("integrity") or [] if isinstance(i, Mapping)]
     checklist = [dict(i) for i in report.get("checklist") or [] if isinstance(i, Mapping)]
 
@@ -376,6 +397,7 @@ def build_view(report: Mapping[str, Any]) -> View:
         run_id=str(report.get("run_id", "")), kind=str(report.get("kind", "")), target=str(report.get("target", "")),
         started=fmt_clock(report.get("started_at")), ended=fmt_clock(report.get("ended_at")), duration=duration,
         summary=str(report.get("summary") or ""), objectives=objectives, writes=writes, write_keys=write_keys,
+        writes_measured=writes_measured,
         rpo=dict(report.get("rpo") or {}) if isinstance(report.get("rpo"), Mapping) else {},
         integrity=integrity, checklist_by_phase=grouped, phase_columns=columns, phases=phases,
         probe_stats=probe_stats, key_events=events, key_events_omitted=omitted, notes=notes,
@@ -383,8 +405,13 @@ def build_view(report: Mapping[str, Any]) -> View:
     )
 
 
-def writes_line(writes: Mapping[str, Any]) -> str:
-    """One sentence about the write ledger for the reader in a hurry."""
+def writes_line(writes: Mapping[str, Any], measured: bool | None = None) -> str:
+    """One sentence about the write ledger for the reader in a hurry ("not measured" without a final read)."""
+    if measured is None:
+        measured = writes.get("measured") is not False
+    if not measured:
+        return ("Writes were not measured: no final read happened in this run, so nothing can be said "
+                "about lost writes.")
     if not writes:
         return "No writes were recorded."
     lost = writes.get("lost") or 0

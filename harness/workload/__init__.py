@@ -12,15 +12,22 @@ from harness.workload.ledger import (
     classify,
     error_kind,
     final_read,
+    final_read_invoices,
+    final_read_sessions,
     find_primary_dsn,
+    find_primary_redis,
 )
 from harness.workload.loop import BackgroundLoop
 from harness.workload.probes import SERVICES, ProbeResult, ServiceProbes
 
 __all__ = [
     "SERVICES", "BackgroundLoop", "LedgerWriters", "NullRecorder", "ProbeResult", "ServiceProbes", "Workload",
-    "WorkloadError", "classify", "error_kind", "final_read", "find_primary_dsn",
+    "WorkloadError", "classify", "error_kind", "final_read", "final_read_invoices", "final_read_sessions",
+    "find_primary_dsn", "find_primary_redis",
 ]
+
+#: The op `f` of each data set the workload writes, and the final read that finds it.
+FINAL_READS = ("write", "invoice", "session")
 
 
 def _lab_defaults(company_id: int | None) -> tuple[tuple[str, str], int, tuple[int, int]]:
@@ -57,6 +64,10 @@ class Workload:
         self.probes = probes
         self.topology = topology
         self.loop = loop
+        #: f -> why its final read failed (set by final_read_all; that f is then absent from its result)
+        self.final_read_errors: dict[str, str] = {}
+        #: where final_read_all read: {"postgres": dsn-region, "redis": region}
+        self.final_read_regions: dict[str, str | None] = {}
 
     @classmethod
     def from_topology(cls, topology: Mapping[str, Any], timeline: Any, *, run_id: str, writers: int = 4,
@@ -68,7 +79,8 @@ class Workload:
                       probe_recorder: Any = None) -> "Workload":
         """Writers and probes against `topology["router"]["url"]`; login, company, accounts default to the lab seed.
 
-        `probe_recorder` (default: `timeline`) receives the probe events.
+        `probe_recorder` (default: `timeline`) receives the probe events; the records the probes
+        write (tax invoices, sessions) are ops in `timeline`, beside the writers' vouchers.
         """
         try:
             base_url = topology["router"]["url"]
@@ -86,7 +98,7 @@ class Workload:
                 voucher_id = _seeded_voucher_id(find_primary_dsn(topology), cid)
             p = ServiceProbes(base_url, timeline if probe_recorder is None else probe_recorder, services=services, interval_s=probe_interval_s,
                               timeout_s=probe_timeout_s, credentials=credentials or lab_creds, company_id=cid,
-                              voucher_id=voucher_id, loop=loop, transport=transport)
+                              voucher_id=voucher_id, loop=loop, transport=transport, ops=timeline)
         return cls(w, p, topology, loop)
 
     def start(self) -> "Workload":
@@ -118,6 +130,48 @@ class Workload:
         if rid is None:
             raise WorkloadError("final_read needs a run_id (this workload has no writers)")
         return final_read(find_primary_dsn(self.topology), rid)
+
+    def final_read_all(self, run_id: str | None = None, *, dsn: str | None = None) -> dict[str, set[str]]:
+        """Every data set of this run, read where it lives now: {f: keys present}.
+
+        - "write": the writers' voucher request ids on the primary PostgreSQL (raises WorkloadError if
+          that read fails, as `final_read` does);
+        - "invoice": the tax invoices the tax-invoice probe saw acknowledged, present with the same
+          popbill_ref on the primary PostgreSQL (when that service is probed);
+        - "session": the sessions the authentication probe saw acknowledged whose `session:<id>` key
+          exists on the Redis that is master now (when that service is probed).
+        A failed invoice or session read leaves its f out and says why in `final_read_errors`
+        (the RPO of that service is then not measured, never guessed).
+        """
+        self.final_read_errors = {}
+        regions = self.topology.get("regions") or {}
+        dsn = dsn or find_primary_dsn(self.topology)
+        self.final_read_regions = {"postgres": next((r for r, v in regions.items()
+                                                     if ((v or {}).get("postgres") or {}).get("dsn") == dsn), None)}
+        out: dict[str, set[str]] = {"write": self._final_read_writes(run_id, dsn)}
+        probes = self.probes
+        if probes is None:
+            return out
+        if "tax-invoice-service" in probes.services:
+            try:
+                out["invoice"] = final_read_invoices(dsn, dict(probes.invoices))
+            except WorkloadError as e:
+                self.final_read_errors["invoice"] = str(e)
+        if "authentication" in probes.services:
+            try:
+                url = find_primary_redis(self.topology)
+                self.final_read_regions["redis"] = next(
+                    (r for r, v in regions.items() if ((v or {}).get("redis") or {}).get("url") == url), None)
+                out["session"] = final_read_sessions(url, list(probes.sessions))
+            except WorkloadError as e:
+                self.final_read_errors["session"] = str(e)
+        return out
+
+    def _final_read_writes(self, run_id: str | None, dsn: str) -> set[str]:
+        rid = run_id or (self.writers.run_id if self.writers is not None else None)
+        if rid is None:
+            raise WorkloadError("final_read needs a run_id (this workload has no writers)")
+        return final_read(dsn, rid)
 
     def __enter__(self) -> "Workload":
         return self.start()

@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any, Protocol
 
@@ -258,6 +258,104 @@ def final_read(dsn: str, run_id: str, *, connect_timeout_s: float = 5.0) -> set[
     return {r[0] for r in rows if own.fullmatch(r[0])}
 
 
+def invoice_key(company_id: Any, invoice_no: Any) -> str:
+    """The op key of an issued tax invoice: "<company_id>:<invoice_no>" (numbers are gap-free per company)."""
+    return f"{int(company_id)}:{int(invoice_no)}"
+
+
+def final_read_invoices(dsn: str, issued: Mapping[str, str], *, connect_timeout_s: float = 5.0) -> set[str]:
+    """Keys (see `invoice_key`) of the acknowledged invoices in `issued` present in the database at `dsn`.
+
+    `issued` maps each key to the `popbill_ref` it was first acknowledged with. Only the numbers the
+    run saw are read (`invoice_no = ANY(...)` per company). A number counts as present only when the
+    stored row carries that same popbill_ref: after a failover that lost invoice N, the new primary's
+    counter issues N again to a *different* invoice, and that one must not hide the loss.
+    """
+    import psycopg
+
+    by_company: dict[int, list[int]] = {}
+    for key in issued:
+        cid, _, no = key.partition(":")
+        by_company.setdefault(int(cid), []).append(int(no))
+    present: set[str] = set()
+    if not by_company:
+        return present
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout_s))) as conn:
+            for cid, numbers in sorted(by_company.items()):
+                rows = conn.execute("SELECT company_id, invoice_no, popbill_ref FROM tax_invoices "
+                                    "WHERE company_id = %s AND invoice_no = ANY(%s)", (cid, numbers)).fetchall()
+                for company_id, invoice_no, ref in rows:
+                    key = invoice_key(company_id, invoice_no)
+                    if issued.get(key) == ref:
+                        present.add(key)
+    except psycopg.Error as e:
+        raise WorkloadError(f"final read of tax invoices failed on {_redact_dsn(dsn)}: {e}") from e
+    return present
+
+
+def _redis_client(url: str, timeout_s: float) -> Any:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # no client-side retries: a dead server must answer "unreachable" at once
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                decode_responses=True, retry=Retry(NoBackoff(), 0))
+
+
+def find_primary_redis(topology: Mapping[str, Any], *, connect_timeout_s: float = 3.0) -> str:
+    """The URL of the one region whose Redis/Valkey is reachable and a master (INFO replication role)."""
+    import redis
+
+    regions = topology.get("regions") or {}
+    masters: list[str] = []
+    seen: list[str] = []
+    for name, region in regions.items():
+        url = ((region or {}).get("redis") or {}).get("url")
+        if not url:
+            continue
+        client = _redis_client(url, connect_timeout_s)
+        try:
+            role = str(client.info("replication").get("role", "?"))
+        except redis.RedisError as e:
+            seen.append(f"{name}: unreachable ({describe(e)})")
+            continue
+        finally:
+            client.close()
+        seen.append(f"{name}: {role}")
+        if role == "master":
+            masters.append(name)
+    if len(masters) != 1:
+        what = "no region" if not masters else f"{len(masters)} regions ({', '.join(masters)})"
+        raise WorkloadError(f"expected exactly one Redis master, found {what}: {'; '.join(seen) or 'no URL'}")
+    return regions[masters[0]]["redis"]["url"]
+
+
+def final_read_sessions(redis_url: str, session_ids: Iterable[str], *, timeout_s: float = 5.0,
+                        chunk: int = 1000) -> set[str]:
+    """The ids among `session_ids` whose key `session:<id>` exists on the Redis at `redis_url` (pipelined EXISTS)."""
+    import redis
+
+    ids = sorted(set(session_ids))
+    present: set[str] = set()
+    if not ids:
+        return present
+    client = _redis_client(redis_url, timeout_s)
+    try:
+        for i in range(0, len(ids), chunk):
+            part = ids[i:i + chunk]
+            pipe = client.pipeline(transaction=False)
+            for sid in part:
+                pipe.exists(f"session:{sid}")
+            present.update(sid for sid, n in zip(part, pipe.execute()) if n)
+    except redis.RedisError as e:
+        raise WorkloadError(f"final read of sessions failed on {_redact_url(redis_url)}: {describe(e)}") from e
+    finally:
+        client.close()
+    return present
+
+
 def find_primary_dsn(topology: Mapping[str, Any], *, connect_timeout_s: float = 3.0) -> str:
     """The DSN of the one region whose PostgreSQL is reachable and not in recovery."""
     import psycopg
@@ -287,3 +385,7 @@ def find_primary_dsn(topology: Mapping[str, Any], *, connect_timeout_s: float = 
 def _redact_dsn(dsn: str) -> str:
     return re.sub(r"(password=)\S+|(://[^:/@]+:)[^@]+@", lambda m: (m.group(1) or m.group(2)) + "***" +
                   ("" if m.group(1) else "@"), dsn)
+
+
+def _redact_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", url)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from harness.workload.ledger import REGION_HEADER, WorkloadError, describe
+from harness.workload.ledger import REGION_HEADER, Recorder, WorkloadError, describe, invoice_key
 from harness.workload.loop import BackgroundLoop, EndpointTasks
 
 SERVICES = ("authentication", "api-gateway", "voucher-service", "tax-invoice-service")
@@ -33,12 +33,23 @@ class ServiceProbes(EndpointTasks[dict[str, dict[str, int]]]):
 
     Each result is `timeline.append("probe", service, {"service", "ok", "latency_s", "status", "region", "error"})`
     stamped with the probe's start time.
+
+    Two probes write data, and what the server acknowledged is recorded for the RPO of their service
+    (into `ops`, a Recorder such as the run's Timeline, and kept in `invoices` / `sessions` for the
+    final read):
+    - tax-invoice-service: each 201 is `ops.record_op("probe-tax-invoice", "ok", "<company_id>:<invoice_no>",
+      f="invoice", value={"popbill_ref", ...})`;
+    - authentication: each login 200 is `ops.record_op("probe-authentication", "ok", <session_id>, f="session",
+      value={"expires_in", ...})`. The probe never logs out (that would delete the session it measures);
+      sessions live `expires_in` seconds (3600 in the lab), far longer than a drill.
+    The keys are assigned by the server, so only acknowledged records are tracked: an attempt that timed
+    out or failed has no key, and no invoke / fail / indeterminate ops are recorded for these two.
     """
 
     def __init__(self, base_url: str, timeline: EventRecorder, *, services: Iterable[str] | None = None,
                  interval_s: float = 0.1, timeout_s: float = 1.0, credentials: tuple[str, str],
                  company_id: int, voucher_id: int, invoice_amount: str = "10000.00",
-                 loop: BackgroundLoop | None = None, transport: str = "lean") -> None:
+                 loop: BackgroundLoop | None = None, transport: str = "lean", ops: Recorder | None = None) -> None:
         chosen = tuple(services) if services is not None else SERVICES
         unknown = [s for s in chosen if s not in SERVICES]
         if unknown:
@@ -55,6 +66,13 @@ class ServiceProbes(EndpointTasks[dict[str, dict[str, int]]]):
         self.voucher_id = voucher_id
         self.invoice_amount = invoice_amount
         self._wake: asyncio.Event | None = None
+        self.ops = ops
+        #: acknowledged invoices: key -> popbill_ref of its first acknowledgement
+        self.invoices: dict[str, str] = {}
+        #: invoice keys acknowledged again with another popbill_ref (a number re-issued after a loss)
+        self.reissued: list[str] = []
+        #: acknowledged sessions: session id -> epoch seconds it expires at
+        self.sessions: dict[str, float] = {}
         self.counts: dict[str, dict[str, int]] = {s: {"ok": 0, "failed": 0} for s in chosen}
         self._probes: dict[str, Callable[[], Awaitable[ProbeResult]]] = {
             "authentication": self.probe_authentication,
@@ -71,14 +89,29 @@ class ServiceProbes(EndpointTasks[dict[str, dict[str, int]]]):
         if r.status_code != 200:
             return ProbeResult(False, r.status_code, region, f"login: HTTP {r.status_code}")
         try:
-            token = r.json()["token"]
+            body = r.json()
+            token = body["token"]
         except (ValueError, KeyError, TypeError) as e:
             return ProbeResult(False, r.status_code, region, f"login: no token in the answer ({describe(e)})")
+        self._session_acknowledged(body, region)
         r = await self._client.get(self.base_url + "/auth/me", headers={"authorization": f"Bearer {token}"})
         region = r.headers.get(REGION_HEADER) or region
         if r.status_code != 200:
             return ProbeResult(False, r.status_code, region, f"me: HTTP {r.status_code}")
         return ProbeResult(True, r.status_code, region)
+
+    def _session_acknowledged(self, body: Any, region: str | None) -> None:
+        """A login answered 200: the session it created in Redis is an acknowledged write."""
+        sid = body.get("session_id") if isinstance(body, Mapping) else None
+        if not isinstance(sid, str) or not sid:
+            return
+        ttl = body.get("expires_in")
+        ttl = float(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) else None
+        now = time.time()
+        self.sessions[sid] = now + ttl if ttl is not None else float("inf")
+        if self.ops is not None:
+            self.ops.record_op("probe-authentication", "ok", sid, f="session",
+                               value={"status": 200, "region": region, "expires_in": ttl}, t=now)
 
     async def probe_api_gateway(self) -> ProbeResult:
         return await self._expect("GET", "/health", 200)
@@ -87,8 +120,25 @@ class ServiceProbes(EndpointTasks[dict[str, dict[str, int]]]):
         return await self._expect("GET", f"/vouchers/{self.voucher_id}", 200)
 
     async def probe_tax_invoice_service(self) -> ProbeResult:
-        return await self._expect("POST", "/tax-invoices", 201,
-                                  json={"company_id": self.company_id, "amount": self.invoice_amount})
+        r = await self._client.post(self.base_url + "/tax-invoices",
+                                    json={"company_id": self.company_id, "amount": self.invoice_amount})
+        region = r.headers.get(REGION_HEADER)
+        if r.status_code != 201:
+            return ProbeResult(False, r.status_code, region, f"POST /tax-invoices: HTTP {r.status_code}")
+        try:
+            body = r.json()
+            key = invoice_key(body.get("company_id", self.company_id), body["invoice_no"])
+            ref = str(body.get("popbill_ref") or "")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return ProbeResult(False, r.status_code, region, f"POST /tax-invoices: no invoice_no ({describe(e)})")
+        first = self.invoices.setdefault(key, ref)
+        reissue = first != ref
+        if reissue:
+            self.reissued.append(key)
+        if self.ops is not None:
+            self.ops.record_op("probe-tax-invoice", "ok", key, f="invoice",
+                               value={"status": 201, "region": region, "popbill_ref": ref, "reissue": reissue})
+        return ProbeResult(True, r.status_code, region)
 
     async def _expect(self, method: str, path: str, status: int, **kw: Any) -> ProbeResult:
         r = await self._client.request(method, self.base_url + path, **kw)

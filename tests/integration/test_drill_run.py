@@ -150,3 +150,149 @@ def test_interrupted_drill_rolls_back_and_exits_130(drill_lab, tmp_path, sig):
     from harness.drill.fault_ledger import FaultLedger, ledger_path
 
     assert FaultLedger(ledger_path(drill_lab.state)).active() == []
+
+
+# -- interruption, safety before the first fault, dry run, preflight ------------------------------
+def _ledger_active(lab) -> list:
+    from harness.drill.fault_ledger import FaultLedger, ledger_path
+
+    return FaultLedger(ledger_path(lab.state)).active()
+
+
+def _timeline(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "timeline.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _router_flips(lab) -> int:
+    return len(httpx.get(lab.topology()["router"]["url"] + "/_router/state", timeout=3).json().get("flips", []))
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_interrupted_feature_rolls_back_and_exits_130(drill_lab, tmp_path, sig):
+    import signal
+    import time
+
+    out = tmp_path / "report"
+    env = dict(os.environ, DRILL_STATE_DIR=str(drill_lab.state))
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "features/region_failover.feature",
+                             "--report-dir", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timeline = out / "timeline.jsonl"
+    deadline = time.monotonic() + 90
+    injected = False
+    while time.monotonic() < deadline and not injected and proc.poll() is None:
+        if timeline.exists():
+            injected = any('"phase": "inject"' in line for line in timeline.read_text().splitlines())
+        time.sleep(0.1)
+    assert injected, "the scenario never injected its fault"
+    proc.send_signal(getattr(signal, sig))
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "aborted" and report["exit_code"] == 130
+    assert any(e["event"].startswith(f"{sig} received") for e in report["timeline"])
+    assert_lab_on_primary(drill_lab)
+    assert _ledger_active(drill_lab) == []
+
+
+def test_a_drill_without_its_approval_is_refused_before_any_fault(drill_lab, tmp_path):
+    flips = _router_flips(drill_lab)
+    out = tmp_path / "refused"
+    r = drill("run", "annual-full-dr", "--report-dir", str(out), state=drill_lab.state)
+    assert r.returncode == 5, r.stderr[-3000:]
+    assert "not injecting: 'annual-full-dr' needs approval for dr_region_switch" in " ".join(r.stderr.split())
+    report = json.loads((out / "report.json").read_text())
+    assert report["exit_code"] == 5
+    assert any("not injecting:" in str(e["event"]) + json.dumps(e["data"]) for e in report["timeline"])
+    assert [e for e in _timeline(out) if e["kind"] == "fault"] == []
+    assert [e for e in _timeline(out) if e["kind"] == "op"] == []  # not even the workload started
+    assert _router_flips(drill_lab) == flips and _ledger_active(drill_lab) == []
+    assert_lab_on_primary(drill_lab)
+
+    out = tmp_path / "approved"
+    r = drill("run", "annual-full-dr", "--approve", "dr_region_switch", "--report-dir", str(out), state=drill_lab.state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "report.json").read_text())["approvals"] == ["dr_region_switch"]
+    assert_lab_on_primary(drill_lab)
+
+
+def test_an_environment_off_the_allow_list_is_refused_before_any_fault(drill_lab, tmp_path):
+    experiment = json.loads((ROOT / "experiments" / "region-failover.json").read_text())
+    experiment["configuration"]["drill_environment"] = "staging"
+    path = tmp_path / "staging.json"
+    path.write_text(json.dumps(experiment))
+    out = tmp_path / "report"
+    r = drill("run", str(path), "--approve", "dr_region_switch", "--report-dir", str(out), state=drill_lab.state)
+    assert r.returncode == 5, r.stderr[-3000:]
+    assert "environment 'staging' is not on the allow-list" in " ".join(r.stderr.split())
+    assert [e for e in _timeline(out) if e["kind"] in ("fault", "op")] == []
+    assert _ledger_active(drill_lab) == []
+    assert_lab_on_primary(drill_lab)
+
+
+def test_dry_run_injects_nothing_and_passes(drill_lab, tmp_path):
+    from harness import backup
+
+    s3 = drill_lab.topology()["s3"]["endpoint_url"]
+    backups = len(backup.list_backups(endpoint_url=s3))
+    flips = _router_flips(drill_lab)
+    out = tmp_path / "report"
+    r = drill("run", "ci-smoke", "--dry-run", "--report-dir", str(out), state=drill_lab.state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["dry_run"] is True and report["status"] == "passed" and report["exit_code"] == 0
+    faults = [e for e in _timeline(out) if e["kind"] == "fault"]
+    assert faults and all(e["data"].get("phase") == "planned" for e in faults)
+    assert {e["event"] for e in faults} == {"fail_region"}
+    skipped = {c["id"] for c in report["checklist"] if c["status"] == "skipped"}
+    assert {"failover_started", "traffic_switched", "service_health", "failback"} <= skipped
+    assert not [c for c in report["checklist"] if c["status"] == "fail"]
+    assert len(backup.list_backups(endpoint_url=s3)) == backups  # nothing written to S3
+    assert _router_flips(drill_lab) == flips and _ledger_active(drill_lab) == []
+    assert_lab_on_primary(drill_lab)
+
+
+def test_faults_of_another_run_in_the_ledger_refuse_the_start(drill_lab, tmp_path):
+    from harness.drill.fault_ledger import FaultLedger, ledger_path
+
+    ledger = FaultLedger(ledger_path(drill_lab.state))
+    entry = ledger.record("switch_region", "router:primary", "harness.targets.router.actions:clear_override",
+                          {"configuration": {"drill_state_dir": str(drill_lab.state)}}, run_id="an-earlier-run")
+    try:
+        out = tmp_path / "report"
+        r = drill("run", "ci-smoke", "--report-dir", str(out), state=drill_lab.state)
+        assert r.returncode == 1, r.stderr[-3000:]
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "active faults in the ledger: run `drill recover`" in lines[0], r.stderr
+        assert not out.exists()
+        r = drill("run", "features/region_failover.feature", "--report-dir", str(out), state=drill_lab.state)
+        assert r.returncode == 1 and "active faults in the ledger: run `drill recover`" in r.stderr
+    finally:
+        r = drill("recover", "--state-dir", str(drill_lab.state), state=drill_lab.state)
+    assert r.returncode == 0, r.stderr
+    assert entry.id not in {e.id for e in _ledger_active(drill_lab)}
+
+
+def test_a_bad_plan_override_is_refused_before_the_lab_is_touched(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services:\n  authentication:\n    rto: banana\n")
+    state = tmp_path / "never-created"
+    r = drill("run", "ci-smoke", "--plan-overrides", str(bad), "--report-dir", str(tmp_path / "r"), state=state)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "banana" in r.stderr and "Traceback" not in r.stderr
+    assert not state.exists() and not (tmp_path / "r").exists()
+
+
+def test_a_failed_step_fails_the_feature_run_even_when_the_report_would_pass(drill_lab, tmp_path):
+    feature = tmp_path / "failing_step.feature"
+    text = (ROOT / "features" / "region_failover.feature").read_text()
+    feature.write_text(text.rstrip() + "\n    And the global endpoint routes to the DR region after 1 seconds\n")
+    out = tmp_path / "report"
+    r = drill("run", str(feature), "--report-dir", str(out), state=drill_lab.state)
+    assert r.returncode == 1, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["exit_code"] == 1 and report["status"] == "failed"
+    assert all(o["met"] for o in report["objectives"])  # the measurements alone would have passed
+    assert "scenario step(s) failed: And the global endpoint routes to the DR region after 1 seconds" in report["error"]
+    assert_lab_on_primary(drill_lab)
+    assert _ledger_active(drill_lab) == []

@@ -43,7 +43,8 @@ def _run_id() -> str:
 def _history(tl: Timeline) -> dict[str, list]:
     by_key: dict[str, list] = collections.defaultdict(list)
     for op in tl.ops:
-        by_key[op.key].append(op)
+        if op.f == "write":  # the ledger's vouchers (probes also record invoices and sessions)
+            by_key[op.key].append(op)
     return by_key
 
 

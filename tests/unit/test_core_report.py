@@ -7,7 +7,8 @@ import pytest
 from harness.config import load_plan
 from harness.core.checklist import evaluate
 from harness.core.measure import objective_results, rpo, rto, write_counts
-from harness.core.report import build_report, decide_exit, redact, secret_values
+from harness.core.redact import MIN_SECRET_LEN, redact, redact_text, secret_values
+from harness.core.report import build_report, decide_exit
 from harness.core.timeline import Timeline
 from harness.errors import ExitCode, SafetyRefusal
 
@@ -26,11 +27,15 @@ WARN = {"check": "pg_amcheck", "status": "warning", "details": "not available"}
     ([MET], [FAIL], {}, ("failed", 4)),
     ([MISSED], [FAIL], {}, ("failed", 4)),
     ([MISSED], [FAIL], {"aborted": True}, ("aborted", 130)),
-    ([MET], [], {"harness_error": RuntimeError("boom")}, ("aborted", 1)),
-    ([MET], [], {"harness_error": SafetyRefusal("not injecting: x")}, ("aborted", 5)),
-    ([MET], [], {"refused": True}, ("aborted", 5)),
+    # a harness error and a refusal by safety are failures, not aborts: only an interruption aborts
+    ([MET], [], {"harness_error": RuntimeError("boom")}, ("failed", 1)),
+    ([MET], [], {"harness_error": SafetyRefusal("not injecting: x")}, ("failed", 5)),
+    ([MET], [], {"refused": True}, ("failed", 5)),
     ([MET], [PASS], {"checklist": [{"status": "fail"}]}, ("failed", 3)),
     ([MET], [PASS], {"checklist": [{"status": "skipped"}]}, ("passed", 0)),
+    # a dry run measures nothing: its unmeasured objectives do not fail it, integrity still does
+    ([MISSED], [PASS], {"dry_run": True}, ("passed", 0)),
+    ([MISSED], [FAIL], {"dry_run": True}, ("failed", 4)),
 ])
 def test_decide_exit(objs, integ, kw, expected):
     assert decide_exit(objs, integ, **kw) == expected
@@ -98,17 +103,49 @@ def test_build_report_missed_and_bad_integrity_status():
 def test_harness_error_in_report():
     doc = build_report(run_id="r", kind="k", target="t", started_at=T0, ended_at=T0,
                        harness_error=RuntimeError("lab down, password hunter2"), secrets=["hunter2"])
-    assert doc["exit_code"] == 1 and doc["status"] == "aborted" and doc["error"].endswith("password ***")
+    assert doc["exit_code"] == 1 and doc["status"] == "failed" and doc["error"].endswith("password ***")
 
 
 def test_redact_nested():
-    obj = {"a": "x-TOKEN-y", "b": ["TOKEN", ("TOKEN", 1)], "TOKEN": {"n": 12345, "ok": True}, "c": None}
+    obj = {"a": "x-TOKEN-y", "b": ["TOKEN", ("TOKEN", 1)], "TOKEN": {"n": 12345, "ok": True}, "c": None,
+           "s": {"TOKEN-set"}}
     out = redact(obj, ["TOKEN", "12345", ""])
-    assert out == {"a": "x-***-y", "b": ["***", ("***", 1)], "***": {"n": "***", "ok": True}, "c": None}
+    # strings only: the number 12345 stays a number even though "12345" is a secret
+    assert out == {"a": "x-***-y", "b": ["***", ("***", 1)], "***": {"n": 12345, "ok": True}, "c": None,
+                   "s": ["***-set"]}
     assert obj["a"] == "x-TOKEN-y"  # input untouched
     assert redact(obj, []) is obj
     # longer secrets first, so one that contains another is redacted whole
-    assert redact("pass=abcdef", ["abc", "abcdef"]) == "pass=***"
+    assert redact("pass=abcdefgh", ["abcd", "abcdefgh"]) == "pass=***"
+    assert redact_text("key abcd-abcdefgh", ["abcd", "abcdefgh"]) == "key ***-***"
+
+
+def test_redact_ignores_short_secrets_and_never_touches_numbers():
+    assert MIN_SECRET_LEN == 4
+    # "abc" is too short to redact safely (it would mangle ordinary words); "3600" is redacted in text only
+    doc = {"rto_target_s": 3600, "note": "TTL 3600 s, abc", "n": 3600.0}
+    assert redact(doc, ["abc", "3600"]) == {"rto_target_s": 3600, "note": "TTL *** s, abc", "n": 3600.0}
+    assert redact(doc, ["abc"]) is doc
+
+
+def test_build_report_keeps_numbers_equal_to_a_secret():
+    plan = load_plan()
+    rt = rto([], T0, "authentication")
+    objs = objective_results(plan, [rt], None)
+    doc = build_report(run_id="r", kind="k", target="t", started_at=T0, ended_at=T0 + 1, objectives=objs,
+                       secrets=["3600"])
+    assert doc["objectives"][0]["rto_target_s"] == 3600
+
+
+def test_writes_not_measured_without_a_final_read():
+    doc = build_report(run_id="r", kind="k", target="t", started_at=T0, ended_at=T0)
+    assert {k: doc["writes"][k] for k in ("attempted", "acknowledged", "lost", "recovered", "unexpected",
+                                          "indeterminate")} == dict.fromkeys(
+        ("attempted", "acknowledged", "lost", "recovered", "unexpected", "indeterminate"), 0)
+    assert doc["writes"]["measured"] is False and "no final read" in doc["writes"]["note"]
+    doc = build_report(run_id="r", kind="k", target="t", started_at=T0, ended_at=T0,
+                       writes=write_counts([], set()))
+    assert doc["writes"]["measured"] is True and "note" not in doc["writes"]
 
 
 def test_secret_values():

@@ -173,3 +173,95 @@ def test_every_revert_named_by_an_action_is_importable() -> None:
         mod, _, name = ref.partition(":")
         fn = getattr(importlib.import_module(mod), name)
         assert "configuration" in inspect.signature(fn).parameters
+
+
+# -- lab-only pre-approvals, the preflight of a run, the session's plan --------------------------
+def test_lab_approvals_count_only_in_the_lab() -> None:
+    lab = {"drill_lab_approvals": ["dr_region_switch"]}
+    assert guard.lab_approvals(lab) == {"dr_region_switch"}
+    assert guard.context_for(lab, (), PLAN, now=1.0).approved_gates == {"dr_region_switch"}
+    staging = {**lab, "drill_environment": "staging", "drill_allowed_environments": ["staging"]}
+    assert guard.lab_approvals(staging) == frozenset()
+    assert guard.context_for(staging, (), PLAN, now=1.0).approved_gates == frozenset()
+    with pytest.raises(SafetyRefusal, match="needs approval for dr_region_switch"):
+        guard.approve("dr_region_switch", "fail_over", staging)
+
+
+def test_the_experiment_files_pre_approve_for_the_lab_only() -> None:
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    for path in root.glob("*.json"):
+        cfg = json.loads(path.read_text()).get("configuration") or {}
+        assert "drill_approvals" not in cfg, f"{path.name}: use drill_lab_approvals (lab only)"
+
+
+def test_gates_of_an_experiment_come_from_the_plan() -> None:
+    experiment = json.loads((Path(__file__).resolve().parents[2] / "experiments" / "region-failover.json").read_text())
+    assert guard.experiment_gates(experiment, PLAN) == {"fail-over-to-dr-in-catalog-order": ("dr_region_switch",)}
+    assert guard.gates_for_activity("harness.targets.router.actions:switch_region", PLAN) == ("dr_region_switch",)
+    assert guard.gates_for_activity("harness.failover.region:fail_region", PLAN) == ()
+
+
+def test_require_gates_refuses_before_any_fault_and_records_no_fault(state: dict,
+                                                                     session: drill_session.DrillSession) -> None:
+    with pytest.raises(SafetyRefusal, match=r"^not injecting: 'ci-smoke' needs approval for dr_region_switch"):
+        guard.require_gates(["dr_region_switch"], state, name="ci-smoke")
+    assert session.timeline.of_kind("fault") == ()
+    refused = [e for e in session.timeline.of_kind("check") if e.event == "safety preflight refused"]
+    assert refused and refused[0].data["status"] == "fail"
+    assert guard.require_gates(["dr_region_switch"], {**state, "drill_lab_approvals": ["dr_region_switch"]}).allowed
+    session.approvals.add("dr_region_switch")  # --approve
+    assert guard.require_gates(["dr_region_switch"], state).allowed
+
+
+def test_require_gates_checks_the_environment_even_without_gates(state: dict) -> None:
+    with pytest.raises(SafetyRefusal, match="not injecting: .*'staging' is not on the allow-list"):
+        guard.require_gates([], {**state, "drill_environment": "staging"}, name="drill")
+    with pytest.raises(SafetyRefusal, match="needs approval"):  # a lab pre-approval does not reach staging
+        guard.require_gates(["dr_region_switch"], {**state, "drill_environment": "staging",
+                                                   "drill_allowed_environments": ["staging"],
+                                                   "drill_lab_approvals": ["dr_region_switch"]})
+
+
+def test_the_guard_uses_the_sessions_plan(tmp_path: Path) -> None:
+    tight = load_plan(overrides={"services": {"authentication": {"rto_s": 0.001}}})
+    drill_session.begin("test", "plan", report_dir=tmp_path / "r", plan=tight)
+    try:
+        assert guard.plan() is tight and guard.plan({"drill_plan": "ignored.yaml"}) is tight
+    finally:
+        drill_session.end()
+    assert guard.plan().service("authentication").rto_s != 0.001
+
+
+def test_ledger_preflight_and_this_runs_leftovers(state: dict, session: drill_session.DrillSession) -> None:
+    from harness.errors import HarnessError
+
+    led = FaultLedger()
+    led.refuse_if_active(session.run_id)  # empty: fine
+    mine = guard.inject("kill_primary", "postgres:primary", revert=(revert_me, {}), configuration=state).entry
+    other = led.record("cut_replication", "toxiproxy:pg_replication", f"{__name__}:revert_me", {}, run_id="other-run")
+    assert [e.id for e in led.active_of_run(session.run_id)] == [mine.id]
+    with pytest.raises(HarnessError, match=r"^active faults in the ledger: run `drill recover` \(1 in .*other-run"):
+        led.refuse_if_active(session.run_id)
+    with pytest.raises(HarnessError, match=r"^not calibrating: active faults in the ledger"):
+        led.refuse_if_active(doing="not calibrating")
+    assert led.revert_all(how="end of run", run_id=session.run_id) == [(mine, None)]
+    assert [e.id for e in led.active()] == [other.id]
+
+
+def test_a_run_without_a_fault_or_with_a_failed_step_does_not_pass(tmp_path: Path) -> None:
+    from harness.drill import finalize
+
+    s = drill_session.begin("test", "rules", report_dir=tmp_path / "r", plan=PLAN)
+    try:
+        report = finalize.build(s, PLAN)
+        assert (report["exit_code"], report["status"]) == (1, "failed")
+        assert "injected no fault" in report["error"]
+        s.config["drill_dry_run"] = True
+        s.event("fault", "fail_region", phase="planned", dry_run=True)
+        report = finalize.build(s, PLAN)
+        assert report["exit_code"] == 0 and report["dry_run"] is True
+        s.failed_steps.append("Then the global endpoint routes to the DR region after 30 seconds: AssertionError")
+        report = finalize.build(s, PLAN)
+        assert report["exit_code"] == 1 and "scenario step(s) failed: Then the global endpoint" in report["error"]
+    finally:
+        drill_session.end()

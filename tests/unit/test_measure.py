@@ -3,8 +3,8 @@
 import pytest
 
 from harness.config import load_plan
-from harness.core.measure import (KEY_LIST_CAP, RpoResult, RtoResult, latency_stats, objective_results, percentile,
-                                  rpo, rto, write_counts)
+from harness.core.measure import (KEY_LIST_CAP, NOT_MEASURED, RpoResult, RtoResult, latency_stats, objective_results,
+                                  percentile, rpo, rto, unexpired, write_counts)
 from harness.core.timeline import Event, Timeline
 
 T0 = 1_700_000_000.0
@@ -172,6 +172,48 @@ def test_rto_never_recovered():
     assert r.to_dict()["rto_s"] is None
 
 
+def test_rto_ignores_successes_before_the_outage():
+    # the dying primary answers the first probes after the fault; then the outage; then the DR region
+    svc = "voucher-service"
+    evs = ([probe(0.1 * i, svc, True) for i in range(1, 6)]            # t 0.1..0.5: early successes
+           + [probe(0.6 + 0.1 * i, svc, False) for i in range(20)]     # t 0.6..2.5: outage
+           + [probe(2.6 + 0.1 * i, svc, True) for i in range(10)])     # t 2.6..3.5: recovered
+    r = rto(evs, fault_t=T0, service=svc, consecutive=3)
+    assert r.rto_s == pytest.approx(2.6) and r.first_success_t == pytest.approx(T0 + 2.6)
+    assert r.outage_observed and r.first_failure_t == pytest.approx(T0 + 0.6) and not r.note
+    assert [p.name for p in r.phases] == ["outage_observed", "first_success"]
+    assert r.to_dict()["outage_observed"] is True
+
+
+def test_rto_early_streak_does_not_count_even_when_long_enough():
+    evs = [probe(0.1, "authentication", True), probe(0.2, "authentication", True), probe(0.3, "authentication", True),
+           probe(0.4, "authentication", True), probe(1, "authentication", False),
+           probe(2, "authentication", True), probe(3, "authentication", True), probe(4, "authentication", True)]
+    assert rto(evs, T0, "authentication", consecutive=3).rto_s == pytest.approx(2.0)
+
+
+def test_rto_no_failure_after_the_fault_is_zero_without_outage():
+    evs = [probe(-1, "api-gateway", False)] + [probe(i * 0.5, "api-gateway", True) for i in range(10)]
+    r = rto(evs, fault_t=T0, service="api-gateway", consecutive=3)
+    assert r.rto_s == 0.0 and r.recovered and not r.outage_observed
+    assert r.failures == 0 and r.probes == 10 and r.first_failure_t is None
+    assert "never went down" in r.note
+    assert r.to_dict()["outage_observed"] is False and r.to_dict()["rto_s"] == 0.0
+
+
+def test_rto_never_recovers_after_the_outage():
+    evs = ([probe(0.1 * i, "tax-invoice-service", True) for i in range(1, 5)]
+           + [probe(1 + i, "tax-invoice-service", False) for i in range(10)]
+           + [probe(11, "tax-invoice-service", True), probe(12, "tax-invoice-service", True)])
+    r = rto(evs, fault_t=T0, service="tax-invoice-service", consecutive=3)
+    assert r.rto_s is None and not r.recovered and r.outage_observed and r.failures == 10
+
+
+def test_rto_not_probed_after_the_fault():
+    r = rto([probe(-1, "authentication", True)], fault_t=T0, service="authentication")
+    assert r.rto_s is None and r.probes == 0 and "not measured" in r.note
+
+
 def test_rto_bad_consecutive():
     with pytest.raises(ValueError):
         rto([], T0, "x", consecutive=0)
@@ -250,3 +292,64 @@ def test_latency_stats():
     g = stats["api-gateway"]
     assert g.count == 1 and g.errors == 1 and g.p50_s is None
     assert percentile([], 50) is None
+
+
+# --- objectives for the whole catalog -----------------------------------------------------------
+def test_catalog_services_never_probed_appear_as_not_measured(plan):
+    catalog = [svc.name for svc in plan.services]
+    res = objective_results(plan, [_rto("authentication", 1.0)], None, catalog=catalog,
+                            rpo_basis={"api-gateway": "stateless"})
+    assert sorted(o.service for o in res) == sorted(catalog) and len(res) == 4
+    by = {o.service: o for o in res}
+    assert by["authentication"].met and by["authentication"].measured
+    for name in ("api-gateway", "voucher-service", "tax-invoice-service"):
+        o = by[name]
+        assert not o.met and not o.measured and o.reason == NOT_MEASURED
+        assert o.rto_measured_s is None and o.rpo_measured_s is None
+        assert o.to_dict()["met"] is False and o.to_dict()["reason"] == "not measured in this run"
+    assert by["api-gateway"].rpo_basis == "stateless" and by["voucher-service"].rpo_basis == "not_measured"
+    # without a catalog only measured services appear (the old behaviour)
+    assert [o.service for o in objective_results(plan, [_rto("authentication", 1.0)], None)] == ["authentication"]
+    with pytest.raises(Exception, match="billing"):
+        objective_results(plan, [], None, catalog=["billing"])
+
+
+def test_probed_but_no_probe_after_the_fault_is_not_measured(plan):
+    r = rto([probe(-1, "voucher-service", True)], T0, "voucher-service")
+    (o,) = objective_results(plan, [r], None)
+    assert not o.met and not o.measured and o.reason.startswith(NOT_MEASURED)
+
+
+def test_rpo_basis_per_service_and_stateless(plan):
+    lost_one = RpoResult(rpo_s=0.4, lost=1, last_ack_before_fault_t=T0, last_surviving_ack_t=T0 - 0.4)
+    none_lost = RpoResult(rpo_s=0.0, lost=0, last_ack_before_fault_t=T0, last_surviving_ack_t=T0)
+    res = objective_results(
+        plan, [_rto(s, 2.0) for s in ("authentication", "api-gateway", "voucher-service", "tax-invoice-service")],
+        {"voucher-service": lost_one, "tax-invoice-service": lost_one, "authentication": none_lost},
+        rpo_basis={"voucher-service": "vouchers", "tax-invoice-service": "tax_invoices",
+                   "authentication": "sessions", "api-gateway": "stateless"})
+    by = {o.service: o.to_dict() for o in res}
+    assert by["api-gateway"]["rpo_measured_s"] is None and by["api-gateway"]["rpo_basis"] == "stateless"
+    assert by["api-gateway"]["met"]
+    # api-gateway has the zero RPO target, but it keeps no data: its RPO is not borrowed from anyone;
+    # vouchers and tax invoices allow 60 min, so 0.4 s of loss (1 record each) meets them
+    assert by["voucher-service"]["met"] and by["voucher-service"]["lost"] == 1
+    assert by["voucher-service"]["rpo_basis"] == "vouchers"
+    assert by["tax-invoice-service"]["met"] and by["tax-invoice-service"]["rpo_measured_s"] == 0.4
+    assert by["authentication"]["rpo_basis"] == "sessions" and by["authentication"]["outage_observed"] is True
+
+
+def test_service_that_never_went_down_meets_rto_with_a_note(plan):
+    r = rto([probe(i, "api-gateway", True) for i in range(5)], T0, "api-gateway")
+    (o,) = objective_results(plan, [r], None, rpo_basis={"api-gateway": "stateless"})
+    assert o.met and o.rto_measured_s == 0.0 and o.outage_observed is False and "never went down" in o.note
+
+
+def test_unexpired_drops_records_that_expired_before_the_final_read():
+    tl = Timeline(clock=lambda: T0)
+    tl.record_op("p", "ok", "s-old", f="session", value={"expires_in": 10}, t=T0)
+    tl.record_op("p", "ok", "s-new", f="session", value={"expires_in": 3600}, t=T0 + 5)
+    tl.record_op("w", "ok", "v1", t=T0)
+    kept, expired = unexpired(tl.ops, T0 + 20, "session")
+    assert expired == ["s-old"] and sorted(o.key for o in kept) == ["s-new", "v1"]
+    assert unexpired(tl.ops, T0 + 5, "session")[1] == []

@@ -1,4 +1,4 @@
-"""Fault proxy (Toxiproxy HTTP API) calls shared by the targets: enable/disable a proxy, reset, read state."""
+"""Fault proxy (Toxiproxy HTTP API) calls shared by the targets: enable/disable a proxy, toxics, reset, read state."""
 
 from __future__ import annotations
 
@@ -34,3 +34,17 @@ def reset(http: Any, base_url: str) -> None:
 def clean(http: Any, base_url: str) -> bool:
     """True when every proxy is enabled and has no toxic."""
     return all(p.get("enabled") and not p.get("toxics") for p in proxies(http, base_url).values())
+
+
+def add_toxic(http: Any, base_url: str, name: str, toxic: dict[str, Any]) -> dict[str, Any]:
+    return _check(http.post(f"{base_url}/proxies/{name}/toxics", json=toxic),
+                  f"adding toxic {toxic.get('name')!r} to proxy {name!r}")
+
+
+def remove_toxic(http: Any, base_url: str, name: str, toxic_name: str) -> bool:
+    """Remove a toxic; False when it was not there (idempotent)."""
+    r = http.delete(f"{base_url}/proxies/{name}/toxics/{toxic_name}")
+    if r.status_code == 404:
+        return False
+    _check(r, f"removing toxic {toxic_name!r} from proxy {name!r}")
+    return True

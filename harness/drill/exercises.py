@@ -1,0 +1,113 @@
+"""Drill activities of the other cadences: the tabletop walk-through and the semiannual backup-restore test."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from harness.drill import session as drill_session
+from harness.errors import HarnessError
+
+__all__ = ["walk_runbook", "backup_restore_drill", "check_fault_isolation"]
+
+
+def _plan(s):
+    from harness.config import load_plan
+
+    return getattr(s, "plan", None) or load_plan(overrides=s.config.get("drill_plan_overrides"))
+
+
+def walk_runbook(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """Tabletop exercise: walk the plan's recovery in catalog order and its escalation matrix, checking that
+    every step names something the harness can drive or verify; gaps are recorded, nothing is changed."""
+    from harness.drill import validate
+
+    s = drill_session.current()
+    plan = _plan(s)
+    gaps: list[str] = []
+    for name in plan.recovery_order:
+        svc = plan.service(name)
+        s.event("note", f"runbook: {name} ({svc.priority}, RTO {svc.rto_s / 60:.0f} min, RPO {svc.rpo_s / 60:.0f} min)",
+                dependencies=list(svc.dependencies), steps=list(svc.recovery_steps))
+        if not svc.recovery_steps:
+            gaps.append(f"{name} has no recovery steps")
+    for level in plan.escalation:
+        s.event("note", f"escalation level {level.level}: {level.name} within {level.response_time_s / 60:.0f} min",
+                authority=list(level.authority))
+    for gate in plan.gates:
+        s.event("note", f"approval gate: {gate.name}", gate=gate.to_dict())
+    # the experiments and features that carry the plan must be executable as written
+    from harness.drill.profiles import EXPERIMENTS
+
+    paths = sorted(EXPERIMENTS.glob("*.json")) + sorted((EXPERIMENTS.parent / "features").glob("*.feature"))
+    for result in validate.validate_paths([str(p) for p in paths]):
+        if not result.ok:
+            gaps.append(f"{result.path}: {'; '.join(result.problems)}")
+    for g in gaps:
+        s.event("check", f"tabletop gap: {g}", status="fail")
+    s.event("check", "tabletop walk-through", status="pass" if not gaps else "fail", gaps=gaps,
+            services=list(plan.recovery_order), documents=len(paths))
+    if gaps:
+        s.harness_error = s.harness_error or f"tabletop found {len(gaps)} gap(s): {gaps[0]}"
+    return {"services": list(plan.recovery_order), "escalation_levels": len(plan.escalation), "gaps": gaps}
+
+
+def backup_restore_drill(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """Semiannual simulation: take a backup, verify it, restore it into a new database behind the
+    data_restore_from_backup gate, run every integrity check on the restored copy, then drop the copy
+    (a database this drill created; the live database is never touched)."""
+    import psycopg
+
+    from harness import backup
+    from harness.drill import guard
+    from harness.targets import _lab
+    from harness.workload import find_primary_dsn
+
+    s = drill_session.current()
+    t = _lab.resolve(configuration)
+    topo = t.lab.topology()
+    rt = t.lab.pg_runtime()
+    endpoint = topo["s3"]["endpoint_url"]
+    guard.check("restore_from_backup", "postgres:restore-drill", action="data_restore_from_backup",
+                gate="data_restore_from_backup", components=("postgresql",), configuration=configuration)
+    t0 = time.time()
+    info = backup.create(find_primary_dsn(topo), pg_runtime=rt, endpoint_url=endpoint)
+    s.event("note", "backup taken for the restore test", **info.to_dict())
+    verified = backup.verify(info.key, pg_runtime=rt, endpoint_url=endpoint)
+    s.event("check", "backup verified", status="pass" if verified.ok else "fail", **verified.to_dict())
+    if not verified.ok:
+        raise HarnessError(f"backup {info.key} failed verification: {verified.reason}")
+    target_db = f"kerp_restore_{int(t0)}"
+    restored = backup.restore(info.key, target_db, dsn=find_primary_dsn(topo), pg_runtime=rt, endpoint_url=endpoint,
+                              configuration=configuration)
+    s.integrity = [dict(r, check=f"restored: {r['check']}") for r in restored.to_dict().get("integrity", [])]
+    for r in s.integrity:
+        s.event("check", f"integrity: {r['check']}", status=r["status"], details=r.get("details"))
+    elapsed = time.time() - t0
+    s.event("check", "restore test", status="pass" if restored.ok else "fail", seconds=round(elapsed, 3),
+            database=target_db)
+    with psycopg.connect(find_primary_dsn(topo), autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {}").format(psycopg.sql.Identifier(target_db)))
+    return {"backup": info.key, "restored_into": target_db, "ok": restored.ok, "seconds": round(elapsed, 3)}
+
+
+def check_fault_isolation(failing_service: str, window_s: float = 3.0, configuration: dict | None = None,
+                          secrets: dict | None = None) -> dict[str, Any]:
+    """Fault isolation: while one dependency is cut, only `failing_service` may fail; every other probed
+    service keeps answering through the global endpoint. Judged from the probes of the last `window_s`."""
+    s = drill_session.current()
+    time.sleep(window_s)
+    now = time.time()
+    recent = [e for e in s.timeline.of_kind("probe") if now - window_s <= e.t <= now]
+    by_service: dict[str, list[bool]] = {}
+    for e in recent:
+        by_service.setdefault(e.data.get("service"), []).append(bool(e.data.get("ok")))
+    leaked = sorted(svc for svc, oks in by_service.items() if svc != failing_service and not all(oks))
+    contained = failing_service in by_service and not all(by_service[failing_service])
+    ok = not leaked and bool(by_service)
+    s.event("check", f"fault isolation: only {failing_service} affected", status="pass" if ok else "fail",
+            leaked=leaked, failing_service_failed=contained,
+            probes={svc: f"{sum(oks)}/{len(oks)} ok" for svc, oks in by_service.items()})
+    if not ok:
+        s.harness_error = s.harness_error or f"fault leaked beyond {failing_service}: {', '.join(leaked)}"
+    return {"leaked": leaked, "failing_service_failed": contained}
