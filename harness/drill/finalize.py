@@ -102,9 +102,11 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
                "no fault was injected" if fault_t is None else "")
     if why_not:
         rpo_notes = {svc: why_not for svc in (x.name for x in plan.services)}
+    # a drill that injects nothing by design (tabletop) has no objectives to judge
+    judged = s.config.get("drill_expects_fault", True) is not False
     objectives = measure.objective_results(plan, rtos, rpos, tier=s.config.get("tier"),
-                                           catalog=[svc.name for svc in plan.services], rpo_basis=basis,
-                                           notes=rpo_notes)
+                                           catalog=[svc.name for svc in plan.services] if judged else None,
+                                           rpo_basis=basis, notes=rpo_notes)
     # post_test checklist evidence that comes from the measurements
     obs = dict(s.observations)
     if fault_t is not None:
