@@ -71,9 +71,14 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
         recent = [b for b in backups if b.age_s <= max_backup_age_s]
         newest = backups[0].to_dict() if backups else None
         ok = bool(recent)
-        observed = (f"{len(backups)} backup(s) in s3://{topo['s3'].get('bucket')}/{backup.PREFIX}, newest "
-                    f"{newest['key']} ({newest['size']} bytes, {newest['age_s']:.0f} s old)" if newest else
-                    "no backup found")
+        observed = (f"{len(backups)} backup(s) in s3://{topo['s3'].get('bucket')}/{backup.PREFIX} "
+                    f"(the plan keeps the 5 most recent), newest {newest['key']} ({newest['size']} bytes, "
+                    f"{newest['age_s']:.0f} s old)" if newest else "no backup found")
+        if recent:  # a backup that exists but does not restore is no backup
+            v = backup.verify(recent[0].key, pg_runtime=_lab(configuration).pg_runtime(),
+                              endpoint_url=topo["s3"]["endpoint_url"], bucket=topo["s3"].get("bucket", "kerp-backups"))
+            ok = v.ok
+            observed += "; verified (sha256, metadata, pg_restore --list)" if v.ok else f"; NOT restorable: {v.reason}"
     except HarnessError as e:
         ok, observed, newest = False, str(e), None
     if dry_run and not ok:  # the scheduled backup was only planned: its absence is not evidence
@@ -95,9 +100,11 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
     try:
         regions = httpx.get(topo["supervisor"]["url"] + "/regions", timeout=2).json()
         dr = regions.get("dr", {})
-        slots = len(topo["regions"]["dr"]["app"].get("slots", []))
-        ok = slots >= 2
-        observed = f"DR region: {dr.get('desired', 0)} replica(s) running, scalable to {slots}"
+        slots = int(dr.get("slots") or 0)  # what the DR region's supervisor says it can run
+        primary_running = len([r for r in regions.get("primary", {}).get("replicas", []) if r.get("alive")])
+        ok = slots >= max(2, primary_running)
+        observed = (f"DR region: {dr.get('desired', 0)} replica(s) running, scalable to {slots} "
+                    f"(primary runs {primary_running})")
     except Exception as e:
         ok, observed = False, f"DR region capacity unknown: {e}"
     s.observe("dr_cluster_ready", ok, observed)
