@@ -109,8 +109,8 @@ def lab_down(state_dir: Optional[Path] = StateDir) -> None:
 @app.command("run")
 def run_cmd(
     target: str = typer.Argument(..., help="An experiment file (.json), a feature file (.feature), or a profile: "
-                                           "ci-smoke, annual-full-dr (monthly-chaos, semiannual-simulation, tabletop "
-                                           "are planned)."),
+                                           "ci-smoke, monthly-chaos, semiannual-simulation, annual-full-dr, "
+                                           "tabletop."),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report "
                                                                          "(default reports/<run-id>/)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Record the planned faults, inject nothing."),

@@ -18,9 +18,6 @@ from harness.drill import profiles
 from harness.drill import session as drill_session
 from harness.errors import ExitCode, UsageError
 
-PLANNED_PROFILES = ("monthly-chaos", "semiannual-simulation", "tabletop")
-
-
 @dataclass(frozen=True)
 class Target:
     kind: str  # "experiment" | "feature" | "profile"
@@ -46,8 +43,6 @@ def resolve_target(target: str) -> Target:
     if prof is not None:
         path = prof.experiment_path()
         return Target("profile", path, prof)
-    if target in PLANNED_PROFILES:
-        raise UsageError(f"profile {target!r} has no experiment yet (available: {', '.join(profiles.PROFILES)})")
     raise UsageError(f"unknown target {target!r}: not an experiment (.json), a feature (.feature) or a profile "
                      f"({', '.join(profiles.PROFILES)})")
 
