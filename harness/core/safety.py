@@ -48,6 +48,8 @@ class Activation:
     cooldown: str
     t: float
     environment: str = LAB
+    run_id: str | None = None
+    source: str = ""  # what it was, e.g. "promote_standby on postgres:dr"
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,10 @@ def _cooldowns(fault: PlannedFault, ctx: SafetyContext) -> str | None:
             return f"not injecting: {fault.name!r} names unknown cooldown {name!r} (known: {', '.join(sorted(ctx.cooldowns))})"
         left, last = cooldown_remaining(name, ctx)
         if left > 0 and last is not None:
-            return (f"not injecting: {fault.name!r}: cooldown {name} ({format_duration(ctx.cooldowns[name])}) active since "
-                    f"{iso(last.t)}, {format_duration(left)} left")
+            what = ", ".join(x for x in (f"run {last.run_id}" if last.run_id else "", last.source) if x)
+            return (f"not injecting: {fault.name!r}: cooldown {name} ({format_duration(ctx.cooldowns[name])}): "
+                    f"last activation {format_duration(ctx.now - last.t)} ago{f' ({what})' if what else ''}, "
+                    f"wait {format_duration(left)} (until {iso(last.t + ctx.cooldowns[name])})")
     return None
 
 

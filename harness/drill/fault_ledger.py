@@ -79,11 +79,9 @@ class FaultLedger:
         with self._locked() as f:
             self._append(f, {"op": "revert", "id": entry_id, "at": time.time(), "how": how})
 
-    def active(self) -> list[FaultEntry]:
+    def _records(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
-            return []
-        injected: dict[str, FaultEntry] = {}
-        reverted: set[str] = set()
+            return
         for line in self.path.read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
@@ -91,6 +89,21 @@ class FaultLedger:
                 rec = json.loads(line)
             except ValueError:
                 continue  # a torn last line after a crash
+            if isinstance(rec, dict):
+                yield rec
+
+    def injected(self) -> list[FaultEntry]:
+        """Every injected fault in the ledger, reverted or not, oldest first (the activation history)."""
+        out = []
+        for rec in self._records():
+            if rec.get("op") == "inject":
+                out.append(FaultEntry(**{k: v for k, v in rec.items() if k != "op"}))
+        return out
+
+    def active(self) -> list[FaultEntry]:
+        injected: dict[str, FaultEntry] = {}
+        reverted: set[str] = set()
+        for rec in self._records():
             if rec.get("op") == "inject":
                 rec.pop("op")
                 injected[rec["id"]] = FaultEntry(**rec)

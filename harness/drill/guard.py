@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from harness.core.plan import Plan
-from harness.core.safety import LAB, Decision, PlannedFault, SafetyContext, decide
+from harness.core.safety import LAB, Activation, Decision, PlannedFault, SafetyContext, decide
 from harness.drill import session as drill_session
 from harness.drill.fault_ledger import DEFAULT_LEASE_S, FaultEntry, FaultLedger, ledger_path
 from harness.errors import SafetyRefusal, UsageError
 
-__all__ = ["ACTIVITY_ACTIONS", "Injection", "approve", "approvals", "check", "context_for", "experiment_gates",
-           "func_ref", "gates_for_activity", "inject", "is_dry_run", "lab_approvals", "ledger", "mark_reverted", "plan",
+__all__ = ["ACTIVITY_ACTIONS", "FAULT_ACTIONS", "Injection", "activation_history", "activations", "approve",
+           "approvals", "check", "context_for", "enforce_cooldowns", "entry_actions", "experiment_gates", "func_ref",
+           "gates_for_activity", "inject", "is_dry_run", "lab_approvals", "ledger", "mark_reverted", "plan",
            "require_gates", "revert_configuration"]
 
 #: plan actions an activity performs when its function name is not itself one: the plan's gates attach to
@@ -24,6 +25,13 @@ ACTIVITY_ACTIONS: dict[str, tuple[str, ...]] = {
     "harness.failover.runbook:fail_over": ("switch_region",),
     "harness.drill.exercises:backup_restore_drill": ("data_restore_from_backup",),
     "harness.backup:restore": ("restore_backup",),
+}
+
+#: plan actions a fault also stands for, beyond the action it is injected as: the plan's cooldowns attach to
+#: actions (`plan.cooldowns_for(action)`); the runbook's fail_over is a DR activation (it switches the region)
+#: and a database failover (it promotes the DR database) in one
+FAULT_ACTIONS: dict[str, tuple[str, ...]] = {
+    "fail_over": ("switch_region", "promote_replica"),
 }
 
 Revert = tuple[Callable[..., Any] | str, Mapping[str, Any]]
@@ -102,13 +110,57 @@ def lab_approvals(configuration: Mapping[str, Any] | None) -> frozenset[str]:
     return names if _environment(configuration) == LAB else frozenset()
 
 
+def enforce_cooldowns(configuration: Mapping[str, Any] | None) -> bool:
+    """Cooldowns apply outside the lab always, and in the lab only with configuration drill_enforce_cooldowns
+    true (the lab's drills repeat many times an hour)."""
+    cfg = configuration or {}
+    return _environment(cfg) != LAB or _truthy(cfg.get("drill_enforce_cooldowns"))
+
+
+def _planned(the_plan: Plan, fault_name: str, action: str | None, target: str, regions: Iterable[str],
+             components: Iterable[str], gates: Iterable[str]) -> PlannedFault:
+    """The fault as the guard chain sees it: the plan's gates and cooldowns of its action, plus the cooldowns
+    of the actions it also stands for (FAULT_ACTIONS)."""
+    extra = tuple(c for a in FAULT_ACTIONS.get(fault_name, ()) for c in the_plan.cooldowns_for(a))
+    return PlannedFault.for_plan(the_plan, fault_name, action or fault_name, target, regions=regions,
+                                 components=components, gates=gates, cooldowns=extra)
+
+
+def entry_actions(entry: FaultEntry) -> tuple[str, ...]:
+    """The plan actions a ledger entry stands for: the action the guard recorded (details["action"]; the fault
+    name for entries without it) and those FAULT_ACTIONS adds for its fault."""
+    action = str((entry.details or {}).get("action") or entry.fault)
+    return tuple(dict.fromkeys((action, *FAULT_ACTIONS.get(entry.fault, ()))))
+
+
+def _entry_environment(entry: FaultEntry) -> str:
+    env = (entry.details or {}).get("environment")
+    if not env:
+        cfg = (entry.revert_kwargs or {}).get("configuration")
+        env = cfg.get("drill_environment") if isinstance(cfg, Mapping) else None
+    return str(env or LAB)
+
+
+def activation_history(entries: Iterable[FaultEntry], the_plan: Plan) -> tuple[Activation, ...]:
+    """Activations under the plan's cooldowns from ledger entries (no I/O): one per entry and cooldown its
+    actions fall under, at its injected_at; entries of faults under no cooldown give none. Every entry counts,
+    reverted or not: a cooldown runs from the activation."""
+    out = []
+    for e in entries:
+        names = dict.fromkeys(c for a in entry_actions(e) for c in the_plan.cooldowns_for(a))
+        for name in names:
+            out.append(Activation(name, float(e.injected_at), _entry_environment(e), e.run_id,
+                                  f"{e.fault} on {e.target}" if e.target else e.fault))
+    return tuple(out)
+
+
 def context_for(configuration: Mapping[str, Any] | None, session_approvals: Iterable[str], the_plan: Plan,
-                now: float, session_dry_run: bool = False) -> SafetyContext:
-    """The guard chain's context from the configuration and the session (no I/O).
+                now: float, session_dry_run: bool = False, history: Iterable[Activation] = ()) -> SafetyContext:
+    """The guard chain's context from the configuration, the session and the activation history (no I/O).
 
     Keys: drill_environment (default "lab"), drill_allowed_environments, drill_approvals (explicit approvals,
     as --approve), drill_lab_approvals (honoured only in the lab), drill_dry_run, drill_max_regions,
-    drill_max_components.
+    drill_max_components, drill_enforce_cooldowns (cooldowns in the lab too; outside it they always apply).
     """
     cfg = configuration or {}
     return SafetyContext.from_plan(
@@ -121,6 +173,8 @@ def context_for(configuration: Mapping[str, Any] | None, session_approvals: Iter
         max_components=_limit(cfg.get("drill_max_components"), "drill_max_components"),
         dry_run=_truthy(cfg.get("drill_dry_run")) or session_dry_run,
         now=now,
+        history=tuple(history),
+        enforce_cooldowns=True if enforce_cooldowns(cfg) else None,
     )
 
 
@@ -176,6 +230,25 @@ def ledger(configuration: Mapping[str, Any] | None = None) -> FaultLedger:
     return FaultLedger(ledger_path(_state_dir(configuration)))
 
 
+def activations(configuration: Mapping[str, Any] | None, the_plan: Plan) -> tuple[Activation, ...]:
+    """The activation history the cooldowns decide on: the fault ledger's injections in this environment, but
+    those of the running drill (the steps of one drill do not cool each other down). Empty (no ledger read)
+    when cooldowns do not apply (the lab without drill_enforce_cooldowns)."""
+    if not enforce_cooldowns(configuration):
+        return ()
+    env = _environment(configuration)
+    s = drill_session.current(required=False)
+    run_id = s.run_id if s else None
+    return tuple(a for a in activation_history(ledger(configuration).injected(), the_plan)
+                 if a.environment == env and (run_id is None or a.run_id != run_id))
+
+
+def _context(configuration: Mapping[str, Any] | None, the_plan: Plan, session_approvals: Iterable[str],
+             session_dry_run: bool = False) -> SafetyContext:
+    return context_for(configuration, session_approvals, the_plan, time.time(), session_dry_run=session_dry_run,
+                       history=activations(configuration, the_plan))
+
+
 def _event(kind: str, event: str, **data: Any) -> None:
     s = drill_session.current(required=False)
     if s is not None:
@@ -184,8 +257,8 @@ def _event(kind: str, event: str, **data: Any) -> None:
 
 def _decide(fault: PlannedFault, configuration: Mapping[str, Any] | None) -> Decision:
     s = drill_session.current(required=False)
-    ctx = context_for(configuration, s.approvals if s else (), plan(configuration), time.time(),
-                      session_dry_run=bool(s and _truthy(s.config.get("drill_dry_run"))))
+    ctx = _context(configuration, plan(configuration), s.approvals if s else (),
+                   session_dry_run=bool(s and _truthy(s.config.get("drill_dry_run"))))
     return decide(fault, ctx)
 
 
@@ -196,8 +269,7 @@ def check(fault_name: str, target: str, *, action: str | None = None, gate: str 
     `inject`, so that a refusal always comes first."""
     the_plan = plan(configuration)
     gates = (gate,) if isinstance(gate, str) else tuple(gate or ())
-    fault = PlannedFault.for_plan(the_plan, fault_name, action or fault_name, target, regions=regions,
-                                  components=components, gates=gates)
+    fault = _planned(the_plan, fault_name, action, target, regions, components, gates)
     decision = _decide(fault, configuration)
     if decision.refused:
         _event("fault", fault_name, phase="refused", reason=decision.reason, guard=decision.guard, target=target)
@@ -217,11 +289,11 @@ def inject(fault_name: str, target: str, *, revert: Revert, action: str | None =
     """
     the_plan = plan(configuration)
     gates = (gate,) if isinstance(gate, str) else tuple(gate or ())
-    fault = PlannedFault.for_plan(the_plan, fault_name, action or fault_name, target, regions=regions,
-                                  components=components, gates=gates)
+    fault = _planned(the_plan, fault_name, action, target, regions, components, gates)
     decision = _decide(fault, configuration)
-    info = {"target": target, "action": fault.action, "regions": list(fault.regions),
-            "components": list(fault.components), **dict(details or {})}
+    # the ledger entry keeps the plan action (and the environment): the activation history reads them back
+    info = {"target": target, "regions": list(fault.regions), "components": list(fault.components),
+            **dict(details or {}), "action": fault.action, "environment": _environment(configuration)}
     if decision.refused:
         _event("fault", fault_name, phase="refused", reason=decision.reason, guard=decision.guard, **info)
         raise SafetyRefusal(decision.reason)
@@ -254,9 +326,9 @@ def mark_reverted(faults: str | Iterable[str], target: str, configuration: Mappi
 def approve(gate: str, name: str, configuration: Mapping[str, Any] | None = None,
             regions: Iterable[str] = ()) -> Decision:
     """Check an approval gate for a step that is not itself a fault (e.g. the DR region switch)."""
-    fault = PlannedFault.for_plan(plan(configuration), name, gate, regions=regions, gates=(gate,))
-    ctx = context_for(configuration, approvals(configuration), plan(configuration), time.time())
-    decision = decide(fault, ctx)
+    the_plan = plan(configuration)
+    fault = PlannedFault.for_plan(the_plan, name, gate, regions=regions, gates=(gate,))
+    decision = decide(fault, _context(configuration, the_plan, approvals(configuration)))
     if decision.refused:
         _event("note", f"{name} refused", gate=gate, reason=decision.reason)
         raise SafetyRefusal(decision.reason)
@@ -286,18 +358,21 @@ def experiment_gates(experiment: Mapping[str, Any], the_plan: Plan) -> dict[str,
 
 
 def require_gates(gates: Iterable[str], configuration: Mapping[str, Any] | None = None, *,
-                  name: str = "this drill") -> Decision:
+                  name: str = "this drill", cooldowns: Iterable[str] = ()) -> Decision:
     """Preflight of a run, before its first fault: the environment allow-list and every gate in `gates` (the
-    run's approvals: --approve, DRILL_APPROVALS, drill_approvals, and drill_lab_approvals in the lab only).
+    run's approvals: --approve, DRILL_APPROVALS, drill_approvals, and drill_lab_approvals in the lab only),
+    and the cooldowns of those gates as plan actions (as `approve` checks them: dr_region_switch is under
+    dr_activation) plus `cooldowns`, where cooldowns apply.
 
     A refusal raises SafetyRefusal ("not injecting: ...") and records a failed check (no fault event:
     nothing was injected); a pass records the gates it checked.
     """
     the_plan = plan(configuration)
     wanted = tuple(dict.fromkeys(gates))
-    fault = PlannedFault(name, "preflight", gates=wanted)
-    decision = decide(fault, context_for(configuration, approvals(configuration), the_plan, time.time(),
-                                         session_dry_run=is_dry_run(configuration)))
+    cools = tuple(dict.fromkeys((*(c for g in wanted for c in the_plan.cooldowns_for(g)), *cooldowns)))
+    fault = PlannedFault(name, "preflight", gates=wanted, cooldowns=cools)
+    decision = decide(fault, _context(configuration, the_plan, approvals(configuration),
+                                      session_dry_run=is_dry_run(configuration)))
     if decision.refused:
         _event("check", "safety preflight refused", status="fail", reason=decision.reason, guard=decision.guard,
                gates=list(wanted), environment=_environment(configuration))

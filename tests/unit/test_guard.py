@@ -265,3 +265,166 @@ def test_a_run_without_a_fault_or_with_a_failed_step_does_not_pass(tmp_path: Pat
         assert report["exit_code"] == 1 and "scenario step(s) failed: Then the global endpoint" in report["error"]
     finally:
         drill_session.end()
+
+
+# -- cooldowns: the activation history comes from the fault ledger -------------------------------
+def _write_inject(path: Path, fault: str, target: str, injected_at: float, *, action: str | None = None,
+                  run_id: str | None = "earlier-run", environment: str | None = None) -> None:
+    """An inject record as the guard writes it (details["action"] only when given: older entries lack it)."""
+    details: dict = {"target": target}
+    if action is not None:
+        details["action"] = action
+    if environment is not None:
+        details["environment"] = environment
+    rec = {"op": "inject", "id": f"{fault}-{injected_at:.0f}", "fault": fault, "target": target,
+           "revert_func": f"{__name__}:revert_me", "revert_kwargs": {}, "injected_at": injected_at,
+           "lease_expires_at": injected_at + 3600, "run_id": run_id, "details": details}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+@pytest.fixture
+def ledger_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "ledger" / "fault-ledger.jsonl"
+    monkeypatch.setenv("DRILL_FAULT_LEDGER", str(path))
+    return path
+
+
+def _promote(configuration: dict) -> guard.Injection:
+    return guard.inject("promote_standby", "postgres:dr", action="promote_replica", revert=(revert_me, {}),
+                        regions=("dr",), components=("postgresql",), configuration=configuration)
+
+
+ENFORCE = {"drill_enforce_cooldowns": True}
+
+
+def test_the_guard_records_the_action_and_environment_in_the_ledger(ledger_file: Path) -> None:
+    entry = _promote({}).entry
+    assert entry is not None and entry.details["action"] == "promote_replica" and entry.details["environment"] == "lab"
+    assert guard.entry_actions(entry) == ("promote_replica",)
+
+
+def test_history_maps_entries_to_the_plans_cooldowns_and_ignores_unrelated_faults(ledger_file: Path) -> None:
+    now = 1_700_000_000.0
+    _write_inject(ledger_file, "promote_standby", "postgres:dr", now - 600, action="promote_replica")
+    _write_inject(ledger_file, "promote_replica", "redis:dr", now - 500)  # no details["action"]: by fault name
+    _write_inject(ledger_file, "fail_over", "region:dr", now - 400, action="fail_over")
+    _write_inject(ledger_file, "kill_primary", "postgres:primary", now - 300, action="kill_primary")
+    _write_inject(ledger_file, "latency", "toxiproxy:pg", now - 200)
+    led = FaultLedger()
+    led.mark_reverted("promote_standby-1699999400")  # reverted: still an activation
+    hist = guard.activation_history(led.injected(), PLAN)
+    assert [(a.cooldown, a.t, a.source) for a in hist] == [
+        ("database_failover", now - 600, "promote_standby on postgres:dr"),
+        ("database_failover", now - 500, "promote_replica on redis:dr"),
+        ("dr_activation", now - 400, "fail_over on region:dr"),
+        ("database_failover", now - 400, "fail_over on region:dr"),
+    ]
+    assert {a.run_id for a in hist} == {"earlier-run"} and {a.environment for a in hist} == {"lab"}
+
+
+def test_enforcement_is_off_in_the_lab_by_default_and_always_on_outside() -> None:
+    assert not guard.enforce_cooldowns(None) and not guard.enforce_cooldowns({"drill_enforce_cooldowns": "false"})
+    assert guard.enforce_cooldowns(ENFORCE) and guard.enforce_cooldowns({"drill_enforce_cooldowns": "true"})
+    prod = {"drill_environment": "prod", "drill_enforce_cooldowns": False}
+    assert guard.enforce_cooldowns(prod)  # outside the lab it cannot be switched off
+    assert guard.context_for(None, (), PLAN, now=1.0).enforce_cooldowns is None
+    assert guard.context_for(ENFORCE, (), PLAN, now=1.0).enforce_cooldowns is True
+    assert guard.context_for(prod, (), PLAN, now=1.0).enforce_cooldowns is True
+
+
+def test_a_second_failover_within_the_cooldown_is_refused_when_enforced(
+        ledger_file: Path, session: drill_session.DrillSession) -> None:
+    import time
+
+    _write_inject(ledger_file, "promote_standby", "postgres:dr", time.time() - 12 * 60, action="promote_replica",
+                  run_id="run-a")
+    with pytest.raises(SafetyRefusal) as err:
+        _promote(ENFORCE)
+    reason = str(err.value)
+    assert reason.startswith("not injecting: 'promote_standby': cooldown database_failover (1h): last activation 12m")
+    assert "(run run-a, promote_standby on postgres:dr), wait 4" in reason and "\n" not in reason
+    assert len(FaultLedger().injected()) == 1  # nothing written
+    refused = [e for e in session.timeline.of_kind("fault") if e.data["phase"] == "refused"]
+    assert refused and refused[0].data["guard"] == "cooldown"
+    with pytest.raises(SafetyRefusal, match="cooldown database_failover"):  # check(), for actions that read first
+        guard.check("promote_standby", "postgres:dr", action="promote_replica", configuration=ENFORCE)
+    # the lab repeats its drills: no cooldown there by default
+    assert _promote({}).proceed
+
+
+def test_the_runbooks_fail_over_is_a_dr_activation(ledger_file: Path) -> None:
+    import time
+
+    _write_inject(ledger_file, "fail_over", "region:dr", time.time() - 3 * 3600, action="fail_over")
+    cfg = {**ENFORCE, "drill_approvals": ["dr_region_switch"]}
+    with pytest.raises(SafetyRefusal, match=r"^not injecting: 'fail_over': cooldown dr_activation \(1d\): last "
+                                            r"activation 3h ago .*, wait 21h"):
+        guard.approve("dr_region_switch", "fail_over", cfg)
+    with pytest.raises(SafetyRefusal, match="cooldown dr_activation"):
+        guard.inject("fail_over", "region:dr", revert=(revert_me, {}), gate="dr_region_switch", configuration=cfg)
+    # 3 h after the fail_over, a database failover is allowed again
+    assert _promote(ENFORCE).proceed
+
+
+def test_allowed_once_the_cooldown_has_passed(ledger_file: Path) -> None:
+    import time
+
+    _write_inject(ledger_file, "promote_standby", "postgres:dr", time.time() - 3601, action="promote_replica")
+    _write_inject(ledger_file, "switch_region", "router:dr", time.time() - 25 * 3600, action="switch_region")
+    assert _promote(ENFORCE).proceed
+    assert guard.inject("switch_region", "router:dr", revert=(revert_me, {}), regions=("dr",),
+                        configuration={**ENFORCE, "drill_approvals": ["dr_region_switch"]}).proceed
+
+
+def test_unrelated_faults_other_environments_and_this_run_do_not_cool_down(
+        ledger_file: Path, session: drill_session.DrillSession) -> None:
+    import time
+
+    now = time.time()
+    for fault in ("kill_primary", "stop_primary", "fail_region", "cut_replication"):
+        _write_inject(ledger_file, fault, "postgres:primary", now - 60, action=fault)
+    _write_inject(ledger_file, "promote_standby", "postgres:dr", now - 60, action="promote_replica",
+                  environment="staging")
+    _write_inject(ledger_file, "promote_replica", "redis:dr", now - 60, run_id=session.run_id)  # this drill's step
+    assert guard.activations(ENFORCE, PLAN) == ()
+    assert _promote(ENFORCE).proceed
+    staging = {"drill_environment": "staging", "drill_allowed_environments": ["staging"]}
+    assert [a.source for a in guard.activations(staging, PLAN)] == ["promote_standby on postgres:dr"]
+    with pytest.raises(SafetyRefusal, match="cooldown database_failover"):  # outside the lab: always
+        _promote(staging)
+
+
+def test_dry_runs_and_refusals_are_no_activations(ledger_file: Path) -> None:
+    assert not _promote({**ENFORCE, "drill_dry_run": True}).proceed
+    assert _promote(ENFORCE).proceed  # the dry run left nothing to cool down from
+    with pytest.raises(SafetyRefusal):
+        _promote(ENFORCE)
+    assert len(FaultLedger().injected()) == 1
+
+
+def test_the_preflight_refuses_a_dr_drill_inside_its_cooldown_before_any_fault(
+        ledger_file: Path, session: drill_session.DrillSession) -> None:
+    import time
+
+    _write_inject(ledger_file, "fail_over", "region:dr", time.time() - 1800, action="fail_over")
+    cfg = {**ENFORCE, "drill_lab_approvals": ["dr_region_switch"]}
+    with pytest.raises(SafetyRefusal, match=r"^not injecting: 'region-failover': cooldown dr_activation"):
+        guard.require_gates(["dr_region_switch"], cfg, name="region-failover")
+    assert session.timeline.of_kind("fault") == ()
+    assert guard.require_gates(["dr_region_switch"], {"drill_lab_approvals": ["dr_region_switch"]}).allowed  # lab
+    with pytest.raises(SafetyRefusal, match="cooldown database_failover"):
+        guard.require_gates([], cfg, cooldowns=["database_failover"])
+
+
+def test_the_promote_standby_activity_is_refused_before_it_touches_the_lab(state: dict, ledger_file: Path) -> None:
+    import time
+
+    from harness.errors import ExitCode
+    from harness.targets.postgres.actions import promote_standby
+
+    _write_inject(ledger_file, "promote_standby", "postgres:dr", time.time() - 300, action="promote_replica")
+    with pytest.raises(SafetyRefusal, match="cooldown database_failover") as err:
+        promote_standby("dr", configuration={**state, **ENFORCE})  # no lab runs here: refused first
+    assert err.value.exit_code == ExitCode.REFUSED_BY_SAFETY == 5

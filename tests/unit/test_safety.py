@@ -75,7 +75,9 @@ def test_cooldowns(plan):
     hist = [Activation("database_failover", NOW - 1800, "prod")]
     prod = dict(environment="prod", allowed_environments={"prod"}, history=hist)
     d = decide(kill_primary(plan), ctx(plan, **prod))
-    assert d.refused and d.guard == "cooldown" and "30m left" in d.reason and d.reason.startswith("not injecting: ")
+    assert d.refused and d.guard == "cooldown" and d.reason.startswith("not injecting: ")
+    assert "cooldown database_failover (1h): last activation 30m ago, wait 30m (until " in d.reason
+    assert "\n" not in d.reason
     assert decide(kill_primary(plan), ctx(plan, **{**prod, "now": NOW + 1800})).allowed
     # the lab ignores cooldowns unless told otherwise
     assert decide(kill_primary(plan), ctx(plan, history=hist)).allowed
@@ -83,11 +85,24 @@ def test_cooldowns(plan):
     # DR activation: 24 h
     hist = [Activation("dr_activation", NOW - 23 * 3600)]
     d = decide(switch(plan), ctx(plan, history=hist, enforce_cooldowns=True, approved_gates={"dr_region_switch"}))
-    assert d.refused and "1h left" in d.reason
+    assert d.refused and "last activation 23h ago" in d.reason and "wait 1h" in d.reason
     left, last = cooldown_remaining("dr_activation", ctx(plan, history=hist))
     assert left == pytest.approx(3600) and last.t == NOW - 23 * 3600
     with pytest.raises(PlanError):
         cooldown_remaining("nope", ctx(plan))
+
+
+def test_cooldown_refusal_names_the_run_and_what_it_was(plan):
+    hist = [Activation("database_failover", NOW - 720, "lab", "run-1", "promote_standby on postgres:dr"),
+            Activation("database_failover", NOW - 3000, "lab", "run-0")]
+    d = decide(kill_primary(plan), ctx(plan, history=hist, enforce_cooldowns=True))
+    assert d.refused and d.guard == "cooldown"
+    assert ("cooldown database_failover (1h): last activation 12m ago (run run-1, promote_standby on postgres:dr), "
+            "wait 48m (until ") in d.reason
+    # an activation in the future of ctx.now (clock skew) does not count; an unrelated cooldown does not either
+    assert decide(kill_primary(plan), ctx(plan, history=[Activation("database_failover", NOW + 60),
+                                                         Activation("dr_activation", NOW - 60)],
+                                          enforce_cooldowns=True)).allowed
 
 
 def test_all_reasons_listed(plan):
