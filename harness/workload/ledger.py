@@ -52,7 +52,9 @@ def classify(status: int | None, *, outcome: str | None = None, error: str | Non
     - no response: nothing sent (`connect`) -> fail; timeout or broken connection -> indeterminate;
     - 2xx -> ok (an acknowledgement wins over any other header);
     - `X-Drill-Outcome: not-applied` (router without a healthy target, app failed before COMMIT) -> fail;
-    - 4xx -> fail; any other status (5xx, unexpected 1xx/3xx) -> indeterminate.
+    - 4xx -> fail (the request was refused), except 408 and 499, which say the exchange was cut while the
+      server may still have been working on it -> indeterminate; any other status (5xx, unexpected
+      1xx/3xx) -> indeterminate.
     """
     if status is None:
         return "fail" if error == ERR_CONNECT else "indeterminate"
@@ -60,7 +62,7 @@ def classify(status: int | None, *, outcome: str | None = None, error: str | Non
         return "ok"
     if outcome is not None and outcome.strip().lower() == NOT_APPLIED:
         return "fail"
-    if 400 <= status < 500:
+    if 400 <= status < 500 and status not in (408, 499):
         return "fail"
     return "indeterminate"
 

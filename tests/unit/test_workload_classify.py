@@ -28,9 +28,15 @@ def test_2xx_stays_ok_even_with_not_applied_header():
     assert classify(201, outcome="not-applied") == "ok"
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 409, 422, 429, 499])
+@pytest.mark.parametrize("status", [400, 401, 404, 409, 422, 429])
 def test_4xx_is_fail(status):
     assert classify(status) == "fail"
+
+
+@pytest.mark.parametrize("status", [408, 499])
+def test_cut_exchanges_are_indeterminate(status):
+    # request timeout / client closed: the server may have applied the write after all
+    assert classify(status) == "indeterminate"
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 599])
