@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from pytest_bdd import given, parsers, then, when
 
 from harness.drill import session as drill_session
-
-#: every "after N seconds" wait is scaled by this (slow CI machines: DRILL_TIMEOUT_MULTIPLIER=2)
-TIMEOUT_MULTIPLIER = float(os.environ.get("DRILL_TIMEOUT_MULTIPLIER", "1"))
-
-
-def poll(pred: Callable[[], Any], seconds: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `pred` until it returns a truthy value, for `seconds` × the timeout multiplier."""
-    deadline = time.monotonic() + seconds * TIMEOUT_MULTIPLIER
-    last: Any = None
-    while True:
-        try:
-            last = pred()
-            if last:
-                return last
-        except Exception as e:  # the system under test may be down while we wait
-            last = e
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not true after {seconds * TIMEOUT_MULTIPLIER:.0f} seconds (last: {last!r})")
-        time.sleep(interval)
+from tests.timing import poll  # every "after N seconds" wait polls, scaled by DRILL_TIMEOUT_MULTIPLIER
 
 
 @pytest.fixture(scope="session")

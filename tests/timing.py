@@ -37,3 +37,20 @@ def poll(pred: Callable[[], Any], seconds: float, what: str, interval: float = 0
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what}: not true after {scaled(seconds):.1f} seconds (last: {last!r})")
         time.sleep(interval)
+
+
+def processes_mentioning(markers: list[str]) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process whose command line mentions one of `markers`."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(p.info["cmdline"] or [])
+        except psutil.Error:
+            continue
+        if any(m in cmd for m in markers):
+            found.append((p.info["pid"], cmd))
+    return found

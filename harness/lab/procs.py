@@ -76,6 +76,23 @@ def alive(pid: int | None, started: float | None = None) -> bool:
     return _process(pid, started) is not None
 
 
+def _terminate(ps: list, timeout: float, signalled: bool = False) -> None:
+    """SIGTERM (unless already `signalled`), wait `timeout`, SIGKILL what is left (psutil checks identity)."""
+    if not signalled:
+        for p in ps:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+    left = _wait_gone(ps, timeout)
+    for p in left:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    _wait_gone(left, 2)
+
+
 def _wait_gone(ps: list, timeout: float) -> list:
     """Wait until the processes are gone; a zombie counts as gone (its parent may never reap it). Returns the rest."""
     deadline = time.monotonic() + timeout
@@ -133,19 +150,7 @@ def stop(pid: int | None, timeout: float = 5.0, started: float | None = None) ->
             signalled = True
         except (ProcessLookupError, PermissionError):
             pass
-    if not signalled:
-        for p in procs:
-            try:
-                p.terminate()  # psutil checks the process identity before signalling
-            except psutil.Error:
-                pass
-    left = _wait_gone(procs, timeout)
-    for p in left:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    _wait_gone(left, 2)
+    _terminate(procs, timeout, signalled=signalled)
     reap(pid)
 
 
@@ -186,18 +191,7 @@ def sweep(markers: Iterable[str], timeout: float = 3.0) -> list[int]:
             continue
         if is_lab_program(p, argv):
             found.append(p)
-    for p in found:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    left = _wait_gone(found, timeout)
-    for p in left:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    _wait_gone(left, 2)
+    _terminate(found, timeout)
     return [p.pid for p in found]
 
 

@@ -30,7 +30,7 @@ import redis
 
 from harness.lab import paths, procs
 from harness.lab.manager import PROXIES, Lab
-from tests.timing import poll, scaled
+from tests.timing import poll, processes_mentioning, scaled
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -430,18 +430,7 @@ def test_router_flips_to_dr_once_dr_becomes_healthy(topo: dict[str, Any], ports:
 # --------------------------------------------------------------------------- down (last)
 
 
-def _lab_processes(markers: list[str]) -> list[tuple[int, str]]:
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            cmd = " ".join(p.info["cmdline"] or [])
-        except psutil.Error:
-            continue
-        if any(m in cmd for m in markers):
-            found.append((p.info["pid"], cmd))
-    return found
+_lab_processes = processes_mentioning
 
 
 def test_down_leaves_no_process_and_no_port(lab_up: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ import pytest
 
 from harness.lab import paths, procs
 from harness.lab.manager import PORT_NAMES
-from tests.timing import poll
+from tests.timing import poll, processes_mentioning
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -56,18 +56,7 @@ def assert_error(r: subprocess.CompletedProcess, code: int, *needles: str) -> st
 
 def lab_processes(state: Path) -> list[tuple[int, str]]:
     state = state.resolve()
-    markers = [str(state), str(paths.server_root(state))]
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            cmd = " ".join(p.info["cmdline"] or [])
-        except psutil.Error:
-            continue
-        if any(m in cmd for m in markers):
-            found.append((p.info["pid"], cmd))
-    return found
+    return processes_mentioning([str(state), str(paths.server_root(state))])
 
 
 @pytest.fixture
