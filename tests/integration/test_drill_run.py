@@ -24,6 +24,18 @@ def drill(*args: str, state: Path, timeout: float = 300) -> subprocess.Completed
                           text=True, timeout=timeout)
 
 
+def wait_for_fault(timeline: Path, proc: subprocess.Popen, seconds: float) -> bool:
+    """Poll the run's timeline.jsonl until an injected fault appears (False if the run ends or time runs out)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        if timeline.exists() and any('"phase": "inject"' in line for line in timeline.read_text().splitlines()):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def assert_lab_on_primary(lab) -> None:
     topo = lab.status()
     assert topo["healthy"], {k: v for k, v in topo["health"].items() if not v.get("alive")}
@@ -127,20 +139,12 @@ def test_unknown_target_is_a_usage_error(tmp_path):
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_interrupted_drill_rolls_back_and_exits_130(drill_lab, tmp_path, sig):
     import signal
-    import time
 
     out = tmp_path / "report"
     env = dict(os.environ, DRILL_STATE_DIR=str(drill_lab.state))
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "ci-smoke", "--report-dir", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    timeline = out / "timeline.jsonl"
-    deadline = time.monotonic() + 60
-    injected = False
-    while time.monotonic() < deadline and not injected:
-        if timeline.exists():
-            injected = any('"kind": "fault"' in line for line in timeline.read_text().splitlines())
-        time.sleep(0.1)
-    assert injected, "the drill never injected its fault"
+    assert wait_for_fault(out / "timeline.jsonl", proc, 60), "the drill never injected its fault"
     proc.send_signal(getattr(signal, sig))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
@@ -170,21 +174,13 @@ def _router_flips(lab) -> int:
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_interrupted_feature_rolls_back_and_exits_130(drill_lab, tmp_path, sig):
     import signal
-    import time
 
     out = tmp_path / "report"
     env = dict(os.environ, DRILL_STATE_DIR=str(drill_lab.state))
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "features/region_failover.feature",
                              "--report-dir", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    timeline = out / "timeline.jsonl"
-    deadline = time.monotonic() + 90
-    injected = False
-    while time.monotonic() < deadline and not injected and proc.poll() is None:
-        if timeline.exists():
-            injected = any('"phase": "inject"' in line for line in timeline.read_text().splitlines())
-        time.sleep(0.1)
-    assert injected, "the scenario never injected its fault"
+    assert wait_for_fault(out / "timeline.jsonl", proc, 90), "the scenario never injected its fault"
     proc.send_signal(getattr(signal, sig))
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 130, stderr[-3000:]
