@@ -241,7 +241,7 @@ class Scans:
                                          ELSE ((debit - credit) * 100)::int8 END
                                     * ((hashint8(voucher_id) >> 8) | 1)), 0),
                        coalesce(sum(CASE WHEN NOT ({v_expr} AND {a_expr}) THEN 4294967296
-                                         WHEN line_no IN (1, 2) THEN 1 ELSE 0 END), 0)
+                                         WHEN line_no BETWEEN 1 AND 2 THEN 1 ELSE 0 END), 0)
                 FROM voucher_lines""").format(v_expr=v_expr, a_expr=a_expr)
             unique_lines = _has_unique_index(self, "voucher_lines", ["voucher_id", "line_no"])
             try:
@@ -411,15 +411,27 @@ def check_foreign_keys(s: Scans) -> CheckResult:
                        "tax_invoices->companies/vouchers all resolve")
 
 
+UNIQUE_INDEX_TABLES = ("voucher_lines", "audit_log", "tax_invoices")  # looked up together, once per run
+
+
 def _has_unique_index(s: Scans, table: str, columns: Sequence[str]) -> bool:
     """True when a valid unique index on exactly `columns` exists: then count/min/max prove no gaps."""
-    rows = s.q("""
-        SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i
-        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-        WHERE i.indrelid = to_regclass(%(t)s) AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
-        GROUP BY i.indexrelid""", {"t": table})
-    return any(list(r[0]) == list(columns) for r in rows)
+    def load() -> dict[str, list[list[str]]]:
+        names = sorted(set(UNIQUE_INDEX_TABLES) | {table})
+        out: dict[str, list[list[str]]] = {n: [] for n in names}
+        for name, cols in s.q("""
+                SELECT t.name, array_agg(a.attname::text ORDER BY k.ord) FROM unnest(%(t)s::text[]) AS t(name)
+                JOIN pg_index i ON i.indrelid = to_regclass(t.name)
+                CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                WHERE i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                GROUP BY t.name, i.indexrelid""", {"t": names}):
+            out[name].append(list(cols))
+        return out
+    found = s._once("unique_indexes", load)
+    if table not in found:  # a table outside UNIQUE_INDEX_TABLES: its own lookup
+        found.update(s._once(f"unique_indexes:{table}", load))
+    return any(cols == list(columns) for cols in found[table])
 
 
 def check_audit_sequence(s: Scans) -> CheckResult:

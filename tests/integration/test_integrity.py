@@ -203,3 +203,30 @@ def test_scratch_copy_of_a_busy_database_uses_dump(scratch_pg, seeded_template):
         with psycopg.connect(scratch_pg.admin_dsn("integrity_busy")) as copy:
             assert failing(run_all(copy, only=SQL_CHECKS)) == ["snapshot_unchanged"]  # warning: no snapshot
         admin.execute("DROP DATABASE integrity_busy WITH (FORCE)")
+
+
+def test_single_line_voucher_is_named(db):
+    # balanced (0 = 0) but with one line: the line-count screen (lines numbered 1 and 2) must catch it
+    cid, aid = db.execute("SELECT company_id, min(id) FROM accounts GROUP BY company_id ORDER BY 1 LIMIT 1").fetchone()
+    vid = db.execute("INSERT INTO vouchers (company_id, voucher_date) VALUES (%s, current_date) RETURNING id",
+                     (cid,)).fetchone()[0]
+    db.execute("INSERT INTO voucher_lines (voucher_id, line_no, account_id, debit, credit) VALUES (%s, 2, %s, 0, 0)",
+               (vid, aid))
+    r = by_name(run_all(db, only=["vouchers_balanced"]))["vouchers_balanced"]
+    assert r.status == "fail" and r.offending == (str(vid),) and "1 lines" in r.details
+
+
+def test_unique_indexes_are_looked_up_per_table(db):
+    # without the unique index on (company_id, invoice_no) a duplicate number must still be found, while the
+    # other tables' unique indexes (looked up in the same catalog query) keep their fast paths
+    cid, no = db.execute("SELECT company_id, max(invoice_no) FROM tax_invoices GROUP BY company_id"
+                         " ORDER BY 1 LIMIT 1").fetchone()
+    con = db.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'tax_invoices'::regclass"
+                     " AND contype = 'u'").fetchone()[0]
+    db.execute(f'ALTER TABLE tax_invoices DROP CONSTRAINT "{con}"')
+    db.execute("INSERT INTO tax_invoices (company_id, invoice_no, amount, popbill_ref)"
+               " VALUES (%s, %s, 1, 'dup')", (cid, no))
+    res = by_name(run_all(db, only=SQL_CHECKS, snapshot=take_snapshot(db)))
+    assert failing(list(res.values())) == ["invoice_numbers_gap_free"]
+    assert "1 duplicate numbers" in res["invoice_numbers_gap_free"].details
+    assert res["vouchers_balanced"].details.endswith("with >= 2 lines each")  # screen, not the exact path
