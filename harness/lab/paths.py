@@ -1,10 +1,12 @@
-"""Where the lab keeps its state: the state dir, and (as root) a place the unprivileged server user can reach."""
+"""Where the lab keeps its state (the state dir; as root, a place the server user can reach) and its config files."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 STATE_ENV = "DRILL_STATE_DIR"
 
@@ -29,3 +31,16 @@ def server_root(state: Path) -> Path:
 
 def install_cache_root() -> Path:
     return Path("/var/lib/drill") if os.geteuid() == 0 else Path.home() / ".cache" / "drill"
+
+
+def read_json_config(path: str | os.PathLike, what: str) -> Any:
+    """A lab component's JSON config file; ConfigError (one line, naming the file) when unreadable or not JSON."""
+    from harness.errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} config {path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise ConfigError(f"{what} config {path} is not JSON: {e}") from e

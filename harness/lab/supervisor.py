@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import json
 import logging
 import os
 import signal
@@ -132,14 +131,9 @@ class SupervisorConfig:
 
 def load_config(path: str) -> SupervisorConfig:
     """Read and validate supervisor.json (a relative log_dir is relative to the file)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read supervisor config {path}: {e}") from e
-    except ValueError as e:
-        raise ConfigError(f"supervisor config {path} is not JSON: {e}") from e
-    return SupervisorConfig.from_json(data, base_dir=Path(path).resolve().parent)
+    from harness.lab.paths import read_json_config
+
+    return SupervisorConfig.from_json(read_json_config(path, "supervisor"), base_dir=Path(path).resolve().parent)
 
 
 # --------------------------------------------------------------------------- children

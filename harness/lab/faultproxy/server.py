@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 from pathlib import Path
@@ -21,12 +20,9 @@ log = logging.getLogger(__name__)
 
 def load_config(path: Path) -> list[Any]:
     """The `--config` file: a JSON list of proxies `[{"name","listen","upstream","enabled"}]`."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read fault proxy config {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"fault proxy config {path} is not JSON: {exc}") from exc
+    from harness.lab.paths import read_json_config
+
+    data = read_json_config(path, "fault proxy")
     if not isinstance(data, list):
         raise ConfigError(f"fault proxy config {path} must be a JSON list of proxies")
     return data

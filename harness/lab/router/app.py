@@ -327,11 +327,6 @@ class RegionRouter:
 
 def load_config(path: str) -> RouterConfig:
     """Read and validate router.json."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read router config {path}: {e}") from e
-    except ValueError as e:
-        raise ConfigError(f"router config {path} is not JSON: {e}") from e
-    return RouterConfig.from_json(data)
+    from harness.lab.paths import read_json_config
+
+    return RouterConfig.from_json(read_json_config(path, "router"))
