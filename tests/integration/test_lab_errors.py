@@ -217,7 +217,9 @@ def test_sweep_kills_only_the_labs_own_programs(tmp_path: Path) -> None:
     tail = subprocess.Popen(["tail", "-f", str(log)], stdout=subprocess.DEVNULL)
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(marker / "server")])
     try:
-        poll(lambda: procs.alive(server.pid) and procs.alive(tail.pid), 5, "both processes running")
+        # running *and* exec'd: right after fork a child still shows its parent's command line
+        poll(lambda: all(str(marker) in " ".join(psutil.Process(p.pid).cmdline()) for p in (tail, server)), 5,
+             "both processes running their own command lines")
         swept = procs.sweep([str(marker) + "/"])
         assert server.pid in swept and tail.pid not in swept
         assert server.wait(5) is not None
