@@ -174,6 +174,7 @@ def calibrate_cmd(
     try:
         ks, delay = calibrate.check_inputs(
             tuple(_parse_int("--k", v) for v in k) or calibrate.DEFAULT_KS, _parse_int("--delay-ms", delay_ms))
+        runner.check_report_dir(report_dir)
         runner.ensure_lab(err, str(state_dir) if state_dir else None)
         result = calibrate.calibrate(state_dir, ks=ks, delay_ms=delay, report_dir=report_dir,
                                      progress=progress)
@@ -509,15 +510,62 @@ def backup_restore(
                   f"(the live kerp database was not touched; drop {into!r} when done)", soft_wrap=True)
 
 
-def main() -> None:
+def _given_value(argv: list[str], param) -> Optional[str]:
+    """The value given on the command line to the option a usage error is about (click does not always name it)."""
+    opts = [o for o in (getattr(param, "opts", None) or []) if o.startswith("-")]
+    for i, a in enumerate(argv):
+        for o in opts:
+            if a == o and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(o + "="):
+                return a[len(o) + 1:]
+    return None
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """The console entry (`drill`): every error ends as one line on stderr and a documented exit code.
+
+    Click's usage errors (unknown option, bad value) are one `drill: error:` line, exit 2; anything unexpected is
+    one line, exit 1 (DRILL_TRACEBACK=1 prints the traceback as well).
+    """
+    import os
+
+    try:  # typer >= 0.20 vendors click
+        from typer._click.exceptions import ClickException, UsageError as ClickUsageError
+    except ImportError:
+        from click.exceptions import ClickException, UsageError as ClickUsageError
+
     try:
-        app()
+        code = app(args=argv, prog_name="drill", standalone_mode=False)
+    except ClickException as e:
+        if isinstance(e, ClickUsageError) and type(e).__name__ == "NoArgsIsHelpError":  # `drill`, `drill lab`: help
+            e.show()
+        else:  # a usage error: unknown option, bad value, missing argument
+            msg = e.format_message()
+            given = _given_value(sys.argv[1:] if argv is None else argv, getattr(e, "param", None))
+            if given is not None and repr(given) not in msg:
+                msg += f" (got {given!r})"
+            where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) is not None else ""
+            _error_line(UsageError(msg + where))
+        code = e.exit_code
+    except typer.Abort:
+        err.print("drill: aborted", markup=False)
+        code = ExitCode.HARNESS_ERROR
     except HarnessError as e:  # anything not caught by a command
         _error_line(e)
-        sys.exit(e.exit_code)
+        code = e.exit_code
     except KeyboardInterrupt:
         err.print("drill: interrupted", markup=False)
-        sys.exit(ExitCode.INTERRUPTED)
+        code = ExitCode.INTERRUPTED
+    except Exception as e:  # a bug of the harness: one line, the traceback only on request
+        if os.environ.get("DRILL_TRACEBACK"):
+            import traceback
+
+            traceback.print_exc()
+        _error_line(HarnessError(f"internal error: {type(e).__name__}: {e} (DRILL_TRACEBACK=1 shows where)"))
+        code = ExitCode.HARNESS_ERROR
+    sys.stdout.flush()
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

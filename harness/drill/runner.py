@@ -108,6 +108,8 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
 
     console = console or Console(stderr=True)
     t = resolve_target(target)
+    if t.kind == "feature":
+        _check_feature(t.path)
     overrides = _load_overrides(plan_overrides)
     if state_dir:
         os.environ["DRILL_STATE_DIR"] = str(Path(state_dir).resolve())
@@ -119,6 +121,7 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     for gate in approvals:
         if gate not in gates:
             raise UsageError(f"--approve {gate!r} is not a gate of the plan ({', '.join(gates)})")
+    check_report_dir(report_dir)
     if experiment is None:
         return _run_feature(t, report_dir, approvals, plan_overrides, dry_run, console)
 
@@ -138,6 +141,32 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
         return _run_experiment(s, t, experiment, cfg, dry_run, console)
 
 
+def check_report_dir(report_dir: Path | str | None, option: str = "--report-dir") -> None:
+    """UsageError (exit 2, before the lab is touched) unless the report directory (default: DRILL_REPORTS_DIR or
+    ./reports) exists or can be created, and a file can be written in it."""
+    import tempfile
+
+    given = report_dir is not None
+    d = Path(report_dir) if given else Path(os.environ.get("DRILL_REPORTS_DIR", "reports"))
+    what = f"{option} {str(d)!r}" if given else f"report directory {str(d)!r}"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise UsageError(f"{what} is not a writable directory: {getattr(e, 'strerror', None) or e}") from e
+
+
+def _check_feature(path: Path) -> None:
+    """A feature is parsed strictly and its steps matched (as `drill validate` does) before anything runs."""
+    from harness.drill.validate import validate_feature
+
+    steps = Path(__file__).resolve().parents[2] / "steps"  # the steps package the feature run binds
+    r = validate_feature(path, steps_dir=steps if (steps / "__init__.py").is_file() else None)
+    if not r.ok:
+        raise UsageError(r.line().replace("invalid ", "invalid feature ", 1))
+
+
 def _load_overrides(path: str | None) -> dict | None:
     if not path:
         return None
@@ -153,16 +182,16 @@ def _load_experiment(t: Target, dry_run: bool, approvals: tuple[str, ...]) -> di
     """The experiment, validated, with the run's configuration: the profile's settings and lab pre-approvals
     (they replace the file's drill_lab_approvals), --dry-run, and --approve as drill_approvals (the only
     approvals outside the lab)."""
-    from chaoslib.exceptions import ChaosException
-    from chaoslib.experiment import ensure_experiment_is_valid
-    from chaoslib.loader import load_experiment
+    from harness.drill.validate import experiment_problems, load_experiment_file
 
-    try:
-        experiment = load_experiment(str(t.path))
-        ensure_experiment_is_valid(experiment)
-    except (ChaosException, OSError, ValueError) as e:
-        raise UsageError(f"invalid experiment {t.path}: {e}") from e
-    cfg = experiment.setdefault("configuration", {})
+    experiment = load_experiment_file(t.path)  # UsageError naming the file (and line) when it does not parse
+    problems = experiment_problems(experiment)
+    if problems:
+        more = f" (+{len(problems) - 1} more: drill validate {t.path})" if len(problems) > 1 else ""
+        raise UsageError(f"invalid experiment {t.path}: {problems[0]}{more}")
+    if experiment.get("configuration") is None:
+        experiment["configuration"] = {}
+    cfg = experiment["configuration"]
     cfg["drill_kind"] = t.run_kind
     if t.profile:
         cfg.update({k: v for k, v in t.profile.configuration.items()})
@@ -320,7 +349,7 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     report_path = rdir / "report.json"
     if not report_path.exists():
         console.print(f"drill: error: the feature run wrote no report (pytest exit {rc})", markup=False)
-        return ExitCode.INTERRUPTED if signals or rc == 2 else ExitCode.HARNESS_ERROR
+        return ExitCode.INTERRUPTED if signals else ExitCode.HARNESS_ERROR
     report = json.loads(report_path.read_text())
     code = int(report["exit_code"])
     if signals:
