@@ -128,7 +128,8 @@ def run_cmd(
     from harness.drill import runner
 
     if plan_overrides is not None and not plan_overrides.is_file():
-        _fail(UsageError(f"--plan-overrides {str(plan_overrides)!r} does not exist"))
+        _fail(UsageError(f"--plan-overrides {str(plan_overrides)!r} "
+                         + ("is not a file" if plan_overrides.exists() else "does not exist")))
     try:
         code = runner.run(target, report_dir=report_dir, dry_run=dry_run, approvals=tuple(approve),
                           plan_overrides=str(plan_overrides) if plan_overrides else None,

@@ -324,7 +324,12 @@ def _error_line(e: ValidationError, source: str) -> str:
     loc = ".".join(str(x) for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
     msg = err["msg"].removeprefix("Value error, ")
     shown = err.get("input")
-    value = "" if isinstance(shown, (dict, list)) or err["type"] == "missing" else f" (got {shown!r})"
+    if err["type"] == "missing":
+        value = ""
+    elif isinstance(shown, (dict, list)):
+        value = f" (got a {'mapping' if isinstance(shown, dict) else 'list'})"
+    else:
+        value = f" (got {shown!r})"
     more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
     return f"{source}: {loc}: {msg}{value}{more}"
 

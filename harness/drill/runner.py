@@ -29,16 +29,21 @@ class Target:
         return self.profile.name if self.profile else self.kind
 
 
+def _check_file(target: str, what: str) -> Path:
+    p = Path(target)
+    if p.is_dir():
+        raise UsageError(f"{what} {target!r} is a directory, not a file")
+    if not p.is_file():
+        raise UsageError(f"{what} {target!r} " + ("is not a regular file" if p.exists() else "does not exist"))
+    return p.resolve()
+
+
 def resolve_target(target: str) -> Target:
     p = Path(target)
-    if p.suffix in (".json", ".yaml", ".yml"):
-        if not p.is_file():
-            raise UsageError(f"experiment file {target!r} does not exist")
-        return Target("experiment", p.resolve())
-    if p.suffix == ".feature":
-        if not p.is_file():
-            raise UsageError(f"feature file {target!r} does not exist")
-        return Target("feature", p.resolve())
+    if p.suffix.lower() in (".json", ".yaml", ".yml"):
+        return Target("experiment", _check_file(target, "experiment file"))
+    if p.suffix.lower() == ".feature":
+        return Target("feature", _check_file(target, "feature file"))
     prof = profiles.get(target)
     if prof is not None:
         path = prof.experiment_path()

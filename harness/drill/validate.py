@@ -51,6 +51,12 @@ class ValidationResult:
                 "problems": list(self.problems), "notes": list(self.notes)}
 
 
+def _about(e: BaseException, path: str | Path) -> str:
+    """An error's message without the file's name in front (the line names the file already)."""
+    msg, p = str(e), str(path)
+    return msg.removeprefix(f"{p}: ").removeprefix(f"{p} ") if msg.startswith(p) else msg
+
+
 def _first_line(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
@@ -301,7 +307,7 @@ def validate_experiment(path: str | Path) -> ValidationResult:
     try:
         experiment = load_experiment_file(p)
     except HarnessError as e:
-        return ValidationResult(p, "experiment", (str(e).removeprefix(f"{p}: "),))
+        return ValidationResult(p, "experiment", (_about(e, p),))
     problems = experiment_problems(experiment)
     n = len(_activities(experiment)) if isinstance(experiment, Mapping) else 0
     return ValidationResult(p, "experiment", tuple(problems), f"experiment: {n} activities")
@@ -509,7 +515,7 @@ def validate_feature(path: str | Path, steps_dir: str | Path | None = None,
     try:
         text = read_text(path)
     except HarnessError as e:
-        return ValidationResult(p, "feature", (str(e),))
+        return ValidationResult(p, "feature", (_about(e, p),))
     if not text.strip():
         return ValidationResult(p, "feature", ("empty file",))
     try:
@@ -562,7 +568,7 @@ def validate_config(path: str | Path, data: Any = None) -> ValidationResult:
         if data is None:
             data = read_yaml(path)
     except HarnessError as e:
-        return ValidationResult(p, "plan", (str(e),))
+        return ValidationResult(p, "plan", (_about(e, p),))
     full = isinstance(data, Mapping) and all(k in data for k in PLAN_REQUIRED_KEYS)
     kind = "plan" if full else "plan-overrides"
     if data is None:
@@ -611,7 +617,7 @@ def validate_path(path: str | Path, steps_dir: str | Path | None = None,
         try:
             data = read_yaml(p)
         except HarnessError as e:
-            return ValidationResult(str(path), "plan", (str(e),))
+            return ValidationResult(str(path), "plan", (_about(e, path),))
         if _looks_like_experiment(data):
             return validate_experiment(p)
         return validate_config(p, data)
