@@ -480,13 +480,13 @@ def backup_restore(
     from harness.workload import find_primary_dsn
 
     try:
+        backup.check_database_name(into)  # the input first: a bad name needs no lab to be refused (exit 2)
         lab, topo, endpoint, bucket = _backup_target(state_dir)
         cfg = {"drill_state_dir": str(lab.state), "drill_approvals": list(approve)}
-        # the gate first: a refusal must come before anything is read or created
+        # the gate before anything is read or created
         from harness.drill import guard
 
         guard.approve(backup.RESTORE_GATE, "restore_from_backup", cfg)
-        backup.check_database_name(into)
         res = backup.restore(key, into, dsn=find_primary_dsn(topo), pg_runtime=lab.pg_runtime(),
                              endpoint_url=endpoint, bucket=bucket, configuration=cfg)
     except HarnessError as e:

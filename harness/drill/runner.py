@@ -35,7 +35,7 @@ def _check_file(target: str, what: str) -> Path:
         raise UsageError(f"{what} {target!r} is a directory, not a file")
     if not p.is_file():
         raise UsageError(f"{what} {target!r} " + ("is not a regular file" if p.exists() else "does not exist"))
-    return p.resolve()
+    return p.absolute()  # not resolved: a symlink keeps the name (and suffix) the user gave
 
 
 def resolve_target(target: str) -> Target:

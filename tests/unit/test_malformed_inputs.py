@@ -2,7 +2,7 @@
 
 One row per case in CASES: (id, command line, exit code, fragment the error line must contain). `{m}` is
 tests/malformed/ (the files of the corpus), `{tmp}` a per-session directory with the inputs that cannot live in
-git (a huge file, a directory named like a file, a FIFO, an unreadable file). Adding a case is one row plus, if it
+git (a huge file, a directory named like a file, a FIFO, unreadable files). Adding a case is one row plus, if it
 needs one, a file under tests/malformed/ (e.g. environment files: tests/malformed/environments/ and rows running
 `drill run tabletop --env {m}/environments/...`).
 
@@ -97,6 +97,7 @@ CASES: list[tuple[str, str, int, str]] = [
     ("run-fifo", "run {tmp}/fifo.json", USAGE, "fifo.json' is not a regular file"),
     ("run-huge", "run {tmp}/huge.json", USAGE, "larger than the 8 MiB limit"),
     ("run-unreadable", "run {tmp}/unreadable.json", USAGE, "cannot read"),
+    ("run-unreadable-io", "run {tmp}/mem.json", USAGE, "cannot read {tmp}/mem.json: Input/output error"),
     ("run-unknown-profile", "run nightly-chaos", USAGE, "unknown target 'nightly-chaos'"),
     # -- features --------------------------------------------------------------------------------------------
     ("run-feature-no-scenario", "run {m}/features/no-scenario.feature", USAGE, "no Scenario in feature"),
@@ -140,6 +141,8 @@ CASES: list[tuple[str, str, int, str]] = [
     ("validate-directory", "validate {tmp}/a-directory.json", USAGE, "is a directory"),
     ("validate-huge", "validate {tmp}/huge.json", USAGE, "larger than the 8 MiB limit"),
     ("validate-missing", "validate {m}/no-such-file.yaml", USAGE, "no such file"),
+    ("validate-unreadable-io", "validate {tmp}/mem.json", USAGE, "cannot read {tmp}/mem.json: Input/output error"),
+    ("validate-unreadable-yaml", "validate {tmp}/mem.yaml", USAGE, "cannot read {tmp}/mem.yaml: Input/output error"),
     # -- plan overrides: `drill run --plan-overrides` refuses them before the lab; `drill validate` names why ---
     ("overrides-bad-yaml", "run tabletop --plan-overrides {m}/overrides/bad-yaml.yaml", USAGE,
      "invalid YAML in {m}/overrides/bad-yaml.yaml at line 4, column 4"),
@@ -191,7 +194,15 @@ CASES: list[tuple[str, str, int, str]] = [
     ("cli-lab-base-port-word", "lab up --base-port=http", USAGE, "'http'"),
     ("cli-backup-verify-no-key", "backup verify", USAGE, "Missing argument 'key'"),
     ("cli-backup-restore-no-into", "backup restore backups/x.dump", USAGE, "Missing option '--into'"),
+    ("cli-backup-restore-bad-name", "backup restore backups/x.dump --into x;drop", USAGE, "'x;drop' must be a "
+                                                                                          "lower-case identifier"),
+    ("cli-backup-restore-protected", "backup restore backups/x.dump --into kerp", USAGE,
+     "refusing to restore into 'kerp'"),
     ("cli-validate-no-path", "validate", USAGE, "Missing argument 'PATH'"),
+    # an unusable state directory is a harness error (exit 1, as for `drill lab up`), still one line, no lab
+    ("cli-run-state-dir-proc", "run tabletop --state-dir /proc/x", HARNESS, "state directory /proc/x is not "
+                                                                            "writable"),
+    ("cli-status-state-dir-file", "lab status --state-dir {m}/overrides/list.yaml", HARNESS, "unreadable lab state"),
     ("cli-validate-steps-dir", "validate {root}/features/region_failover.feature --steps-dir {m}", USAGE,
      "is not a Python package"),
 ]
@@ -210,6 +221,8 @@ def odd(tmp_path_factory) -> Path:
         f.write('{"title": "huge", "method": []' + " " * (9 * 1024 * 1024) + "}")
     (d / "unreadable.json").write_text('{"title": "t"}')
     (d / "unreadable.json").chmod(0)
+    for name in ("mem.json", "mem.yaml"):  # a regular file even root cannot read (EIO at offset 0)
+        (d / name).symlink_to("/proc/self/mem")
     return d
 
 
