@@ -458,7 +458,28 @@ def _free_text_line(block: Mapping[str, Any], lines: list[str]) -> tuple[int, st
     return start, ""
 
 
-def _strict_problems(feature: Mapping[str, Any], lines: list[str]) -> list[str]:
+#: markers pytest and pytest-timeout register themselves
+_BUILTIN_MARKERS = frozenset({"filterwarnings", "skip", "skipif", "xfail", "parametrize", "usefixtures", "tryfirst",
+                              "trylast", "timeout"})
+
+
+def _registered_markers(project: Path | None) -> frozenset[str] | None:
+    """The pytest markers a feature run accepts (it runs with --strict-markers): the built-in ones and those of
+    the project's pyproject.toml; None when there is no such file (tags are then checked for their form only)."""
+    import tomllib
+
+    f = project / "pyproject.toml" if project else None
+    if f is None or not f.is_file():
+        return None
+    try:
+        ini = tomllib.loads(f.read_text(encoding="utf-8")).get("tool", {}).get("pytest", {}).get("ini_options", {})
+    except (OSError, ValueError):
+        return None
+    return _BUILTIN_MARKERS | {str(m).split(":", 1)[0].split("(", 1)[0].strip() for m in ini.get("markers", [])}
+
+
+def _strict_problems(feature: Mapping[str, Any], lines: list[str],
+                     markers: frozenset[str] | None = None) -> list[str]:
     """What gherkin accepts but a drill must not: free text inside a scenario, background or examples (gherkin
     reads it as a description, so a mistyped step vanishes), a step without text, a scenario without steps, no
     scenario at all, a tag that is not a pytest marker name (pytest-bdd turns tags into markers)."""
@@ -469,6 +490,9 @@ def _strict_problems(feature: Mapping[str, Any], lines: list[str]) -> list[str]:
             if not _TAG.fullmatch(tag["name"]):
                 out.append(f"line {tag['location']['line']}: bad tag {tag['name']!r} (a tag is a pytest marker "
                            "name: letters, digits and _)")
+            elif markers is not None and tag["name"][1:] not in markers:
+                out.append(f"line {tag['location']['line']}: tag {tag['name']!r} is not a registered pytest marker "
+                           f"({', '.join(sorted(markers))}): the feature run would fail")
 
     def block(node: Mapping[str, Any], kind: str) -> None:
         tags(node)
@@ -525,7 +549,8 @@ def validate_feature(path: str | Path, steps_dir: str | Path | None = None,
     feature = doc.get("feature")
     if not feature:
         return ValidationResult(p, "feature", ("no Feature in the file",))
-    strict = _strict_problems(feature, text.splitlines())
+    steps_at = Path(steps_dir) if steps_dir else find_steps_dir(path)
+    strict = _strict_problems(feature, text.splitlines(), _registered_markers(steps_at.parent if steps_at else None))
     if strict:
         return ValidationResult(p, "feature", tuple(strict))
     scenarios = sum(1 for _ in _scenarios(feature))

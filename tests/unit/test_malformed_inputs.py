@@ -122,6 +122,9 @@ CASES: list[tuple[str, str, int, str]] = [
     ("validate-feature-unknown-step", "validate {m}/features/unknown-step.feature", USAGE,
      "'the moon falls on the data centre'"),
     ("validate-feature-bad-tag", "validate {m}/features/bad-tag.feature", USAGE, "bad tag '@smoke-test'"),
+    ("validate-feature-unknown-tag", "validate {m}/features/unknown-tag.feature", USAGE,
+     "tag '@nightly' is not a registered pytest marker"),
+    ("run-feature-unknown-tag", "run {m}/features/unknown-tag.feature", USAGE, "tag '@nightly'"),
     ("validate-feature-tag-space", "validate {m}/features/tag-with-space.feature", USAGE, "A tag may not contain "
                                                                                          "whitespace"),
     ("validate-feature-no-steps", "validate {m}/features/scenario-no-steps.feature", USAGE,
@@ -276,3 +279,36 @@ def test_the_console_entry_behaves_the_same(case, odd, env):
     p = subprocess.run([drill, *argv_of(cmd, odd)], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "COLUMNS": "60"})
     check(p.stdout, p.stderr, p.returncode, want, fragment.format(m=M, tmp=odd, root=ROOT), env)
+
+
+def test_strict_gherkin_still_accepts_what_gherkin_is_for(tmp_path):
+    """Strictness must not refuse good features: a narrative under Feature and Rule, comments, a registered tag,
+    a Scenario Outline with its Examples, And/But/* steps."""
+    from harness.drill.validate import validate_feature
+
+    good = tmp_path / "good.feature"
+    good.write_text("""@slow
+Feature: backup drill
+  As an operator I want the backup restored
+  so that the plan's RPO holds.
+
+  Rule: restores need their gate
+    The gate is approved for the lab only.
+
+    Background:
+      # comments are fine anywhere
+      Given the embedded lab is up
+
+    @integration
+    Scenario Outline: the gate is approved
+      Given a recent backup of the primary database exists
+      And the gate "<gate>" is approved for the lab
+      * the DR region is ready or scalable
+
+      Examples:
+        | gate                     |
+        | data_restore_from_backup |
+""")
+    r = validate_feature(good, steps_dir=ROOT / "steps")
+    assert r.ok, r.line()
+    assert r.summary == "feature: 1 scenario, 4 steps"
