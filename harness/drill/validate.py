@@ -167,6 +167,8 @@ def _activity_shape(a: Any, where: str) -> list[str]:
         out.append(f"{where}.type: must be 'action' or 'probe', got {a.get('type')!r}")
     if not isinstance(a.get("name"), str) or not a.get("name"):
         out.append(f"{where}.name: must be a non-empty string, got {a.get('name')!r:.40}")
+    if "pauses" in a and not isinstance(a["pauses"], Mapping):
+        out.append(f"{where}.pauses: must be an object (before/after), got {_type(a['pauses'])} {a['pauses']!r:.40}")
     prov = a.get("provider")
     if not isinstance(prov, Mapping):
         out.append(f"{where}.provider: must be an object, got {_type(prov)}")
@@ -217,8 +219,16 @@ def experiment_shape_problems(doc: Any) -> list[str]:
             out.append("method: must hold at least one activity")
         for i, a in enumerate(doc[key]):
             out += _activity_shape(a, f"{key}[{i}]")
-    if "controls" in doc and not isinstance(doc["controls"], list):
-        out.append(f"controls: must be a list, got {_type(doc['controls'])}")
+    if isinstance(doc.get("secrets"), Mapping):
+        for scope, v in doc["secrets"].items():
+            if not isinstance(v, Mapping):
+                out.append(f"secrets.{scope}: must be an object (name: value), got {_type(v)}")
+    for key in ("controls", "extensions"):
+        if key in doc and not isinstance(doc[key], list):
+            out.append(f"{key}: must be a list, got {_type(doc[key])}")
+        elif key in doc:
+            out += [f"{key}[{i}]: must be an object, got {_type(x)} {x!r:.40}"
+                    for i, x in enumerate(doc[key]) if not isinstance(x, Mapping)]
     return out
 
 
@@ -294,7 +304,8 @@ def experiment_problems(experiment: Any) -> list[str]:
     try:
         cfg = dict(load_configuration(dict(experiment.get("configuration") or {})) or {})
     except (ChaosException, KeyError, ValueError, TypeError, AttributeError) as e:
-        problems.append(f"configuration: {type(e).__name__}: {_first_line(e)}")
+        if not any(_first_line(e) in x for x in problems):  # chaoslib's validation says it already
+            problems.append(f"configuration: {_first_line(e)}")
     else:
         problems += drill_configuration_problems(cfg)
     return problems

@@ -78,6 +78,16 @@ CASES: list[tuple[str, str, int, str]] = [
     ("run-rollbacks-item-number", "run {m}/experiments/rollbacks-item-number.json", USAGE,
      "rollbacks[0]: an activity must be an object, got a number 3"),
     ("run-secrets-string", "run {m}/experiments/secrets-string.json", USAGE, "secrets: must be an object"),
+    ("run-secrets-inner-string", "run {m}/experiments/secrets-inner.json", USAGE, "secrets.k: must be an object"),
+    ("run-pauses-string", "run {m}/experiments/pauses-string.json", USAGE, "method[0].pauses: must be an object"),
+    ("run-controls-item", "run {m}/experiments/controls-item.json", USAGE, "controls[0]: must be an object, got a "
+                                                                            "string 'x'"),
+    ("run-extensions-object", "run {m}/experiments/ext-list.json", USAGE, "extensions: must be a list"),
+    ("run-env-missing", "run {m}/experiments/env-missing.json", USAGE, "DRILL_CORPUS_UNSET_VARIABLE"),
+    ("run-unknown-argument", "run {m}/experiments/unknown-arg.json", USAGE, "argument 'bogus' is not part of the "
+                                                                             "function signature"),
+    ("run-unknown-ref", "run {m}/experiments/ref-unknown.json", USAGE, "referenced activity 'nope'"),
+    ("run-background-word", "run {m}/experiments/bg-true.json", USAGE, "background must be a boolean"),
     # -- experiments, YAML -----------------------------------------------------------------------------------
     ("run-yaml-list", "run {m}/experiments/list.yaml", USAGE, "got a list"),
     ("run-yaml-scalar", "run {m}/experiments/scalar.yaml", USAGE, "got a string"),
