@@ -532,14 +532,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     import os
 
     try:  # typer >= 0.20 vendors click
-        from typer._click.exceptions import ClickException, UsageError as ClickUsageError
+        from typer._click import exceptions as click_errors
     except ImportError:
-        from click.exceptions import ClickException, UsageError as ClickUsageError
+        from click import exceptions as click_errors
+    no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())  # click >= 8.2
 
     try:
         code = app(args=argv, prog_name="drill", standalone_mode=False)
-    except ClickException as e:
-        if isinstance(e, ClickUsageError) and type(e).__name__ == "NoArgsIsHelpError":  # `drill`, `drill lab`: help
+    except click_errors.ClickException as e:
+        if isinstance(e, no_args_is_help):  # `drill`, `drill lab` alone: the help
             e.show()
         else:  # a usage error: unknown option, bad value, missing argument
             msg = e.format_message()
