@@ -9,6 +9,7 @@ import shutil
 import site
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,11 @@ REPORT_FILES = ("report.json", "report.md", "report.html", "junit.xml")
 
 
 def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    what = " ".join(Path(c).name for c in cmd[:4]).replace("\n", " ")[:70]
+    print(f"{time.monotonic() - t0:6.1f} s  exit {r.returncode}  {what}")
+    return r
 
 
 @pytest.fixture(scope="module")
