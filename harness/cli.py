@@ -274,7 +274,7 @@ def validate_cmd(
                                             "plan files or plan overrides (.yaml/.yml)."),
     steps_dir: Optional[Path] = typer.Option(None, "--steps-dir", help="The `steps` package the features' steps must "
                                                                        "match (default: the nearest steps/ above each "
-                                                                       "feature, else ./steps)."),
+                                                                       "feature, else ./steps, else drill's own)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Validate experiments, features and config files; one line per file: `ok  PATH (...)` or `invalid PATH: why`.

@@ -334,16 +334,15 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     rdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update({"DRILL_REPORT_DIR": str(rdir.resolve()), "DRILL_RUN_ID": rid, "DRILL_FEATURE": str(t.path),
-                "DRILL_APPROVALS": ",".join(approvals), "DRILL_STATE_DIR": str(state)})
+                "DRILL_APPROVALS": ",".join(approvals), "DRILL_STATE_DIR": str(state),
+                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})  # only pytest-bdd and drill's steps (_feature_command)
     if plan_overrides:
         env["DRILL_PLAN_OVERRIDES"] = str(Path(plan_overrides).resolve())
     if dry_run:
         env["DRILL_DRY_RUN"] = "1"
-    root = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests" / "test_features.py"),
-           "--junitxml", str(rdir / "pytest-junit.xml")]
+    cmd = _feature_command(rdir.resolve())
     console.print(f"[bold]drill[/] run [cyan]{rid}[/] (feature {t.path.name}) → {rdir}", highlight=False)
-    rc, signals, killed = _run_child(cmd, root, env)
+    rc, signals, killed = _run_child(cmd, Path.cwd(), env)
     problems: list[str] = []
     if killed:
         problems.append(f"the scenario did not end within {FEATURE_STOP_TIMEOUT_S:.0f} s of {signals[0]}: killed")
@@ -365,6 +364,22 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     report["_paths"] = {"json": str(report_path), "md": str(rdir / "report.md"), "html": str(rdir / "report.html")}
     _summarise(report, console)
     return code
+
+
+def _feature_command(rdir: Path) -> list[str]:
+    """pytest on the packaged scenario binding with the packaged steps as plugins, from any directory: no pytest
+    configuration or conftest of the cwd or a checkout, no other installed pytest plugin (autoload is off)."""
+    import importlib.util
+
+    from harness.steps import PLUGINS
+
+    binding = importlib.util.find_spec("harness.drill.scenario_binding")
+    steps = [f"harness.steps.{name}" for name in PLUGINS]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-c", os.devnull, "--rootdir", str(rdir), "--noconftest",
+           "-p", "no:cacheprovider", "-p", "pytest_bdd.plugin"]
+    for name in steps:
+        cmd += ["-p", name]
+    return cmd + [str(binding.origin), "--junitxml", str(rdir / "pytest-junit.xml")]
 
 
 def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str], bool]:

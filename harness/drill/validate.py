@@ -350,7 +350,10 @@ class StepDef:
 
 
 def find_steps_dir(start: str | Path) -> Path | None:
-    """The nearest `steps/` package (with `__init__.py`) in `start` or its parents, else in the cwd."""
+    """The nearest `steps/` package (with `__init__.py`) in `start` or its parents, else in the cwd, else the steps
+    drill ships (`harness.steps`, the ones `drill run X.feature` binds)."""
+    from harness.drill.profiles import STEPS
+
     here = Path(start).resolve()
     for d in (here if here.is_dir() else here.parent, *(here if here.is_dir() else here.parent).parents):
         if (d / "steps" / "__init__.py").is_file():
@@ -358,18 +361,22 @@ def find_steps_dir(start: str | Path) -> Path | None:
     cwd = Path.cwd()
     if (cwd / "steps" / "__init__.py").is_file():
         return cwd / "steps"
-    return None
+    return STEPS if (STEPS / "__init__.py").is_file() else None
 
 
 def load_step_definitions(steps_dir: str | Path) -> list[StepDef]:
     """Import every module of the `steps` package in `steps_dir` and read pytest-bdd's registered step parsers."""
+    from harness.drill.profiles import STEPS
+
     steps_dir = Path(steps_dir).resolve()
     root, package = str(steps_dir.parent), steps_dir.name
     try:
         from pytest_bdd.steps import step_function_context_registry
     except ImportError as e:
-        raise HarnessError(f"pytest-bdd is not installed (pip install -e '.[test]'): {e}") from e
-    if root not in sys.path:
+        raise HarnessError(f"pytest-bdd is not installed: {e}") from e
+    if steps_dir == STEPS.resolve():  # the shipped steps import as harness.steps (no folder of harness on sys.path)
+        package = "harness.steps"
+    elif root not in sys.path:
         sys.path.insert(0, root)
     modules = [package] + [f"{package}.{f.stem}" for f in sorted(steps_dir.glob("*.py")) if f.stem != "__init__"]
     loaded: set[str] = set()
