@@ -10,7 +10,7 @@ from harness.errors import HarnessError
 
 __all__ = [
     "check_pre_test", "start_workload", "stop_workload", "validate_integrity", "observe_failover",
-    "observe_failback", "take_scheduled_backup",
+    "observe_failback", "take_scheduled_backup", "observe_pre_test", "replica_lag_within_plan",
 ]
 
 
@@ -52,20 +52,42 @@ def take_scheduled_backup(configuration: dict | None = None, secrets: dict | Non
 
 def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | None = None,
                    secrets: dict | None = None) -> dict[str, Any]:
-    """Evidence for the plan's pre_test items: recent backups, replication lag, DR capacity; snapshot for integrity."""
-    import httpx
+    """Evidence for the plan's pre_test items: recent backups, replication lag, DR capacity; snapshot for integrity.
 
-    from harness import backup
-    from harness.drill import guard
-    from harness.targets.postgres import probes as pg
-
+    The replication lag is measured once per run before its fault: a steady-state probe of this run that
+    measured it already (`replica_lag_within_plan`) is the evidence, so the two cannot disagree."""
     s = drill_session.current()
-    plan = guard.plan(configuration)  # the session's plan, resolved once
-    dry_run = guard.is_dry_run(configuration)
+    results = observe_pre_test(PRE_TEST_OBSERVERS, max_backup_age_s, configuration=configuration)
+    # snapshot of the tables the workload never writes, for the integrity check afterwards
+    import psycopg
+
+    from harness.checks import integrity
+    from harness.workload import find_primary_dsn
+
+    with psycopg.connect(find_primary_dsn(s.topology or _topology(configuration)), connect_timeout=3) as conn:
+        s.snapshot = integrity.take_snapshot(conn, integrity.SNAPSHOT_TABLES)
+    return results
+
+
+def observe_pre_test(items, max_backup_age_s: float = 25 * 3600,
+                     configuration: dict | None = None) -> dict[str, Any]:
+    """Observe the given pre_test items (ids of PRE_TEST_OBSERVERS) into the running session; {item: ok}."""
+    s = drill_session.current()
     topo = _topology(configuration)
     s.topology = topo
     results: dict[str, Any] = {}
-    # backups_recent
+    for item in items:
+        observer = PRE_TEST_OBSERVERS.get(item)
+        if observer is None:
+            continue
+        results[item] = observer(s, topo, configuration, max_backup_age_s)
+    return results
+
+
+def _observe_backups(s, topo: dict[str, Any], configuration: dict | None, max_backup_age_s: float) -> bool | None:
+    from harness import backup
+    from harness.drill import guard
+
     try:
         backups = backup.list_backups(endpoint_url=topo["s3"]["endpoint_url"], bucket=topo["s3"].get("bucket", "kerp-backups"))
         recent = [b for b in backups if b.age_s <= max_backup_age_s]
@@ -81,22 +103,44 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
             observed += "; verified (sha256, metadata, pg_restore --list)" if v.ok else f"; NOT restorable: {v.reason}"
     except HarnessError as e:
         ok, observed, newest = False, str(e), None
-    if dry_run and not ok:  # the scheduled backup was only planned: its absence is not evidence
+    if guard.is_dry_run(configuration) and not ok:  # the scheduled backup was only planned: not evidence
         ok, observed = None, f"dry run: the scheduled backup was not taken ({observed})"
     s.observe("backups_recent", ok, observed)
-    results["backups_recent"] = ok
-    # replica_lag
-    item = plan.checklist_item("replica_lag")
-    threshold = item.threshold_s or 60.0
+    return ok
+
+
+def _replica_lag_threshold(configuration: dict | None) -> float:
+    from harness.drill import guard
+
+    item = guard.plan(configuration).checklist_item("replica_lag")  # the session's plan, overrides included
+    return float(item.threshold_s or 60.0)
+
+
+def _measure_replica_lag(configuration: dict | None) -> tuple[bool, str]:
+    from harness.targets.postgres import probes as pg
+
     try:
-        lag = pg.replication_lag_seconds(region="dr", configuration=configuration)
-        ok = lag is not None and lag < threshold
-        observed = f"replica lag {lag:.3f} s (threshold {threshold:.0f} s)" if lag is not None else "no standby"
+        r = pg.replica_lag(_replica_lag_threshold(configuration), region="dr", configuration=configuration)
+        return bool(r["ok"]), str(r["observed"])
     except Exception as e:  # a probe failure is evidence, not a crash
-        ok, observed = False, f"cannot measure replica lag: {e}"
+        return False, f"cannot measure replica lag: {e}"
+
+
+def _observe_replica_lag(s, topo: dict[str, Any] | None = None, configuration: dict | None = None,
+                         max_backup_age_s: float = 0) -> bool:
+    """The replica_lag item: measured once per run before its first fault, then that observation is reused."""
+    seen = s.observations.get("replica_lag")
+    if seen is not None and s.fault_t is None:
+        return bool(seen["ok"])
+    ok, observed = _measure_replica_lag(configuration)
     s.observe("replica_lag", ok, observed)
-    results["replica_lag"] = ok
-    # dr_cluster_ready: the DR region can be scaled (slots exist, supervisor answers)
+    return ok
+
+
+def _observe_dr_capacity(s, topo: dict[str, Any], configuration: dict | None, max_backup_age_s: float) -> bool:
+    """The dr_cluster_ready item: the DR region can be scaled (slots exist, supervisor answers)."""
+    import httpx
+
     try:
         regions = httpx.get(topo["supervisor"]["url"] + "/regions", timeout=2).json()
         dr = regions.get("dr", {})
@@ -108,16 +152,26 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
     except Exception as e:
         ok, observed = False, f"DR region capacity unknown: {e}"
     s.observe("dr_cluster_ready", ok, observed)
-    results["dr_cluster_ready"] = ok
-    # snapshot of the tables the workload never writes, for the integrity check afterwards
-    import psycopg
+    return ok
 
-    from harness.checks import integrity
-    from harness.workload import find_primary_dsn
 
-    with psycopg.connect(find_primary_dsn(topo), connect_timeout=3) as conn:
-        s.snapshot = integrity.take_snapshot(conn, integrity.SNAPSHOT_TABLES)
-    return results
+#: pre_test item id -> its observer (session, topology, configuration, max backup age)
+PRE_TEST_OBSERVERS = {"backups_recent": _observe_backups, "replica_lag": _observe_replica_lag,
+                      "dr_cluster_ready": _observe_dr_capacity}
+
+
+def replica_lag_within_plan(configuration: dict | None = None, secrets: dict | None = None) -> bool:
+    """Steady-state probe: the DR standby replays within the plan's replica_lag threshold. Before the run's first
+    fault it is the pre_test item's one measurement (recorded as its evidence, reused by `check_pre_test`); a
+    replica_lag declared degraded by the scenario (lab only) does not fail it. After the fault: measured anew."""
+    from harness.drill import pretest
+
+    s = drill_session.current(required=False)
+    if s is None or s.fault_t is not None:
+        return _measure_replica_lag(configuration)[0]
+    if _observe_replica_lag(s, configuration=configuration):
+        return True
+    return pretest.refusal_of_observations(s, configuration) is None
 
 
 def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_interval_s: float = 0.1,

@@ -104,14 +104,49 @@ def after_activity_control(context: dict, state: Any = None, **kwargs: Any) -> N
     data: dict[str, Any] = {"status": status}
     if isinstance(state, dict) and state.get("exception"):
         data["error"] = "".join(state["exception"])[-500:]
-    s.event("note", f"{context.get('type', 'activity')} {status or 'ended'}: {context.get('name')}", **data)
+    s.event("note", f"{context.get('type', 'activity')} {status or 'ended'}: {context.get('name')}"
+            + _probe_output(context, state), **data)
 
 
-def after_hypothesis_control(context: dict, state: Any = None, **kwargs: Any) -> None:
+def _probe_output(context: dict, state: Any) -> str:
+    """" (returned False)" for a probe that ran and returned a boolean: "succeeded" only says it ran."""
+    out = state.get("output") if isinstance(state, dict) else None
+    return f" (returned {out})" if context.get("type") == "probe" and isinstance(out, bool) else ""
+
+
+def after_hypothesis_control(context: dict, state: Any = None, configuration: dict | None = None,
+                             **kwargs: Any) -> None:
     s = drill_session.current(required=False)
     if s is not None and isinstance(state, dict):
         s.event("check", "steady state hypothesis " + ("met" if state.get("steady_state_met") else "NOT met"),
                 steady_state_met=bool(state.get("steady_state_met")))
+        if not state.get("steady_state_met"):
+            _refuse_on_pre_test(s, configuration)
+
+
+def _refuse_on_pre_test(s: drill_session.DrillSession, configuration: dict | None) -> None:
+    """Steady state not met before any fault because a pre_test item's evidence failed (its one measurement):
+    the run is refused by the pre-fault gate (exit 5), not a harness error."""
+    from harness.drill import pretest
+
+    if s.fault_t is not None or s.refused or s.plan is None:
+        return
+    reason = pretest.refusal_of_observations(s, configuration)
+    if reason is not None:
+        _observe_rest_of_pre_test(s, configuration)
+        s.refused = reason
+        s.note(f"refused by safety before the first fault: {reason}")
+
+
+def _observe_rest_of_pre_test(s: drill_session.DrillSession, configuration: dict | None) -> None:
+    """The refused run's report shows every pre_test item: observe those the steady state did not measure."""
+    from harness.drill import actions, pretest
+
+    missing = [i for i in pretest.pre_test_items(s.plan) if i not in s.observations]
+    try:
+        actions.observe_pre_test(missing, configuration=configuration)
+    except Exception as e:  # the refusal stands whatever this finds
+        s.note(f"observing the other pre_test items failed: {e}")
 
 
 def before_rollback_control(context: Any = None, **kwargs: Any) -> None:

@@ -160,6 +160,8 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         refused=refused, dry_run=dry_run, secrets=s.secrets, extra=extra)
     if s.harness_error and "error" not in report:
         report["error"] = s.harness_error
+    if s.refused and "error" not in report:  # why safety refused (e.g. "not injecting: pre_test replica_lag: ...")
+        report["error"] = s.refused
     _run_rules(s, report)
     return report
 

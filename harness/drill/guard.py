@@ -262,6 +262,15 @@ def _decide(fault: PlannedFault, configuration: Mapping[str, Any] | None) -> Dec
     return decide(fault, ctx)
 
 
+def _pre_fault_gate(configuration: Mapping[str, Any] | None) -> None:
+    """Before a run's first fault (a running drill only): SafetyRefusal unless its pre_test evidence holds."""
+    s = drill_session.current(required=False)
+    if s is not None and s.fault_t is None:
+        from harness.drill.pretest import require_pre_test
+
+        require_pre_test(s, configuration)
+
+
 def check(fault_name: str, target: str, *, action: str | None = None, gate: str | Iterable[str] | None = None,
           regions: Iterable[str] = (), components: Iterable[str] = (),
           configuration: Mapping[str, Any] | None = None) -> Decision:
@@ -300,6 +309,7 @@ def inject(fault_name: str, target: str, *, revert: Revert, action: str | None =
     if decision.dry_run:
         _event("fault", fault_name, phase="planned", dry_run=True, reason=decision.reason, **info)
         return Injection(fault, decision)
+    _pre_fault_gate(configuration)  # the run's first fault: only when its pre_test evidence holds
     func, kwargs = revert
     revert_kwargs = {**dict(kwargs), "configuration": revert_configuration(configuration)}
     s = drill_session.current(required=False)

@@ -254,6 +254,8 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
         _note_failed_activities(s, journal)
         _note_steady_state(s, journal, dry_run)
         control.revert_leftovers(s, cfg)
+        if s.refused:  # refused in the method (the pre-fault gate, a guard): the one line on the console too
+            console.print(f"drill: {s.refused}", markup=False, highlight=False, soft_wrap=True)
         return _finish(s, journal, error, console)
 
 

@@ -80,6 +80,36 @@ def lag_seconds(primary: Any, standby: Any | None, application_name: str | None 
     return catch_up_seconds(primary, r["application_name"])
 
 
+def replay_delay(primary: Any, standby: Any | None, limit_s: float, poll_s: float = 0.02) -> tuple[float | None, str]:
+    """Replication lag measured end to end: (seconds, what was seen). A transaction committed on the primary now
+    must be replayed by the standby; the lag is how long that takes (a backlog is replayed first, so it counts).
+
+    Read on the standby itself, never from the primary's statistics (with a link that holds WAL they keep the last
+    value they saw). None when the standby is down, not in recovery, not streaming, or has not replayed the
+    commit within `limit_s` (the link holds WAL at least that long).
+    """
+    if standby is None:
+        return None, "no standby: the DR database does not answer"
+    if not in_recovery(standby):
+        return None, "no standby: the DR database is not in recovery"
+    receiver = wal_receiver(standby)
+    if not receiver or receiver["status"] != "streaming":
+        return None, (f"no standby streaming: WAL receiver {receiver['status'] if receiver else 'not running'}")
+    primary.execute("SET synchronous_commit TO local")  # this session's commit is flushed before it returns
+    primary.execute("SELECT pg_current_xact_id()")  # autocommit: a commit record, flushed (sent to the standby)
+    target = primary.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+    t0 = time.monotonic()
+    while True:
+        row = standby.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
+        waited = time.monotonic() - t0
+        if row and row[0]:
+            return waited, f"commit at {target} replayed on the standby in {waited:.3f} s"
+        if waited >= limit_s:
+            return None, (f"WAL held: a commit at {target} not replayed on the standby within {limit_s:.0f} s "
+                          f"(replayed up to {standby.execute('SELECT pg_last_wal_replay_lsn()::text').fetchone()[0]})")
+        time.sleep(poll_s)
+
+
 def catch_up_seconds(primary: Any, application_name: str, limit_s: float = 10.0) -> float | None:
     """Measured lag when the statistics have none (a freshly started standby): the time the standby takes to
     replay what the primary has written now. None when it has not caught up within `limit_s`."""

@@ -7,7 +7,7 @@ from typing import Any
 from harness.targets import _lab
 from harness.targets.postgres import ops
 
-__all__ = ["is_primary", "replication_lag_seconds", "replication_lag_within", "roles"]
+__all__ = ["is_primary", "replica_lag", "replication_lag_seconds", "replication_lag_within", "roles"]
 
 
 def is_primary(region: str = "primary", configuration: dict | None = None, secrets: dict | None = None) -> bool:
@@ -42,8 +42,37 @@ def replication_lag_seconds(region: str = "dr", configuration: dict | None = Non
                 standby.close()
 
 
+def replica_lag(threshold_s: float, region: str = "dr", configuration: dict | None = None,
+                secrets: dict | None = None) -> dict[str, Any]:
+    """The one replication-lag measurement (steady-state probe and pre_test item alike): a commit made now on the
+    other region must be replayed by standby `region` within `threshold_s` seconds.
+
+    {"ok", "lag_s" (None when not replicating), "threshold_s", "observed"}; waits at most `threshold_s`."""
+    t = _lab.resolve(configuration)
+    limit = float(threshold_s)
+    primary = _lab.quiet(lambda: t.pg(_lab.other(region)))
+    if primary is None:
+        return _lag_result(None, limit, f"no standby: the {_lab.other(region)} database does not answer")
+    with primary:
+        if ops.in_recovery(primary):
+            return _lag_result(None, limit, f"no standby: the {_lab.other(region)} database is not a primary")
+        standby: Any = _lab.quiet(lambda: t.pg(region))
+        try:
+            lag, seen = ops.replay_delay(primary, standby, limit)
+        finally:
+            if standby is not None:
+                standby.close()
+    return _lag_result(lag, limit, seen)
+
+
+def _lag_result(lag: float | None, threshold_s: float, seen: str) -> dict[str, Any]:
+    ok = lag is not None and lag < threshold_s
+    observed = (f"replica lag {lag:.3f} s ({'<' if ok else '>='} threshold {threshold_s:g} s): {seen}"
+                if lag is not None else f"{seen} (threshold {threshold_s:g} s)")
+    return {"ok": ok, "lag_s": lag, "threshold_s": threshold_s, "observed": observed}
+
+
 def replication_lag_within(threshold_s: float, region: str = "dr", configuration: dict | None = None,
                            secrets: dict | None = None) -> bool:
-    """True when standby `region` replicates with a lag of at most `threshold_s` seconds."""
-    lag = replication_lag_seconds(region, configuration, secrets)
-    return lag is not None and lag <= float(threshold_s)
+    """True when standby `region` replays a commit made now within `threshold_s` seconds (`replica_lag`)."""
+    return bool(replica_lag(threshold_s, region, configuration)["ok"])
