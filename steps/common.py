@@ -114,6 +114,18 @@ def gate_approved_for_the_lab(drill, drill_configuration, gate: str):
                 by="scenario", honoured=honoured)
 
 
+@given(parsers.parse('the pre_test item "{item}" is degraded on purpose in the lab'))
+def pre_test_degraded_in_the_lab(drill, drill_configuration, item: str):
+    """The scenario degrades a pre-condition deliberately (configuration drill_degraded_pre_test): the pre-fault
+    gate lets its first fault through in the lab only, and refuses it anywhere else."""
+    from harness.drill import pretest
+
+    names = sorted({*drill_configuration.get(pretest.DEGRADED_KEY, ()), item})
+    pretest.degraded_items(drill.plan, {pretest.DEGRADED_KEY: names})  # an unknown item fails the step
+    drill_configuration[pretest.DEGRADED_KEY] = names
+    drill.event("note", f"pre_test {item} degraded on purpose by the scenario (lab only)", item=item, by="scenario")
+
+
 @when(parsers.parse('the gate "{gate}" is approved'))
 def gate_is_approved(drill, drill_configuration, gate: str):
     """Checks the approval (it never grants one): --approve / DRILL_APPROVALS, or a lab pre-approval in the lab."""

@@ -196,12 +196,32 @@ def write(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
     """Build the report and write every report file into the session's report dir."""
     from harness.report import write_report
 
+    s.event("note", "writing the report")  # marks the phase (an interruption test waits for it)
     s.ended_at = s.ended_at or time.time()
     report = build(s, plan, journal=journal, error=error, refused=refused)
     paths = write_report(report, s.report_dir, journal=journal, secrets=sorted(s.secrets))
+    if _interrupted_while_writing(s, report):  # the files say what happened: interrupted (exit 130)
+        report = build(s, plan, journal=journal, error=error, refused=refused)
+        paths = write_report(report, s.report_dir, journal=journal, secrets=sorted(s.secrets))
     report["_paths"] = {k: str(v) for k, v in paths.items()}
     s.report = report
     return report
+
+
+def _interrupted_while_writing(s: DrillSession, report: dict[str, Any]) -> bool:
+    """A signal came while the report was built or written (the shield only recorded it): note it, and the
+    report is to be written again as interrupted."""
+    from harness.drill import session as drill_session
+
+    if report.get("status") == "aborted":
+        return False
+    late = drill_session.SIGNALS.unrecorded()
+    if not late:
+        return False
+    s.aborted = True
+    for name in late:
+        s.note(f"{name} received while the report was written: recorded, the report rewritten as interrupted")
+    return True
 
 
 def _run_rules(s: DrillSession, report: dict[str, Any]) -> None:

@@ -26,14 +26,29 @@ def drill(*args: str, state: Path, timeout: float = 300) -> subprocess.Completed
 
 def wait_for_fault(timeline: Path, proc: subprocess.Popen, seconds: float) -> bool:
     """Poll the run's timeline.jsonl until an injected fault appears (False if the run ends or time runs out)."""
+    return wait_for_events(timeline, proc, seconds, lambda e: e["kind"] == "fault" and
+                           e["data"].get("phase", "inject") == "inject") is not None
+
+
+def wait_for_events(timeline: Path, proc: subprocess.Popen, seconds: float, *matches) -> dict | None:
+    """Poll the run's timeline.jsonl (written as events happen) until events matching `matches` have appeared in
+    that order; the last one, or None if the run ends or time runs out first."""
     import time
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and proc.poll() is None:
-        if timeline.exists() and any('"phase": "inject"' in line for line in timeline.read_text().splitlines()):
-            return True
-        time.sleep(0.1)
-    return False
+        i = 0
+        for line in (timeline.read_text().splitlines() if timeline.exists() else ()):
+            try:
+                e = json.loads(line)
+            except ValueError:  # the line being written
+                continue
+            if matches[i](e):
+                i += 1
+                if i == len(matches):
+                    return e
+        time.sleep(0.02)
+    return None
 
 
 def assert_lab_on_primary(lab) -> None:
