@@ -35,6 +35,7 @@ PHASES = {
     "during-failover": ("SIGTERM", [_inject, _event("promoted", "failover")]),
     "failback-start": ("SIGINT", [_event("failback_started", "failover")]),
     "failback-rejoined": ("SIGTERM", [_event("failback_started", "failover"), _event("rejoined", "failover")]),
+    "failback-switchover": ("SIGTERM", [_event("failback_started", "failover"), _event("stopped", "failover")]),
     "failback-promoted": ("SIGTERM", [_event("failback_started", "failover"), _event("promoted", "failover")]),
     "rollback": ("SIGINT", [_inject, _event("promoted", "failover")],
                  ("SIGTERM", [_event("rollbacks started"), _event("failback_started", "failover")])),

@@ -132,3 +132,19 @@ def test_a_lag_within_the_threshold_is_measured_not_refused(lab):
         r = probes.replica_lag(60, configuration=cfg)
     assert r["ok"] is True and 0.4 <= r["lag_s"] < 60, r
     assert probes.replica_lag(60, configuration=cfg)["lag_s"] < 0.4  # the latency gone, so is the lag
+
+
+def test_plain_chaos_run_with_the_link_cut_is_refused_by_the_same_gate(lab, tmp_path):
+    env = dict(os.environ, DRILL_STATE_DIR=str(lab.state), DRILL_REPORTS_DIR=str(tmp_path / "reports"))
+    with _link(lab, enabled=False):
+        r = subprocess.run(["chaos", "--no-version-check", "run", "--rollback-strategy", "always",
+                            "--journal-path", str(tmp_path / "journal.json"),
+                            str(ROOT / "experiments" / "region-failover.json")],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    (path,) = list((tmp_path / "reports").glob("*/report.json"))
+    report = json.loads(path.read_text())
+    assert report["exit_code"] == 5, (r.stdout + r.stderr)[-3000:]
+    assert report["error"].startswith("not injecting: pre_test replica_lag: no standby streaming")
+    assert [e for e in report["timeline"] if e["kind"] == "fault"] == []
+    assert _injected_by(lab, report["run_id"]) == []
+    assert_lab_on_primary(lab)
