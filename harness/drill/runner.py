@@ -93,7 +93,8 @@ def __getattr__(name: str) -> Any:
 
 
 def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, approvals: tuple[str, ...] = (),
-        plan_overrides: str | None = None, state_dir: str | None = None, console=None) -> int:
+        plan_overrides: str | None = None, state_dir: str | None = None, console=None,
+        environment: str | None = None, allow_env: tuple[str, ...] = ()) -> int:
     """Run one drill and return its exit code (the report says why).
 
     Everything that can be refused is checked before the lab is touched (target, plan overrides, --approve
@@ -106,12 +107,19 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
 
     from harness.drill import guard
 
+    from harness.config.environment import load_environment
+
     console = console or Console(stderr=True)
     t = resolve_target(target)
+    env = load_environment(environment)  # a bad environment file: exit 2, before the lab is touched
+    if t.kind == "feature" and env.name != "lab":
+        raise UsageError(f"--env {env.name!r}: features run against the lab environment only")
     overrides = _load_overrides(plan_overrides)
     if state_dir:
         os.environ["DRILL_STATE_DIR"] = str(Path(state_dir).resolve())
     experiment = _load_experiment(t, dry_run, approvals) if t.kind != "feature" else None
+    if experiment is not None:
+        _apply_environment(experiment, env, allow_env)
     cfg = _resolved_configuration(experiment) if experiment is not None else {}
     # the run's plan, once (a bad override or plan file is a usage error, exit 2, before the lab is touched)
     plan = load_plan(cfg.get("drill_plan"), overrides=overrides)
@@ -123,12 +131,13 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
         return _run_feature(t, report_dir, approvals, plan_overrides, dry_run, console)
 
     guard.ledger(cfg).refuse_if_active()  # faults of an earlier run still in place: `drill recover` first
-    ensure_lab(console, state_dir)
+    topology = ensure_lab(console, state_dir) if env.embedded else None
     with drill_session.SIGNALS:
         s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(_printer(console),),
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
                                                    **{k: cfg[k] for k in ("drill_expects_fault",) if k in cfg}})
         s.approvals |= set(approvals)
+        _begin_environment(s, env, topology, dry_run)
         if guard.lab_approvals(cfg):
             s.note(f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'}): "
                    f"{', '.join(sorted(guard.lab_approvals(cfg)))}")
@@ -136,6 +145,32 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
             drill_session.register_lab_secrets(s, cfg.get("drill_state_dir"))
         console.print(f"[bold]drill[/] run [cyan]{s.run_id}[/] ({t.run_kind}) → {s.report_dir}", highlight=False)
         return _run_experiment(s, t, experiment, cfg, dry_run, console)
+
+
+def _apply_environment(experiment: dict, env, allow_env: tuple[str, ...]) -> None:
+    """The environment's keys in the experiment's configuration; the guard's allow-list is this environment
+    only when its file allows faults AND the operator named it (--allow-env, $DRILL_ALLOWED_ENVIRONMENTS): an
+    experiment's own drill_allowed_environments is replaced, a file cannot allow itself."""
+    from harness.config.environment import allowed_environments
+
+    cfg = experiment.setdefault("configuration", {})
+    if env.name != "lab" or "drill_environment" not in cfg:  # --env lab keeps an experiment's own setting
+        cfg.update(env.configuration())
+    if not env.embedded:
+        cfg["drill_allowed_environments"] = sorted(env.allowed_by(allowed_environments(allow_env)))
+
+
+def _begin_environment(s, env, topology: dict | None, dry_run: bool) -> None:
+    """The run context: its environment, a dry run's recorder, the environment's resolved secrets."""
+    from harness.config.environment import resolve_references
+    from harness.dryrun import DryRunRecorder
+
+    s.environment = env
+    if dry_run:
+        s.recorder = DryRunRecorder()
+    _, secrets = resolve_references(env, topology=topology, strict=False)
+    s.secrets |= secrets
+    s.note(f"environment {env.name} ({env.kind}) from {env.source}")
 
 
 def _load_overrides(path: str | None) -> dict | None:
@@ -198,6 +233,10 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
         needed = guard.experiment_gates(experiment, s.plan)
         guard.require_gates([g for gs in needed.values() for g in gs], cfg,
                             name=t.run_kind if t.profile else t.path.name)
+        if s.environment is not None and not s.environment.embedded:  # before any call to a real environment
+            from harness import clients
+
+            clients.preflight_aws(s.environment, s.recorder)
     except SafetyRefusal as e:  # before the first fault: nothing ran, nothing to roll back
         s.refused = str(e)
         s.note(f"refused by safety before the first fault: {e}")
