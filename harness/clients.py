@@ -102,8 +102,8 @@ def check_aws_endpoints(environment: Environment, *, topology: Mapping[str, Any]
             raise SafetyRefusal(f"not injecting: {var}={value} is set but environment {environment.name!r} names "
                                 f"the real AWS endpoints (unset {var} or name it as aws.endpoint_url)")
         if value.rstrip("/") != str(want).rstrip("/"):
-            raise SafetyRefusal(f"not injecting: {var}={value} is not environment {environment.name!r}'s "
-                                f"aws.endpoint_url {want}")
+            raise SafetyRefusal(f"not injecting: {var}={value} is not the aws.endpoint_url of environment "
+                                f"{environment.name!r} ({want})")
 
 
 def check_aws_identity(environment: Environment, session: Any, *, topology: Mapping[str, Any] | None = None) -> str:
