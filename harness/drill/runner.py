@@ -132,12 +132,16 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
 
     guard.ledger(cfg).refuse_if_active()  # faults of an earlier run still in place: `drill recover` first
     topology = ensure_lab(console, state_dir) if env.embedded else None
+    # lab-cloud needs a lab serving its APIs; a real run needs its secrets (a dry run sends nothing, needs none)
+    from harness.config.environment import resolve_references
+
+    _, env_secrets = resolve_references(env, topology=topology, strict=env.embedded or not dry_run)
     with drill_session.SIGNALS:
         s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(_printer(console),),
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
                                                    **{k: cfg[k] for k in ("drill_expects_fault",) if k in cfg}})
         s.approvals |= set(approvals)
-        _begin_environment(s, env, topology, dry_run)
+        _begin_environment(s, env, env_secrets, dry_run)
         if guard.lab_approvals(cfg):
             s.note(f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'}): "
                    f"{', '.join(sorted(guard.lab_approvals(cfg)))}")
@@ -160,16 +164,15 @@ def _apply_environment(experiment: dict, env, allow_env: tuple[str, ...]) -> Non
         cfg["drill_allowed_environments"] = sorted(env.allowed_by(allowed_environments(allow_env)))
 
 
-def _begin_environment(s, env, topology: dict | None, dry_run: bool) -> None:
-    """The run context: its environment, a dry run's recorder, the environment's resolved secrets."""
-    from harness.config.environment import resolve_references
+def _begin_environment(s, env, secrets: set[str], dry_run: bool) -> None:
+    """The run context: its environment, a dry run's recorder, the environment's resolved secrets (redacted by
+    value from the timeline, the journal and the report)."""
     from harness.dryrun import DryRunRecorder
 
     s.environment = env
     if dry_run:
         s.recorder = DryRunRecorder()
-    _, secrets = resolve_references(env, topology=topology, strict=False)
-    s.secrets |= secrets
+    s.secrets |= set(secrets)
     s.note(f"environment {env.name} ({env.kind}) from {env.source}")
 
 

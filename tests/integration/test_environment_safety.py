@@ -245,7 +245,8 @@ def test_an_endpoint_variable_the_file_does_not_name_is_refused_before_any_call(
 def _drill(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DRILL_"))}
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_CONFIG_FILE="/nonexistent",
-               AWS_SHARED_CREDENTIALS_FILE="/nonexistent", DRILL_STATE_DIR=str(tmp_path / "no-lab"))
+               AWS_SHARED_CREDENTIALS_FILE="/nonexistent", DRILL_STATE_DIR=str(tmp_path / "no-lab"),
+               KERP_DB_PASSWORD="pw-for-the-test", KERP_REDIS_AUTH_TOKEN="token-for-the-test")
     return subprocess.run([sys.executable, "-m", "harness.cli", "run", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 

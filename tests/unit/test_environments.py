@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,41 @@ def test_commands_of_the_embedded_lab_refuse_a_real_environment(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == ("drill: error: --env 'example-k8s' is of kind kubernetes: `drill detect` drives the "
                                 "embedded lab only (environments of kind lab or lab-cloud)")
+
+
+def test_a_dry_run_report_lists_the_calls_and_redacts_the_environment_secrets(tmp_path, monkeypatch):
+    """The run context holds the recorder: a client from the factory records into it without being handed it."""
+    from harness import clients
+    from harness.config import load_plan
+    from harness.drill import finalize, runner
+    from harness.drill import session as drill_session
+
+    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    env = load_environment("example-aws")
+    _, secrets = resolve_references(env, environ={"KERP_DB_PASSWORD": "pw-Zq81x", "KERP_REDIS_AUTH_TOKEN": "tok-Zq82y"})
+    plan = load_plan()
+    s = drill_session.begin("ci-smoke", "ci-smoke", report_dir=tmp_path, plan=plan, config={"drill_dry_run": True})
+    try:
+        runner._begin_environment(s, env, secrets, dry_run=True)
+        clients.preflight_aws(env, s.recorder)
+        clients.boto3_session(env, region="dr").client("rds").promote_read_replica(
+            DBInstanceIdentifier="kerp-db-tokyo-replica")
+        s.note("connecting to postgresql://drill:pw-Zq81x@kerp-db (tok-Zq82y)")
+        report = finalize.write(s, plan, refused=False)
+    finally:
+        drill_session.end()
+    assert report["environment"]["name"] == "example-aws" and report["environment"]["kind"] == "aws"
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert [(c["service"], c["operation"], c["region"]) for c in on_disk["dry_run_calls"]] == [
+        ("sts", "GetCallerIdentity", "ap-northeast-2"), ("rds", "PromoteReadReplica", "ap-northeast-1")]
+    md = (tmp_path / "report.md").read_text()
+    assert "## API calls of the dry run (none was sent)" in md and "PromoteReadReplica" in md
+    assert "| Environment | example-aws (aws) |" in md
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="dry-run-calls"' in html and "example-aws (aws)" in html
+    for f in ("report.json", "report.md", "report.html", "timeline.jsonl"):
+        text = (tmp_path / f).read_text()
+        assert "pw-Zq81x" not in text and "tok-Zq82y" not in text, f
+    assert "connecting to postgresql://drill:" in (tmp_path / "timeline.jsonl").read_text()
