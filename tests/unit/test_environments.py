@@ -86,8 +86,7 @@ def test_references_resolve_from_the_process_environment_and_the_lab_topology():
             "regions": {r: {"postgres": {"dsn": f"postgresql://127.0.0.1:{p}/kerp"}, "redis": {"url": f"redis://x:{p}"}}
                         for r, p in (("primary", 1), ("dr", 2))},
             "kubernetes": {"kubeconfig": "/tmp/kc", "contexts": {"primary": "primary", "dr": "dr"}, "namespace": "kerp"},
-            "aws": {"endpoint_url": "http://127.0.0.1:4200", "regions": {"primary": "ap-northeast-2", "dr": "ap-northeast-1"},
-                    "route53": {"hosted_zone_id": "Z1"}}}
+            "aws": {"endpoint_url": "http://127.0.0.1:4200", "regions": {"primary": "ap-northeast-2", "dr": "ap-northeast-1"}}}
     data, _ = resolve_references(cloud, topology=topo)
     assert data["global_endpoint"] == "http://127.0.0.1:4100"
     assert data["regions"]["dr"]["kubernetes_context"] == "dr" and data["aws"]["endpoint_url"] == "http://127.0.0.1:4200"
