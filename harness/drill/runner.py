@@ -51,6 +51,8 @@ def _printer(console) -> Callable[[Event], None]:
     """Live progress: faults, failover steps, checks and notes as they happen (not every probe or write)."""
     from rich.markup import escape
 
+    from harness.core.report import redact
+
     t0 = time.time()
     styles = {"fault": "bold red", "failover": "bold yellow", "check": "cyan", "note": "dim"}
 
@@ -65,7 +67,9 @@ def _printer(console) -> Callable[[Event], None]:
             extra = f" [{colour}]{escape(str(e.data['status']))}[/]" if colour else f" {escape(str(e.data['status']))}"
         if e.kind == "fault":
             extra = f" ({escape(str(e.data.get('phase', 'inject')))})"
-        console.print(f"[dim]{e.t - t0:7.2f}s[/] [{styles.get(e.kind, '')}]{e.kind:<8}[/] {escape(e.event)}{extra}",
+        s = drill_session.current(required=False)  # the console is a log too: the run's secrets are redacted
+        text = redact(e.event, tuple(s.secrets)) if s is not None and s.secrets else e.event
+        console.print(f"[dim]{e.t - t0:7.2f}s[/] [{styles.get(e.kind, '')}]{e.kind:<8}[/] {escape(text)}{extra}",
                       highlight=False)
 
     return show
@@ -162,6 +166,8 @@ def _apply_environment(experiment: dict, env, allow_env: tuple[str, ...]) -> Non
         cfg.update(env.configuration())
     if not env.embedded:
         cfg["drill_allowed_environments"] = sorted(env.allowed_by(allowed_environments(allow_env)))
+    elif str(cfg.get("drill_environment") or "lab") != "lab":  # an experiment naming its own environment
+        cfg["drill_allowed_environments"] = sorted({str(cfg["drill_environment"])} & allowed_environments(allow_env))
 
 
 def _begin_environment(s, env, secrets: set[str], dry_run: bool) -> None:

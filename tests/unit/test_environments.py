@@ -166,3 +166,32 @@ def test_a_dry_run_report_lists_the_calls_and_redacts_the_environment_secrets(tm
         text = (tmp_path / f).read_text()
         assert "pw-Zq81x" not in text and "tok-Zq82y" not in text, f
     assert "connecting to postgresql://drill:" in (tmp_path / "timeline.jsonl").read_text()
+
+
+def test_drill_run_takes_the_allow_list_from_the_operator_never_from_a_file(monkeypatch):
+    from harness.drill.runner import _apply_environment
+
+    monkeypatch.delenv("DRILL_ALLOWED_ENVIRONMENTS", raising=False)
+    lab, aws = load_environment("lab"), load_environment("example-aws")
+    # an experiment that names its own environment and allows it: the file's allow-list is replaced
+    exp = {"configuration": {"drill_environment": "staging", "drill_allowed_environments": ["staging"]}}
+    _apply_environment(exp, lab, ())
+    assert exp["configuration"]["drill_environment"] == "staging"
+    assert exp["configuration"]["drill_allowed_environments"] == []
+    exp = {"configuration": {"drill_environment": "staging"}}
+    _apply_environment(exp, lab, ("staging",))
+    assert exp["configuration"]["drill_allowed_environments"] == ["staging"]
+    # an environment file: its consent and the operator's name together
+    exp = {"configuration": {"drill_allowed_environments": ["example-aws"], "drill_lab_approvals": ["dr_region_switch"]}}
+    _apply_environment(exp, aws, ())
+    cfg = exp["configuration"]
+    assert cfg["drill_environment"] == "example-aws" and cfg["drill_allowed_environments"] == []
+    assert cfg["drill_max_regions"] == 1 and cfg["drill_environment_kind"] == "aws"
+    monkeypatch.setenv("DRILL_ALLOWED_ENVIRONMENTS", "example-aws")
+    _apply_environment(exp, aws, ())
+    assert cfg["drill_allowed_environments"] == ["example-aws"]
+    # and the lab's pre-approvals do not count there (harness.drill.guard)
+    from harness.drill import guard
+
+    assert guard.lab_approvals(cfg) == frozenset()
+    assert guard.lab_approvals({**cfg, **load_environment("lab-cloud").configuration()}) == {"dr_region_switch"}
