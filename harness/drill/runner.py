@@ -67,11 +67,12 @@ def _printer(console) -> Callable[[Event], None]:
             extra = f" [{colour}]{escape(str(e.data['status']))}[/]" if colour else f" {escape(str(e.data['status']))}"
         if e.kind == "fault":
             extra = f" ({escape(str(e.data.get('phase', 'inject')))})"
-        s = drill_session.current(required=False)  # the console is a log too: the run's secrets are redacted
-        text = redact(e.event, tuple(s.secrets)) if s is not None and s.secrets else e.event
+        secrets = tuple(show.secrets)  # the console is a log too: the run's secrets are redacted
+        text = redact(e.event, secrets) if secrets else e.event
         console.print(f"[dim]{e.t - t0:7.2f}s[/] [{styles.get(e.kind, '')}]{e.kind:<8}[/] {escape(text)}{extra}",
                       highlight=False)
 
+    show.secrets = set()  # the run's session.secrets once it has begun (the same set, filled in place)
     return show
 
 
@@ -141,10 +142,12 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
 
     _, env_secrets = resolve_references(env, topology=topology, strict=env.embedded or not dry_run)
     with drill_session.SIGNALS:
-        s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(_printer(console),),
+        printer = _printer(console)
+        s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(printer,),
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
                                                    **{k: cfg[k] for k in ("drill_expects_fault",) if k in cfg}})
         s.approvals |= set(approvals)
+        printer.secrets = s.secrets
         _begin_environment(s, env, env_secrets, dry_run)
         if guard.lab_approvals(cfg):
             s.note(f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'}): "
