@@ -310,7 +310,8 @@ def _print_topology(topo: dict) -> None:
 def validate_cmd(
     paths: list[Path] = typer.Argument(..., metavar="PATH",
                                        help="Experiments (.json, or .yaml with a method), features (.feature), "
-                                            "plan files or plan overrides (.yaml/.yml)."),
+                                            "plan files or plan overrides (.yaml/.yml), environment files "
+                                            "(environments/*.yaml)."),
     steps_dir: Optional[Path] = typer.Option(None, "--steps-dir", help="The `steps` package the features' steps must "
                                                                        "match (default: the nearest steps/ above each "
                                                                        "feature, else ./steps)."),
@@ -323,6 +324,8 @@ def validate_cmd(
     Features: Gherkin syntax (errors with their line) and every step must match a step definition of the steps package.
 
     Plan files: the full plan schema; plan overrides are merged over the packaged plan and validated.
+
+    Environment files: the schema of their kind, the plan's regions and catalog services (docs/ENVIRONMENTS.md).
 
     Exit code: 0 every file valid, 2 any file invalid or missing.
     """

@@ -251,6 +251,7 @@ def _drill(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_drill_run_refuses_a_wrong_account_or_missing_gates_before_any_other_call(moto_proxy, tmp_path):
     url, log = moto_proxy
     f = _env_file(tmp_path, endpoint_url=url)
