@@ -1,3 +1,5 @@
 """Root pytest configuration: the Gherkin steps load once, from the top-level steps package."""
 
-pytest_plugins = ["steps.common", "steps.region_failover"]
+from steps import PLUGINS
+
+pytest_plugins = [f"steps.{name}" for name in PLUGINS]

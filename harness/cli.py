@@ -159,7 +159,8 @@ def run_cmd(
     from harness.drill import runner
 
     if plan_overrides is not None and not plan_overrides.is_file():
-        _fail(UsageError(f"--plan-overrides {str(plan_overrides)!r} does not exist"))
+        _fail(UsageError(f"--plan-overrides {str(plan_overrides)!r} "
+                         + ("is not a file" if plan_overrides.exists() else "does not exist")))
     try:
         code = runner.run(target, report_dir=report_dir, dry_run=dry_run, approvals=tuple(approve),
                           plan_overrides=str(plan_overrides) if plan_overrides else None,
@@ -211,6 +212,7 @@ def calibrate_cmd(
     try:
         ks, delay = calibrate.check_inputs(
             tuple(_parse_int("--k", v) for v in k) or calibrate.DEFAULT_KS, _parse_int("--delay-ms", delay_ms))
+        runner.check_report_dir(report_dir)
         runner.ensure_lab(err, str(state_dir) if state_dir else None)
         result = calibrate.calibrate(state_dir, ks=ks, delay_ms=delay, report_dir=report_dir,
                                      progress=progress)
@@ -314,7 +316,7 @@ def validate_cmd(
                                             "(environments/*.yaml)."),
     steps_dir: Optional[Path] = typer.Option(None, "--steps-dir", help="The `steps` package the features' steps must "
                                                                        "match (default: the nearest steps/ above each "
-                                                                       "feature, else ./steps)."),
+                                                                       "feature, else ./steps, else drill's own)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Validate experiments, features and config files; one line per file: `ok  PATH (...)` or `invalid PATH: why`.
@@ -547,13 +549,13 @@ def backup_restore(
     from harness.workload import find_primary_dsn
 
     try:
+        backup.check_database_name(into)  # the input first: a bad name needs no lab to be refused (exit 2)
         lab, topo, endpoint, bucket = _backup_target(state_dir)
         cfg = {"drill_state_dir": str(lab.state), "drill_approvals": list(approve)}
-        # the gate first: a refusal must come before anything is read or created
+        # the gate before anything is read or created
         from harness.drill import guard
 
         guard.approve(backup.RESTORE_GATE, "restore_from_backup", cfg)
-        backup.check_database_name(into)
         res = backup.restore(key, into, dsn=find_primary_dsn(topo), pg_runtime=lab.pg_runtime(),
                              endpoint_url=endpoint, bucket=bucket, configuration=cfg)
     except HarnessError as e:
@@ -578,15 +580,63 @@ def backup_restore(
                   f"(the live kerp database was not touched; drop {into!r} when done)", soft_wrap=True)
 
 
-def main() -> None:
+def _given_value(argv: list[str], param) -> Optional[str]:
+    """The value given on the command line to the option a usage error is about (click does not always name it)."""
+    opts = [o for o in (getattr(param, "opts", None) or []) if o.startswith("-")]
+    for i, a in enumerate(argv):
+        for o in opts:
+            if a == o and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(o + "="):
+                return a[len(o) + 1:]
+    return None
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """The console entry (`drill`): every error ends as one line on stderr and a documented exit code.
+
+    Click's usage errors (unknown option, bad value) are one `drill: error:` line, exit 2; anything unexpected is
+    one line, exit 1 (DRILL_TRACEBACK=1 prints the traceback as well).
+    """
+    import os
+
+    try:  # typer >= 0.20 vendors click
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors
+    no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())  # click >= 8.2
+
     try:
-        app()
+        code = app(args=argv, prog_name="drill", standalone_mode=False)
+    except click_errors.ClickException as e:
+        if isinstance(e, no_args_is_help):  # `drill`, `drill lab` alone: the help
+            e.show()
+        else:  # a usage error: unknown option, bad value, missing argument
+            msg = e.format_message()
+            given = _given_value(sys.argv[1:] if argv is None else argv, getattr(e, "param", None))
+            if given is not None and repr(given) not in msg:
+                msg += f" (got {given!r})"
+            where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) is not None else ""
+            _error_line(UsageError(msg + where))
+        code = e.exit_code
+    except typer.Abort:
+        err.print("drill: aborted", markup=False)
+        code = ExitCode.HARNESS_ERROR
     except HarnessError as e:  # anything not caught by a command
         _error_line(e)
-        sys.exit(e.exit_code)
+        code = e.exit_code
     except KeyboardInterrupt:
         err.print("drill: interrupted", markup=False)
-        sys.exit(ExitCode.INTERRUPTED)
+        code = ExitCode.INTERRUPTED
+    except Exception as e:  # a bug of the harness: one line, the traceback only on request
+        if os.environ.get("DRILL_TRACEBACK"):
+            import traceback
+
+            traceback.print_exc()
+        _error_line(HarnessError(f"internal error: {type(e).__name__}: {e} (DRILL_TRACEBACK=1 shows where)"))
+        code = ExitCode.HARNESS_ERROR
+    sys.stdout.flush()
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ExitCode:
-    """Exit codes of the `drill` command (DESIGN.md section 3)."""
+    """Exit codes of the `drill` command (docs/CONTRACTS.md, "Exit codes")."""
 
     PASSED = 0
     HARNESS_ERROR = 1

@@ -1,1 +1,5 @@
-"""pytest-bdd step definitions for the drills in features/ (loaded once from the root conftest)."""
+"""pytest-bdd steps of the drills in features/ (installed as `harness.steps`; `drill run X.feature` binds them)."""
+
+#: the modules holding step definitions and hooks, loaded as pytest plugins (by the root conftest of a checkout,
+#: and by `drill run X.feature`); `timing` is a helper they import
+PLUGINS = ("common", "region_failover")

@@ -11,7 +11,7 @@ import pytest
 from pytest_bdd import given, parsers, then, when
 
 from harness.drill import session as drill_session
-from tests.timing import poll  # every "after N seconds" wait polls, scaled by DRILL_TIMEOUT_MULTIPLIER
+from .timing import poll  # every "after N seconds" wait polls, scaled by DRILL_TIMEOUT_MULTIPLIER
 
 
 @pytest.fixture(scope="session")

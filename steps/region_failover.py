@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_bdd import given, parsers, then, when
 
 from harness.drill import actions
-from steps.common import poll
+from .timing import poll
 
 
 @given("a recent backup of the primary database exists")

@@ -1,13 +1,11 @@
-"""Binds the Gherkin drills in features/ to pytest (steps live in the steps/ package).
+"""Binds the Gherkin drills in features/ to pytest (steps live in the steps/ package, loaded by the root conftest).
 
-`drill run FILE.feature` sets DRILL_FEATURE to bind just that file.
+`drill run FILE.feature` binds one file through harness/drill/scenario_binding.py instead.
 """
-
-import os
 
 import pytest
 from pytest_bdd import scenarios
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-scenarios(os.environ.get("DRILL_FEATURE") or "../features")
+scenarios("../features")

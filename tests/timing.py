@@ -1,42 +1,16 @@
 """Timing helpers of the tests: one timeout multiplier, scaled deadlines and polling ("... after N seconds").
 
 Every timed assertion of a test polls up to a deadline scaled by DRILL_TIMEOUT_MULTIPLIER (default 1;
-slow or loaded machines: 2 or 3), the multiplier the Gherkin steps use too (steps/common.py). Speed
+slow or loaded machines: 2 or 3), the multiplier the Gherkin steps use too (steps/timing.py). Speed
 figures are measured by the benches in bench/, not asserted here.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from typing import Any, Callable
+# one multiplier and one poll for the steps and the tests: they live with the steps, which ship in the package
+from steps.timing import MULTIPLIER, poll, scaled
 
-#: every deadline of the tests is multiplied by this (same variable as steps/common.py)
-MULTIPLIER = float(os.environ.get("DRILL_TIMEOUT_MULTIPLIER", "1"))
-
-
-def scaled(seconds: float) -> float:
-    """`seconds` × the timeout multiplier."""
-    return seconds * MULTIPLIER
-
-
-def poll(pred: Callable[[], Any], seconds: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `pred` until it returns a truthy value (returned), for `seconds` × the multiplier; else fail.
-
-    Exceptions of `pred` count as "not yet" (the system may be down while we wait); the last one is shown.
-    """
-    deadline = time.monotonic() + scaled(seconds)
-    last: Any = None
-    while True:
-        try:
-            last = pred()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - keep polling
-            last = e
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not true after {scaled(seconds):.1f} seconds (last: {last!r})")
-        time.sleep(interval)
+__all__ = ["MULTIPLIER", "poll", "processes_mentioning", "scaled"]
 
 
 def processes_mentioning(markers: list[str]) -> list[tuple[int, str]]:

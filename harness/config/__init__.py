@@ -12,7 +12,8 @@ from harness.core import plan as P
 from harness.core.durations import DurationError, parse_duration, parse_duration_range
 from harness.errors import ConfigError
 
-__all__ = ["DEFAULT_PLAN", "load_plan", "load_plan_dict", "merge_overrides", "read_yaml"]
+__all__ = ["DEFAULT_PLAN", "MAX_INPUT_BYTES", "load_plan", "load_plan_dict", "merge_overrides", "read_text",
+           "read_yaml"]
 
 DEFAULT_PLAN = Path(__file__).with_name("plan.yaml")
 
@@ -231,13 +232,37 @@ class PlanM(_M):
 
 
 # --- reading and merging -----------------------------------------------------------------------
+#: Largest input file (experiment, feature, plan, overrides) read; a bigger one is refused, not parsed.
+MAX_INPUT_BYTES = 8 * 1024 * 1024
+
+
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of a user's input file; ConfigError (one line naming the file) when it is missing, not a
+    regular file, unreadable, larger than MAX_INPUT_BYTES or not UTF-8 text."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise ConfigError(f"{p} is a directory, not a file")
+        size = p.stat().st_size
+        if size > MAX_INPUT_BYTES:
+            raise ConfigError(f"{p} is {size} bytes, larger than the {MAX_INPUT_BYTES // 1024 // 1024} MiB limit "
+                              "for an input file")
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {p}: {e.strerror or e}") from e
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(f"{p} is a binary file (NUL byte at offset {nul}), not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from e
+
+
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file; ConfigError (one line) when it is missing or malformed."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read {p}: {e.strerror or e}") from e
+    text = read_text(p)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -299,7 +324,12 @@ def _error_line(e: ValidationError, source: str) -> str:
     loc = ".".join(str(x) for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
     msg = err["msg"].removeprefix("Value error, ")
     shown = err.get("input")
-    value = "" if isinstance(shown, (dict, list)) or err["type"] == "missing" else f" (got {shown!r})"
+    if err["type"] == "missing":
+        value = ""
+    elif isinstance(shown, (dict, list)):
+        value = f" (got a {'mapping' if isinstance(shown, dict) else 'list'})"
+    else:
+        value = f" (got {shown!r})"
     more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
     return f"{source}: {loc}: {msg}{value}{more}"
 

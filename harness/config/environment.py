@@ -21,8 +21,9 @@ DEFAULT_ENVIRONMENT = "lab"
 #: kinds that are the embedded lab (nothing real can be reached): the guard treats them as the lab
 EMBEDDED_KINDS = ("lab", "lab-cloud")
 KINDS = ("lab", "lab-cloud", "kubernetes", "aws")
-#: where the packaged copies of the environments live inside the harness package
-PACKAGED = ("harness.config", "environments")
+#: the top-level environments/ folder as installed (setup.py ships it as the package harness.environments; an
+#: editable install maps it back onto the checkout's folder)
+PACKAGED = "harness.environments"
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 #: `${ENV_VAR}` (a secret or a per-site value, from the process environment) or `${lab:dotted.path}` (the
@@ -196,20 +197,26 @@ class Environment:
 
 # -- lookup ------------------------------------------------------------------------------------------
 def _project_dirs() -> list[Path]:
-    """The user-facing environments/ folders: $DRILL_ENVIRONMENTS_DIR, ./environments, the checkout's."""
+    """The user-facing environments/ folders: $DRILL_ENVIRONMENTS_DIR, then ./environments."""
     dirs = []
     if os.environ.get("DRILL_ENVIRONMENTS_DIR"):
         dirs.append(Path(os.environ["DRILL_ENVIRONMENTS_DIR"]))
     dirs.append(Path.cwd() / "environments")
-    dirs.append(Path(__file__).resolve().parents[2] / "environments")
     return list(dict.fromkeys(dirs))
+
+
+def _packaged() -> Any:
+    try:
+        return resources.files(PACKAGED)
+    except ModuleNotFoundError:  # an install without the shipped folder
+        return None
 
 
 def environment_paths() -> dict[str, str]:
     """{name: file} of every environment found by name, packaged copies first, project folders overriding."""
     out: dict[str, str] = {}
-    packaged = resources.files(PACKAGED[0]).joinpath(PACKAGED[1])
-    if packaged.is_dir():
+    packaged = _packaged()
+    if packaged is not None and packaged.is_dir():
         for f in sorted(packaged.iterdir(), key=lambda x: x.name):
             if f.name.endswith((".yaml", ".yml")):
                 out[f.name.rsplit(".", 1)[0]] = str(f)
@@ -222,7 +229,8 @@ def environment_paths() -> dict[str, str]:
 
 def find_environment(name_or_file: str) -> Path:
     """The one place an `--env` value becomes a file: an existing path (or one ending .yaml/.yml), else NAME in
-    $DRILL_ENVIRONMENTS_DIR, ./environments/, the checkout's environments/, then the packaged copies."""
+    $DRILL_ENVIRONMENTS_DIR, ./environments/, then the installed ones (package harness.environments: the
+    checkout's environments/ folder)."""
     p = Path(name_or_file)
     if p.suffix in (".yaml", ".yml") or os.sep in name_or_file:
         if not p.is_file():
@@ -234,9 +242,9 @@ def find_environment(name_or_file: str) -> Path:
         for suffix in (".yaml", ".yml"):
             if (d / f"{name_or_file}{suffix}").is_file():
                 return d / f"{name_or_file}{suffix}"
-    packaged = resources.files(PACKAGED[0]).joinpath(PACKAGED[1], f"{name_or_file}.yaml")
-    if packaged.is_file():
-        return Path(str(packaged))
+    packaged = _packaged()
+    if packaged is not None and packaged.joinpath(f"{name_or_file}.yaml").is_file():
+        return Path(str(packaged.joinpath(f"{name_or_file}.yaml")))
     known = ", ".join(sorted(environment_paths())) or "none"
     raise UsageError(f"--env {name_or_file!r}: no such environment (known: {known})")
 

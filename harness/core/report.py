@@ -1,4 +1,4 @@
-"""The report model: builds the report.json dict (DESIGN.md section 3), decides status and exit code, redacts secrets."""
+"""The report model: builds the report.json dict (docs/CONTRACTS.md), decides status and exit code, redacts secrets."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["ABORTED", "FAILED", "INTEGRITY_STATUSES", "PASSED", "REDACTED", "WRI
 
 PASSED, FAILED, ABORTED = "passed", "failed", "aborted"
 INTEGRITY_STATUSES = ("pass", "fail", "warning")
-#: The integer fields of report.json `writes` (DESIGN.md section 3), in display order.
+#: The integer fields of report.json `writes` (docs/CONTRACTS.md), in display order.
 WRITE_FIELDS = ("attempted", "acknowledged", "lost", "recovered", "unexpected", "indeterminate")
 WRITES_NOT_MEASURED = ("no final read of the written data happened in this run: the counts are not measured "
                        "(lost 0 here means nothing)")
@@ -97,7 +97,7 @@ def build_report(*, run_id: str, kind: str, target: str, started_at: float, ende
                  harness_error: BaseException | bool | None = None, refused: bool = False,
                  dry_run: bool = False, secrets: Iterable[str] = (),
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The report.json document (DESIGN.md section 3) from the run's measured results and timeline.
+    """The report.json document (docs/CONTRACTS.md) from the run's measured results and timeline.
 
     Times are epoch seconds in, ISO-8601 out. `extra` adds keys (never replaces contract keys).
     `writes` None means no final read happened: the contract's integer fields are still there (0)

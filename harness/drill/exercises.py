@@ -37,9 +37,9 @@ def walk_runbook(configuration: dict | None = None, secrets: dict | None = None)
     for gate in plan.gates:
         s.event("note", f"approval gate: {gate.name}", gate=gate.to_dict())
     # the experiments and features that carry the plan must be executable as written
-    from harness.drill.profiles import EXPERIMENTS
+    from harness.drill.profiles import EXPERIMENTS, FEATURES
 
-    paths = sorted(EXPERIMENTS.glob("*.json")) + sorted((EXPERIMENTS.parent / "features").glob("*.feature"))
+    paths = sorted(EXPERIMENTS.glob("*.json")) + sorted(FEATURES.glob("*.feature"))
     for result in validate.validate_paths([str(p) for p in paths]):
         if not result.ok:
             gaps.append(f"{result.path}: {'; '.join(result.problems)}")

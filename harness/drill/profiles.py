@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+#: the top-level experiments/, features/ and steps/ folders of the checkout, as installed (setup.py ships
+#: them as harness.experiments, harness.features, harness.steps; an editable install maps them back)
+EXPERIMENTS = Path(str(files("harness.experiments")))
+FEATURES = Path(str(files("harness.features")))
+STEPS = Path(str(files("harness.steps")))
 
 
 @dataclass(frozen=True)

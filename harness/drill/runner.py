@@ -29,16 +29,21 @@ class Target:
         return self.profile.name if self.profile else self.kind
 
 
+def _check_file(target: str, what: str) -> Path:
+    p = Path(target)
+    if p.is_dir():
+        raise UsageError(f"{what} {target!r} is a directory, not a file")
+    if not p.is_file():
+        raise UsageError(f"{what} {target!r} " + ("is not a regular file" if p.exists() else "does not exist"))
+    return p.absolute()  # not resolved: a symlink keeps the name (and suffix) the user gave
+
+
 def resolve_target(target: str) -> Target:
     p = Path(target)
-    if p.suffix in (".json", ".yaml", ".yml"):
-        if not p.is_file():
-            raise UsageError(f"experiment file {target!r} does not exist")
-        return Target("experiment", p.resolve())
-    if p.suffix == ".feature":
-        if not p.is_file():
-            raise UsageError(f"feature file {target!r} does not exist")
-        return Target("feature", p.resolve())
+    if p.suffix.lower() in (".json", ".yaml", ".yml"):
+        return Target("experiment", _check_file(target, "experiment file"))
+    if p.suffix.lower() == ".feature":
+        return Target("feature", _check_file(target, "feature file"))
     prof = profiles.get(target)
     if prof is not None:
         path = prof.experiment_path()
@@ -119,6 +124,8 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     env = load_environment(environment)  # a bad environment file: exit 2, before the lab is touched
     if t.kind == "feature" and env.name != "lab":
         raise UsageError(f"--env {env.name!r}: features run against the lab environment only")
+    if t.kind == "feature":
+        _check_feature(t.path)
     overrides = _load_overrides(plan_overrides)
     if state_dir:
         os.environ["DRILL_STATE_DIR"] = str(Path(state_dir).resolve())
@@ -132,6 +139,7 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     for gate in approvals:
         if gate not in gates:
             raise UsageError(f"--approve {gate!r} is not a gate of the plan ({', '.join(gates)})")
+    check_report_dir(report_dir)
     if experiment is None:
         return _run_feature(t, report_dir, approvals, plan_overrides, dry_run, console)
 
@@ -185,6 +193,32 @@ def _begin_environment(s, env, secrets: set[str], dry_run: bool) -> None:
     s.note(f"environment {env.name} ({env.kind}) from {env.source}")
 
 
+def check_report_dir(report_dir: Path | str | None, option: str = "--report-dir") -> None:
+    """UsageError (exit 2, before the lab is touched) unless the report directory (default: DRILL_REPORTS_DIR or
+    ./reports) exists or can be created, and a file can be written in it."""
+    import tempfile
+
+    given = report_dir is not None
+    d = Path(report_dir) if given else Path(os.environ.get("DRILL_REPORTS_DIR", "reports"))
+    what = f"{option} {str(d)!r}" if given else f"report directory {str(d)!r}"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise UsageError(f"{what} is not a writable directory: {getattr(e, 'strerror', None) or e}") from e
+
+
+def _check_feature(path: Path) -> None:
+    """A feature is parsed strictly and its steps matched (as `drill validate` does) before anything runs."""
+    from harness.drill.validate import validate_feature
+
+    steps = Path(__file__).resolve().parents[2] / "steps"  # the steps package the feature run binds
+    r = validate_feature(path, steps_dir=steps if (steps / "__init__.py").is_file() else None)
+    if not r.ok:
+        raise UsageError(r.line().replace("invalid ", "invalid feature ", 1))
+
+
 def _load_overrides(path: str | None) -> dict | None:
     if not path:
         return None
@@ -200,16 +234,16 @@ def _load_experiment(t: Target, dry_run: bool, approvals: tuple[str, ...]) -> di
     """The experiment, validated, with the run's configuration: the profile's settings and lab pre-approvals
     (they replace the file's drill_lab_approvals), --dry-run, and --approve as drill_approvals (the only
     approvals outside the lab)."""
-    from chaoslib.exceptions import ChaosException
-    from chaoslib.experiment import ensure_experiment_is_valid
-    from chaoslib.loader import load_experiment
+    from harness.drill.validate import experiment_problems, load_experiment_file
 
-    try:
-        experiment = load_experiment(str(t.path))
-        ensure_experiment_is_valid(experiment)
-    except (ChaosException, OSError, ValueError) as e:
-        raise UsageError(f"invalid experiment {t.path}: {e}") from e
-    cfg = experiment.setdefault("configuration", {})
+    experiment = load_experiment_file(t.path)  # UsageError naming the file (and line) when it does not parse
+    problems = experiment_problems(experiment)
+    if problems:
+        more = f" (+{len(problems) - 1} more: drill validate {t.path})" if len(problems) > 1 else ""
+        raise UsageError(f"invalid experiment {t.path}: {problems[0]}{more}")
+    if experiment.get("configuration") is None:
+        experiment["configuration"] = {}
+    cfg = experiment["configuration"]
     cfg["drill_kind"] = t.run_kind
     if t.profile:
         cfg.update({k: v for k, v in t.profile.configuration.items()})
@@ -351,16 +385,15 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     rdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update({"DRILL_REPORT_DIR": str(rdir.resolve()), "DRILL_RUN_ID": rid, "DRILL_FEATURE": str(t.path),
-                "DRILL_APPROVALS": ",".join(approvals), "DRILL_STATE_DIR": str(state)})
+                "DRILL_APPROVALS": ",".join(approvals), "DRILL_STATE_DIR": str(state),
+                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})  # only pytest-bdd and drill's steps (_feature_command)
     if plan_overrides:
         env["DRILL_PLAN_OVERRIDES"] = str(Path(plan_overrides).resolve())
     if dry_run:
         env["DRILL_DRY_RUN"] = "1"
-    root = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests" / "test_features.py"),
-           "--junitxml", str(rdir / "pytest-junit.xml")]
+    cmd = _feature_command(rdir.resolve())
     console.print(f"[bold]drill[/] run [cyan]{rid}[/] (feature {t.path.name}) → {rdir}", highlight=False)
-    rc, signals, killed = _run_child(cmd, root, env)
+    rc, signals, killed = _run_child(cmd, Path.cwd(), env)
     problems: list[str] = []
     if killed:
         problems.append(f"the scenario did not end within {FEATURE_STOP_TIMEOUT_S:.0f} s of {signals[0]}: killed")
@@ -371,7 +404,7 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     report_path = rdir / "report.json"
     if not report_path.exists():
         console.print(f"drill: error: the feature run wrote no report (pytest exit {rc})", markup=False)
-        return ExitCode.INTERRUPTED if signals or rc == 2 else ExitCode.HARNESS_ERROR
+        return ExitCode.INTERRUPTED if signals else ExitCode.HARNESS_ERROR
     report = json.loads(report_path.read_text())
     code = int(report["exit_code"])
     if signals:
@@ -382,6 +415,22 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     report["_paths"] = {"json": str(report_path), "md": str(rdir / "report.md"), "html": str(rdir / "report.html")}
     _summarise(report, console)
     return code
+
+
+def _feature_command(rdir: Path) -> list[str]:
+    """pytest on the packaged scenario binding with the packaged steps as plugins, from any directory: no pytest
+    configuration or conftest of the cwd or a checkout, no other installed pytest plugin (autoload is off)."""
+    import importlib.util
+
+    from harness.steps import PLUGINS
+
+    binding = importlib.util.find_spec("harness.drill.scenario_binding")
+    steps = [f"harness.steps.{name}" for name in PLUGINS]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-c", os.devnull, "--rootdir", str(rdir), "--noconftest",
+           "-p", "no:cacheprovider", "-p", "pytest_bdd.plugin"]
+    for name in steps:
+        cmd += ["-p", name]
+    return cmd + [str(binding.origin), "--junitxml", str(rdir / "pytest-junit.xml")]
 
 
 def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str], bool]:

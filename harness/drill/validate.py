@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UsageError
 
-__all__ = ["StepDef", "ValidationResult", "find_steps_dir", "load_step_definitions", "validate_config",
-           "validate_experiment", "validate_feature", "validate_path", "validate_paths"]
+__all__ = ["StepDef", "ValidationResult", "drill_configuration_problems", "experiment_problems",
+           "experiment_shape_problems", "find_steps_dir", "load_experiment_file", "load_step_definitions",
+           "validate_config", "validate_experiment", "validate_feature", "validate_path", "validate_paths"]
 
 EXPERIMENT_SUFFIXES = (".json",)
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -48,6 +49,12 @@ class ValidationResult:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "kind": self.kind, "ok": self.ok, "summary": self.summary,
                 "problems": list(self.problems), "notes": list(self.notes)}
+
+
+def _about(e: BaseException, path: str | Path) -> str:
+    """An error's message without the file's name in front (the line names the file already)."""
+    msg, p = str(e), str(path)
+    return msg.removeprefix(f"{p}: ").removeprefix(f"{p} ") if msg.startswith(p) else msg
 
 
 def _first_line(e: BaseException) -> str:
@@ -115,21 +122,176 @@ def _provider_problems(experiment: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def validate_experiment(path: str | Path) -> ValidationResult:
-    """Load with chaoslib, check every python provider, then `ensure_experiment_is_valid`."""
+def load_experiment_file(path: str | Path) -> Any:
+    """The parsed document of an experiment file (.json, or .yaml/.yml), not yet validated; UsageError (one line
+    naming the file and, for a syntax error, the line) when it cannot be read or parsed."""
+    import json
+
+    import yaml
+
+    from harness.config import read_text
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in EXPERIMENT_SUFFIXES + YAML_SUFFIXES:
+        raise UsageError(f"{p}: unknown experiment file type {suffix or '(none)'!r} (expected .json, .yaml or .yml)")
+    text = read_text(p)
+    if not text.strip():
+        raise UsageError(f"{p}: empty file")
+    try:
+        if suffix in EXPERIMENT_SUFFIXES:
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{p}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UsageError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', None) or _first_line(e)}") from e
+    except (ValueError, RecursionError) as e:  # e.g. a number too long to convert, nesting too deep
+        raise UsageError(f"{p}: cannot parse: {type(e).__name__}: {_first_line(e)}") from e
+
+
+def _type(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _activity_shape(a: Any, where: str) -> list[str]:
+    if not isinstance(a, Mapping):
+        return [f"{where}: an activity must be an object, got {_type(a)} {a!r:.40}"]
+    if "ref" in a:
+        return [] if isinstance(a["ref"], str) else [f"{where}.ref: must be a string, got {_type(a['ref'])}"]
+    out = []
+    if a.get("type") not in ("action", "probe"):
+        out.append(f"{where}.type: must be 'action' or 'probe', got {a.get('type')!r}")
+    if not isinstance(a.get("name"), str) or not a.get("name"):
+        out.append(f"{where}.name: must be a non-empty string, got {a.get('name')!r:.40}")
+    if "pauses" in a and not isinstance(a["pauses"], Mapping):
+        out.append(f"{where}.pauses: must be an object (before/after), got {_type(a['pauses'])} {a['pauses']!r:.40}")
+    prov = a.get("provider")
+    if not isinstance(prov, Mapping):
+        out.append(f"{where}.provider: must be an object, got {_type(prov)}")
+        return out
+    if prov.get("type") not in ("python", "process", "http"):
+        out.append(f"{where}.provider.type: must be 'python', 'process' or 'http', got {prov.get('type')!r}")
+    if "arguments" in prov and not isinstance(prov["arguments"], Mapping):
+        out.append(f"{where}.provider.arguments: must be an object, got {_type(prov['arguments'])}")
+    if prov.get("type") == "python":
+        for key in ("module", "func"):
+            if not isinstance(prov.get(key), str) or not prov.get(key):
+                out.append(f"{where}.provider: python provider without a {key} (got {prov.get(key)!r:.40})")
+    return out
+
+
+def experiment_shape_problems(doc: Any) -> list[str]:
+    """What is wrong with the experiment's structure (before chaoslib looks at it: chaoslib assumes the shape)."""
+    if not isinstance(doc, Mapping):
+        return [f"an experiment must be an object (mapping), got {_type(doc)}"]
+    out = []
+    if not isinstance(doc.get("title"), str) or not doc.get("title", "").strip():
+        out.append("title: missing" if "title" not in doc else f"title: must be a non-empty string, got "
+                                                               f"{doc['title']!r:.40}")
+    for key in ("description",):
+        if key in doc and not isinstance(doc[key], str):
+            out.append(f"{key}: must be a string, got {_type(doc[key])}")
+    for key in ("configuration", "secrets"):
+        if key in doc and doc[key] is not None and not isinstance(doc[key], Mapping):
+            out.append(f"{key}: must be an object, got {_type(doc[key])}")
+    ssh = doc.get("steady-state-hypothesis")
+    if ssh is not None:
+        if not isinstance(ssh, Mapping):
+            out.append(f"steady-state-hypothesis: must be an object, got {_type(ssh)}")
+        elif not isinstance(ssh.get("probes", []), list):
+            out.append(f"steady-state-hypothesis.probes: must be a list, got {_type(ssh.get('probes'))}")
+        else:
+            for i, a in enumerate(ssh.get("probes", [])):
+                out += _activity_shape(a, f"steady-state-hypothesis.probes[{i}]")
+    if "method" not in doc:
+        out.append("method: missing")
+    for key in ("method", "rollbacks"):
+        if key not in doc or (key == "rollbacks" and doc[key] is None):
+            continue
+        if not isinstance(doc[key], list):
+            out.append(f"{key}: must be a list of activities, got {_type(doc[key])}")
+            continue
+        if key == "method" and not doc[key]:
+            out.append("method: must hold at least one activity")
+        for i, a in enumerate(doc[key]):
+            out += _activity_shape(a, f"{key}[{i}]")
+    if isinstance(doc.get("secrets"), Mapping):
+        for scope, v in doc["secrets"].items():
+            if not isinstance(v, Mapping):
+                out.append(f"secrets.{scope}: must be an object (name: value), got {_type(v)}")
+    for key in ("controls", "extensions"):
+        if key in doc and not isinstance(doc[key], list):
+            out.append(f"{key}: must be a list, got {_type(doc[key])}")
+        elif key in doc:
+            out += [f"{key}[{i}]: must be an object, got {_type(x)} {x!r:.40}"
+                    for i, x in enumerate(doc[key]) if not isinstance(x, Mapping)]
+    return out
+
+
+def _number(v: Any, *, integer: bool = False) -> float | None:
+    """v as a number (env values arrive as strings), None when it is not one; booleans are not numbers."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)) and not (integer and isinstance(v, float) and not v.is_integer()):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(int(v, 10) if integer else float(v))
+        except ValueError:
+            return None
+    return None
+
+
+#: The harness's own configuration keys of an experiment and the values they take.
+_POSITIVE = ("drill_probe_interval_s", "drill_detect_interval_s", "drill_switch_timeout_s", "drill_verify_timeout_s")
+_NAMES = ("drill_approvals", "drill_lab_approvals", "drill_allowed_environments")
+_BOOLS = ("drill_dry_run", "drill_expects_fault", "drill_enforce_cooldowns")
+_STRINGS = ("drill_environment", "drill_plan", "drill_state_dir")
+
+
+def drill_configuration_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Wrongly typed values of the harness's configuration keys (drill_*), each naming the key and the value."""
+    out = []
+
+    def bad(key: str, what: str) -> None:
+        out.append(f"configuration.{key}: must be {what}, got {cfg[key]!r:.40}")
+
+    for key, v in cfg.items():
+        if v is None:
+            continue
+        if key == "drill_writers" and ((n := _number(v, integer=True)) is None or n < 1):
+            bad(key, "an integer >= 1")
+        elif key == "drill_write_rate" and ((n := _number(v)) is None or n <= 0):
+            bad(key, "a number > 0 (or null: as fast as possible)")
+        elif key in ("drill_max_regions", "drill_max_components") and ((n := _number(v, integer=True)) is None
+                                                                       or n < 0):
+            bad(key, "an integer >= 0")
+        elif key in _POSITIVE and ((n := _number(v)) is None or n <= 0):
+            bad(key, "a number of seconds > 0")
+        elif key in _NAMES and not (isinstance(v, str) or (isinstance(v, list)
+                                                           and all(isinstance(x, str) for x in v))):
+            bad(key, "a list of names")
+        elif key in _BOOLS and not isinstance(v, (bool, str)):
+            bad(key, "true or false")
+        elif key in _STRINGS and not isinstance(v, str):
+            bad(key, "a string")
+    return out
+
+
+def experiment_problems(experiment: Any) -> list[str]:
+    """Every problem of a parsed experiment: its shape, its python providers, chaoslib's validation and the
+    harness's configuration keys. Empty when it can run."""
+    from chaoslib.configuration import load_configuration
     from chaoslib.exceptions import ChaosException
     from chaoslib.experiment import ensure_experiment_is_valid
-    from chaoslib.loader import load_experiment
 
-    p = str(path)
-    try:
-        experiment = load_experiment(p)
-    except ValueError as e:  # json.JSONDecodeError names line and column
-        return ValidationResult(p, "experiment", (f"not valid JSON/YAML: {_first_line(e)}",))
-    except Exception as e:  # chaoslib's InvalidSource, yaml errors
-        return ValidationResult(p, "experiment", (f"cannot load: {_first_line(e)}",))
-    if not isinstance(experiment, Mapping):
-        return ValidationResult(p, "experiment", (f"an experiment must be a mapping, got {type(experiment).__name__}",))
+    problems = experiment_shape_problems(experiment)
+    if problems:
+        return problems
     problems = _provider_problems(experiment)
     try:
         ensure_experiment_is_valid(experiment)
@@ -139,7 +301,26 @@ def validate_experiment(path: str | Path) -> ValidationResult:
             problems.append(msg)
     except Exception as e:  # chaoslib failing on a malformed document
         problems.append(f"{type(e).__name__}: {_first_line(e)}")
-    n = len(_activities(experiment))
+    try:
+        cfg = dict(load_configuration(dict(experiment.get("configuration") or {})) or {})
+    except (ChaosException, KeyError, ValueError, TypeError, AttributeError) as e:
+        if not any(_first_line(e) in x for x in problems):  # chaoslib's validation says it already
+            problems.append(f"configuration: {_first_line(e)}")
+    else:
+        problems += drill_configuration_problems(cfg)
+    return problems
+
+
+def validate_experiment(path: str | Path) -> ValidationResult:
+    """Parse the file, check its shape, every python provider, chaoslib's `ensure_experiment_is_valid` and the
+    harness's configuration keys."""
+    p = str(path)
+    try:
+        experiment = load_experiment_file(p)
+    except HarnessError as e:
+        return ValidationResult(p, "experiment", (_about(e, p),))
+    problems = experiment_problems(experiment)
+    n = len(_activities(experiment)) if isinstance(experiment, Mapping) else 0
     return ValidationResult(p, "experiment", tuple(problems), f"experiment: {n} activities")
 
 
@@ -169,7 +350,10 @@ class StepDef:
 
 
 def find_steps_dir(start: str | Path) -> Path | None:
-    """The nearest `steps/` package (with `__init__.py`) in `start` or its parents, else in the cwd."""
+    """The nearest `steps/` package (with `__init__.py`) in `start` or its parents, else in the cwd, else the steps
+    drill ships (`harness.steps`, the ones `drill run X.feature` binds)."""
+    from harness.drill.profiles import STEPS
+
     here = Path(start).resolve()
     for d in (here if here.is_dir() else here.parent, *(here if here.is_dir() else here.parent).parents):
         if (d / "steps" / "__init__.py").is_file():
@@ -177,18 +361,22 @@ def find_steps_dir(start: str | Path) -> Path | None:
     cwd = Path.cwd()
     if (cwd / "steps" / "__init__.py").is_file():
         return cwd / "steps"
-    return None
+    return STEPS if (STEPS / "__init__.py").is_file() else None
 
 
 def load_step_definitions(steps_dir: str | Path) -> list[StepDef]:
     """Import every module of the `steps` package in `steps_dir` and read pytest-bdd's registered step parsers."""
+    from harness.drill.profiles import STEPS
+
     steps_dir = Path(steps_dir).resolve()
     root, package = str(steps_dir.parent), steps_dir.name
     try:
         from pytest_bdd.steps import step_function_context_registry
     except ImportError as e:
-        raise HarnessError(f"pytest-bdd is not installed (pip install -e '.[test]'): {e}") from e
-    if root not in sys.path:
+        raise HarnessError(f"pytest-bdd is not installed: {e}") from e
+    if steps_dir == STEPS.resolve():  # the shipped steps import as harness.steps (no folder of harness on sys.path)
+        package = "harness.steps"
+    elif root not in sys.path:
         sys.path.insert(0, root)
     modules = [package] + [f"{package}.{f.stem}" for f in sorted(steps_dir.glob("*.py")) if f.stem != "__init__"]
     loaded: set[str] = set()
@@ -273,6 +461,90 @@ def _parse_error(e: Exception) -> list[str]:
     return out
 
 
+_TAG = re.compile(r"@[A-Za-z_][A-Za-z0-9_]*")
+_STEP_WORDS = ("Given", "When", "Then", "And", "But", "*")
+
+
+def _free_text_line(block: Mapping[str, Any], lines: list[str]) -> tuple[int, str]:
+    """(line, text) of the first line of a block's description: the first non-blank, non-comment line after
+    its keyword line (gherkin gives the description without its location)."""
+    start = block["location"]["line"]
+    for n in range(start, len(lines)):
+        stripped = lines[n].strip()
+        if stripped and not stripped.startswith("#"):
+            return n + 1, stripped
+    return start, ""
+
+
+#: markers pytest and pytest-timeout register themselves
+_BUILTIN_MARKERS = frozenset({"filterwarnings", "skip", "skipif", "xfail", "parametrize", "usefixtures", "tryfirst",
+                              "trylast", "timeout"})
+
+
+def _registered_markers(project: Path | None) -> frozenset[str] | None:
+    """The pytest markers a feature run accepts (it runs with --strict-markers): the built-in ones and those of
+    the project's pyproject.toml; None when there is no such file (tags are then checked for their form only)."""
+    import tomllib
+
+    f = project / "pyproject.toml" if project else None
+    if f is None or not f.is_file():
+        return None
+    try:
+        ini = tomllib.loads(f.read_text(encoding="utf-8")).get("tool", {}).get("pytest", {}).get("ini_options", {})
+    except (OSError, ValueError):
+        return None
+    return _BUILTIN_MARKERS | {str(m).split(":", 1)[0].split("(", 1)[0].strip() for m in ini.get("markers", [])}
+
+
+def _strict_problems(feature: Mapping[str, Any], lines: list[str],
+                     markers: frozenset[str] | None = None) -> list[str]:
+    """What gherkin accepts but a drill must not: free text inside a scenario, background or examples (gherkin
+    reads it as a description, so a mistyped step vanishes), a step without text, a scenario without steps, no
+    scenario at all, a tag that is not a pytest marker name (pytest-bdd turns tags into markers)."""
+    out: list[str] = []
+
+    def tags(node: Mapping[str, Any]) -> None:
+        for tag in node.get("tags") or []:
+            if not _TAG.fullmatch(tag["name"]):
+                out.append(f"line {tag['location']['line']}: bad tag {tag['name']!r} (a tag is a pytest marker "
+                           "name: letters, digits and _)")
+            elif markers is not None and tag["name"][1:] not in markers:
+                out.append(f"line {tag['location']['line']}: tag {tag['name']!r} is not a registered pytest marker "
+                           f"({', '.join(sorted(markers))}): the feature run would fail")
+
+    def block(node: Mapping[str, Any], kind: str) -> None:
+        tags(node)
+        if (node.get("description") or "").strip():
+            line, text = _free_text_line(node, lines)
+            if text.split(" ", 1)[0] in _STEP_WORDS:
+                out.append(f"line {line}: step {text!r} has no text")
+            else:
+                out.append(f"line {line}: not Gherkin: {text!r:.60} (inside a {kind} a line is a step: Given, "
+                           "When, Then, And, But or *)")
+        for st in node.get("steps") or []:
+            if not st.get("text", "").strip():
+                out.append(f"line {st['location']['line']}: step {st['keyword'].strip()!r} has no text")
+        if kind == "scenario" and not node.get("steps"):
+            out.append(f"line {node['location']['line']}: scenario {node.get('name', '')!r} has no steps")
+        for ex in node.get("examples") or []:
+            block(ex, "Examples block")
+
+    def walk(node: Mapping[str, Any]) -> None:
+        tags(node)
+        for child in node.get("children") or []:
+            if "rule" in child:
+                walk(child["rule"])
+            elif "background" in child:
+                block(child["background"], "background")
+            elif "scenario" in child:
+                block(child["scenario"], "scenario")
+
+    walk(feature)
+    if not any(True for _ in _scenarios(feature)):
+        out.append(f"line {feature['location']['line']}: no Scenario in feature {feature.get('name', '')!r}")
+    return out
+
+
 def validate_feature(path: str | Path, steps_dir: str | Path | None = None,
                      step_defs: list[StepDef] | None = None) -> ValidationResult:
     """Parse with gherkin (errors with their line) and match every step against the step definitions."""
@@ -280,10 +552,14 @@ def validate_feature(path: str | Path, steps_dir: str | Path | None = None,
     from gherkin.parser import Parser
 
     p = str(path)
+    from harness.config import read_text
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        return ValidationResult(p, "feature", (f"cannot read: {_first_line(e)}",))
+        text = read_text(path)
+    except HarnessError as e:
+        return ValidationResult(p, "feature", (_about(e, p),))
+    if not text.strip():
+        return ValidationResult(p, "feature", ("empty file",))
     try:
         doc = Parser().parse(text)
     except ParserError as e:
@@ -291,6 +567,10 @@ def validate_feature(path: str | Path, steps_dir: str | Path | None = None,
     feature = doc.get("feature")
     if not feature:
         return ValidationResult(p, "feature", ("no Feature in the file",))
+    steps_at = Path(steps_dir) if steps_dir else find_steps_dir(path)
+    strict = _strict_problems(feature, text.splitlines(), _registered_markers(steps_at.parent if steps_at else None))
+    if strict:
+        return ValidationResult(p, "feature", tuple(strict))
     scenarios = sum(1 for _ in _scenarios(feature))
     steps = list(_feature_steps(feature))
     summary = f"feature: {scenarios} scenario{'s' if scenarios != 1 else ''}, {len(steps)} steps"
@@ -331,7 +611,7 @@ def validate_config(path: str | Path, data: Any = None) -> ValidationResult:
         if data is None:
             data = read_yaml(path)
     except HarnessError as e:
-        return ValidationResult(p, "plan", (str(e),))
+        return ValidationResult(p, "plan", (_about(e, p),))
     full = isinstance(data, Mapping) and all(k in data for k in PLAN_REQUIRED_KEYS)
     kind = "plan" if full else "plan-overrides"
     if data is None:
@@ -397,7 +677,7 @@ def validate_path(path: str | Path, steps_dir: str | Path | None = None,
         try:
             data = read_yaml(p)
         except HarnessError as e:
-            return ValidationResult(str(path), "plan", (str(e),))
+            return ValidationResult(str(path), "plan", (_about(e, path),))
         if _looks_like_experiment(data):
             return validate_experiment(p)
         if p.parent.name == "environments" or looks_like_environment(data):

@@ -182,6 +182,8 @@ class Lab:
         """Start the lab (idempotent). Returns the topology."""
         if scale < 1:
             raise UsageError(f"--scale {scale} must be >= 1")
+        if base_port is not None and not 1024 <= base_port <= 65535 - len(PORT_NAMES):  # before a running lab
+            raise UsageError(f"--base-port {base_port} is out of range (1024..{65535 - len(PORT_NAMES)})")
         self._check_writable()
         st = self._read_state()
         if st:

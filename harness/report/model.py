@@ -100,7 +100,7 @@ def event_time(event: Mapping[str, Any]) -> float | None:
 
 
 def verdict(report: Mapping[str, Any]) -> str:
-    """The headline verdict, decided by the exit code first (DESIGN.md section 3), then by status and items.
+    """The headline verdict, decided by the exit code first (docs/CONTRACTS.md), then by status and items.
 
     0 passed; 130 aborted (interrupted); 5 refused by safety; 1 harness error; 4 integrity violation;
     3 objectives missed (or, when every objective was met, checklist items failed). Without a known

@@ -22,23 +22,28 @@ def _aws() -> dict:
     return yaml.safe_load((ROOT / "environments" / "example-aws.yaml").read_text())
 
 
-def test_every_shipped_environment_validates_and_the_packaged_copies_are_the_same():
+def test_every_shipped_environment_validates_and_is_found_by_name_from_any_directory(tmp_path, monkeypatch):
     names = sorted(p.stem for p in (ROOT / "environments").glob("*.yaml"))
     assert names == ["example-aws", "example-k8s", "lab", "lab-cloud"]
+    monkeypatch.chdir(tmp_path)  # no ./environments here: the installed package harness.environments answers
+    monkeypatch.delenv("DRILL_ENVIRONMENTS_DIR", raising=False)
     for n in names:
         env = load_environment(n)
         assert env.name == n
-        assert filecmp.cmp(ROOT / "environments" / f"{n}.yaml",
-                           ROOT / "harness" / "config" / "environments" / f"{n}.yaml", shallow=False), n
+        assert filecmp.cmp(env.source, ROOT / "environments" / f"{n}.yaml", shallow=False), n
 
 
-def test_the_packaged_copy_is_found_outside_the_checkout(tmp_path, monkeypatch):
+def test_a_project_environments_folder_comes_before_the_installed_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("harness.config.environment._project_dirs", lambda: [tmp_path / "environments"])
-    assert find_environment("example-aws").parts[-3:] == ("config", "environments", "example-aws.yaml")
+    monkeypatch.delenv("DRILL_ENVIRONMENTS_DIR", raising=False)
+    assert find_environment("example-aws").parts[-2:] == ("environments", "example-aws.yaml")
     (tmp_path / "environments").mkdir()
     (tmp_path / "environments" / "example-aws.yaml").write_text((ROOT / "environments" / "lab.yaml").read_text())
     assert find_environment("example-aws") == tmp_path / "environments" / "example-aws.yaml"
+    monkeypatch.setenv("DRILL_ENVIRONMENTS_DIR", str(tmp_path / "mine"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "example-aws.yaml").write_text("")
+    assert find_environment("example-aws") == tmp_path / "mine" / "example-aws.yaml"
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,11 +150,15 @@ def test_step_definitions_come_from_pytest_bdd_registry():
     assert ("when", 'the gate "{gate}" is approved') in patterns
 
 
-def test_feature_without_steps_package_is_parsed_and_says_steps_were_not_checked(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_feature_without_steps_package_nearby_is_checked_against_the_shipped_steps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no steps/ above the feature nor in the cwd: the steps `drill run` binds
     p = write(tmp_path / "lonely.feature", "Feature: x\n  Scenario: y\n    Given anything at all\n")
     r = V.validate_path(p)
-    assert r.ok and "steps not checked" in r.line()
+    assert not r.ok and r.problems == ("line 3: no step definition matches Given 'anything at all'",)
+    mine = tmp_path / "mine.feature"
+    shutil.copy(ROOT / "features" / "region_failover.feature", mine)
+    r = V.validate_path(mine)
+    assert r.ok and "steps not checked" not in r.line(), r.line()
 
 
 # -- plan files -------------------------------------------------------------------------------------

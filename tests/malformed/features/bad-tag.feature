@@ -1,0 +1,4 @@
+@smoke-test
+Feature: f
+  Scenario: s
+    Given the embedded lab is up

@@ -1,0 +1,4 @@
+Feature: f
+  Scenario: s
+    Given the embedded lab is up
+    and then something happens

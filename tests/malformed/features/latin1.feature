@@ -1,0 +1,3 @@
+Feature: Übung
+  Scenario: s
+    Given the embedded lab is up

@@ -1,0 +1,2 @@
+Scenario: the region fails
+  Given the embedded lab is up

@@ -1,0 +1,2 @@
+Feature: region failover
+  A feature without any scenario.

@@ -1,0 +1,4 @@
+@slow test
+Feature: f
+  Scenario: s
+    Given the embedded lab is up

@@ -1,0 +1,4 @@
+Feature: a
+  Scenario: s
+    Given the embedded lab is up
+Feature: b

@@ -1,0 +1,4 @@
+@nightly
+Feature: f
+  Scenario: s
+    Given the embedded lab is up
