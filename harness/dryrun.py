@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["DryRunRecorder", "NotSent", "intercept_boto3", "intercept_kubernetes"]
+__all__ = ["DryRunRecorder", "NotSent", "intercept_boto3", "intercept_kubernetes", "intercept_process"]
 
 
 class NotSent(RuntimeError):
@@ -135,24 +136,66 @@ def _kube_resource(path: str) -> str:
     return f"{what} in namespace {ns}" if ns else what
 
 
-def intercept_kubernetes(api_client: Any, recorder: DryRunRecorder) -> Any:
-    """Replace `api_client.rest_client.request` (kubernetes.client.ApiClient) by a recorder: method, path,
-    query, body are recorded, an empty object (with `items: []`) is returned, nothing is sent."""
+def _kube_request(recorder: DryRunRecorder, host_of: Any) -> Any:
     from urllib.parse import urlsplit
 
-    host = api_client.configuration.host
-
-    def request(method: str, url: str, query_params: Any = None, headers: Any = None, body: Any = None,
-                post_params: Any = None, _preload_content: bool = True, _request_timeout: Any = None) -> _KubeResponse:
-        path = urlsplit(url).path
-        recorder.record("kubernetes", "kubernetes", method.upper(), _kube_resource(path),
-                        {"path": path, "query": dict(query_params or []), "body": body}, host=host)
+    def request(self_or_none: Any, method: str, url: str, query_params: Any = None, headers: Any = None,
+                body: Any = None, post_params: Any = None, _preload_content: bool = True,
+                _request_timeout: Any = None) -> _KubeResponse:
+        parts = urlsplit(url)
+        recorder.record("kubernetes", "kubernetes", method.upper(), _kube_resource(parts.path),
+                        {"path": parts.path, "query": dict(query_params or []), "body": body},
+                        host=host_of(parts))
         reply: dict[str, Any] = {"items": [], "metadata": {}}
         if isinstance(body, dict):
             reply = {**reply, **body}
         return _KubeResponse(json.dumps(reply).encode())
 
-    api_client.rest_client.request = request
+    return request
+
+
+def intercept_kubernetes(api_client: Any, recorder: DryRunRecorder) -> Any:
+    """Replace `api_client.rest_client.request` (kubernetes.client.ApiClient) by a recorder: method, path,
+    query, body are recorded, an empty object (with `items: []`) is returned, nothing is sent."""
+    host = api_client.configuration.host
+    request = _kube_request(recorder, lambda parts: host)
+    api_client.rest_client.request = lambda *a, **kw: request(None, *a, **kw)
     # the connection pool itself is never used again; make sure of it
     api_client.rest_client.pool_manager = None
     return api_client
+
+
+@contextlib.contextmanager
+def intercept_process(recorder: DryRunRecorder) -> Iterator[DryRunRecorder]:
+    """While inside: EVERY botocore client and kubernetes ApiClient of the process records and sends nothing,
+    also those third-party activities build themselves (chaosaws, chaostoolkit-kubernetes). For a dry run
+    against a real environment; the factory's per-client interception stays the first line."""
+    from botocore.client import BaseClient
+
+    patched: list[tuple[Any, str, Any]] = []
+
+    def make_api_call(self: Any, operation_name: str, api_params: dict) -> dict:
+        model = self.meta.service_model.operation_model(operation_name)
+        params = copy.deepcopy(api_params)
+        resource = next((str(params[k]) for k in _RESOURCE_KEYS if k in params), "")
+        recorder.record("aws", self.meta.service_model.service_name, model.name, resource, params,
+                        region=self.meta.region_name or "")
+        parsed = _skeleton(model.output_shape)
+        parsed["ResponseMetadata"] = {"HTTPStatusCode": 200, "RequestId": "dry-run", "HTTPHeaders": {},
+                                      "RetryAttempts": 0}
+        return parsed
+
+    patched.append((BaseClient, "_make_api_call", BaseClient.__dict__["_make_api_call"]))
+    BaseClient._make_api_call = make_api_call
+    try:
+        from kubernetes.client import rest
+    except ImportError:
+        rest = None
+    if rest is not None:
+        patched.append((rest.RESTClientObject, "request", rest.RESTClientObject.__dict__["request"]))
+        rest.RESTClientObject.request = _kube_request(recorder, lambda parts: f"{parts.scheme}://{parts.netloc}")
+    try:
+        yield recorder
+    finally:
+        for owner, name, original in reversed(patched):
+            setattr(owner, name, original)

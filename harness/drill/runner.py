@@ -219,6 +219,18 @@ def _check_feature(path: Path) -> None:
         raise UsageError(r.line().replace("invalid ", "invalid feature ", 1))
 
 
+def _nothing_leaves(s):
+    """A dry run against a real environment: every AWS and Kubernetes client of the process records its calls
+    and sends none (also those chaosaws and chaostoolkit-kubernetes activities build themselves)."""
+    import contextlib
+
+    if s.recorder is None or s.environment is None or s.environment.embedded:
+        return contextlib.nullcontext()
+    from harness.dryrun import intercept_process
+
+    return intercept_process(s.recorder)
+
+
 def _load_overrides(path: str | None) -> dict | None:
     if not path:
         return None
@@ -289,7 +301,7 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
         console.print(f"drill: {e}", markup=False, highlight=False, soft_wrap=True)
         return _finish(s, None, None, console)
     try:
-        with Runner(Strategy.DEFAULT) as runner:
+        with Runner(Strategy.DEFAULT) as runner, _nothing_leaves(s):
             journal = runner.run(experiment, settings=settings)
     except KeyboardInterrupt:
         s.aborted = True

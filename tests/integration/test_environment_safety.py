@@ -206,6 +206,40 @@ def test_a_dry_run_against_a_real_cluster_lists_every_call_and_sends_none(counte
     assert counter.connections == 0
 
 
+def test_inside_a_dry_run_every_client_of_the_process_is_intercepted(counter, aws_env, tmp_path):
+    """Clients third-party activities build themselves (chaosaws: boto3.client; chaosk8s: its own ApiClient)."""
+    import boto3
+    from botocore.config import Config
+    from kubernetes import client as k8s
+    from kubernetes import config as kconfig
+
+    from harness.dryrun import intercept_process
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": counter.url}}], "users": [{"name": "u", "user": {}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    rec = DryRunRecorder()
+    with intercept_process(rec):
+        boto3.client("rds", region_name="ap-northeast-1", endpoint_url=counter.url).reboot_db_instance(
+            DBInstanceIdentifier="kerp-db-seoul", ForceFailover=True)
+        api = k8s.CoreV1Api(kconfig.new_client_from_config(config_file=str(kubeconfig)))
+        api.create_namespaced_pod_eviction("web-1", "kerp-system", {"metadata": {"name": "web-1"}})
+    assert [(c["service"], c["operation"], c["resource"]) for c in rec.calls] == [
+        ("rds", "RebootDBInstance", "kerp-db-seoul"),
+        ("kubernetes", "POST", "pods/web-1/eviction in namespace kerp-system")]
+    assert rec.calls[0]["params"] == {"DBInstanceIdentifier": "kerp-db-seoul", "ForceFailover": True}
+    time.sleep(0.3)
+    assert counter.connections == 0
+    # outside it, the same client reaches the wire again (the listener counts the connection)
+    with pytest.raises(Exception):
+        boto3.client("rds", region_name="ap-northeast-1", endpoint_url=counter.url,
+                     config=Config(retries={"max_attempts": 1}, read_timeout=1, connect_timeout=1)
+                     ).describe_db_instances()
+    assert counter.connections >= 1
+
+
 # -- real-AWS safety -------------------------------------------------------------------------------
 def test_the_right_account_and_endpoint_pass_with_one_identity_call(moto_proxy, aws_env, tmp_path):
     url, log = moto_proxy
