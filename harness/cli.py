@@ -28,6 +28,19 @@ out = Console(highlight=False)
 
 StateDir = typer.Option(None, "--state-dir", envvar="DRILL_STATE_DIR",
                         help="Lab state directory (default ./.drill/lab).")
+EnvName = typer.Option("lab", "--env", envvar="DRILL_ENV", metavar="NAME|FILE",
+                       help="The environment (environments/NAME.yaml or a file; default lab). See docs/ENVIRONMENTS.md.")
+
+
+def _lab_environment(name: str, command: str):
+    """--env of a command that drives the embedded lab: a valid environment of kind lab or lab-cloud."""
+    from harness.config.environment import load_environment
+
+    env = load_environment(name)
+    if not env.embedded:
+        raise UsageError(f"--env {name!r} is of kind {env.kind}: `drill {command}` drives the embedded lab "
+                         f"only (environments of kind lab or lab-cloud)")
+    return env
 
 
 def _error_line(e: BaseException) -> None:
@@ -53,8 +66,13 @@ def lab_up(
     base_port: Optional[int] = typer.Option(None, "--base-port",
                                             help="Use consecutive ports from here instead of free ones."),
     state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
 ) -> None:
     """Start the embedded lab (idempotent: a running lab is reported, not restarted)."""
+    try:
+        _lab_environment(env, "lab up")
+    except HarnessError as e:
+        _fail(e)
     from harness.lab.manager import Lab
 
     lab = Lab(state_dir)
@@ -76,8 +94,13 @@ def lab_up(
 def lab_status(
     json_out: bool = typer.Option(False, "--json", help="Print topology and health as JSON."),
     state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
 ) -> None:
     """Topology plus the health of every component. Exit 1 when no lab runs or it is unhealthy."""
+    try:
+        _lab_environment(env, "lab status")
+    except HarnessError as e:
+        _fail(e)
     from harness.lab.manager import Lab
 
     try:
@@ -93,8 +116,12 @@ def lab_status(
 
 
 @lab_app.command("down")
-def lab_down(state_dir: Optional[Path] = StateDir) -> None:
+def lab_down(state_dir: Optional[Path] = StateDir, env: str = EnvName) -> None:
     """Stop every lab process and remove its data (logs are kept)."""
+    try:
+        _lab_environment(env, "lab down")
+    except HarnessError as e:
+        _fail(e)
     from harness.lab.manager import Lab
 
     try:
@@ -120,6 +147,10 @@ def run_cmd(
     plan_overrides: Optional[Path] = typer.Option(None, "--plan-overrides",
                                                   help="YAML merged over the plan (e.g. tighter objectives)."),
     state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
+    allow_env: list[str] = typer.Option([], "--allow-env", metavar="NAME",
+                                        help="Allow faults in this non-lab environment (repeatable; also "
+                                             "DRILL_ALLOWED_ENVIRONMENTS); its file must allow them too."),
 ) -> None:
     """Run a drill: bring the lab up if needed, inject, fail over, measure RTO/RPO, validate, report.
 
@@ -133,7 +164,8 @@ def run_cmd(
     try:
         code = runner.run(target, report_dir=report_dir, dry_run=dry_run, approvals=tuple(approve),
                           plan_overrides=str(plan_overrides) if plan_overrides else None,
-                          state_dir=str(state_dir) if state_dir else None, console=err)
+                          state_dir=str(state_dir) if state_dir else None, console=err,
+                          environment=env, allow_env=tuple(allow_env))
     except HarnessError as e:
         _fail(e)
     raise typer.Exit(code)
@@ -156,6 +188,7 @@ def calibrate_cmd(
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to keep calibration.json and the "
                                                                          "timeline (default reports/<run-id>/)."),
     state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
 ) -> None:
     """Self-test of the meters against known, injected loss, delay and integrity faults.
 
@@ -167,6 +200,10 @@ def calibrate_cmd(
 
     Exit code: 0 every meter within tolerance, 1 otherwise, 2 bad input, 130 interrupted.
     """
+    try:
+        _lab_environment(env, "calibrate")
+    except HarnessError as e:
+        _fail(e)
     from harness.drill import calibrate, runner
 
     def progress(m: str) -> None:
@@ -213,8 +250,12 @@ def _print_calibration(r: dict) -> None:
 
 
 @app.command("recover")
-def recover_cmd(state_dir: Optional[Path] = StateDir) -> None:
+def recover_cmd(state_dir: Optional[Path] = StateDir, env: str = EnvName) -> None:
     """Revert every fault still recorded as active in the fault ledger (after a crash or a kill -9)."""
+    try:
+        _lab_environment(env, "recover")
+    except HarnessError as e:
+        _fail(e)
     from harness.drill.fault_ledger import FaultLedger, ledger_path
     from harness.lab.paths import state_dir as resolve_state
 
@@ -271,7 +312,8 @@ def _print_topology(topo: dict) -> None:
 def validate_cmd(
     paths: list[Path] = typer.Argument(..., metavar="PATH",
                                        help="Experiments (.json, or .yaml with a method), features (.feature), "
-                                            "plan files or plan overrides (.yaml/.yml)."),
+                                            "plan files or plan overrides (.yaml/.yml), environment files "
+                                            "(environments/*.yaml)."),
     steps_dir: Optional[Path] = typer.Option(None, "--steps-dir", help="The `steps` package the features' steps must "
                                                                        "match (default: the nearest steps/ above each "
                                                                        "feature, else ./steps, else drill's own)."),
@@ -284,6 +326,8 @@ def validate_cmd(
     Features: Gherkin syntax (errors with their line) and every step must match a step definition of the steps package.
 
     Plan files: the full plan schema; plan overrides are merged over the packaged plan and validated.
+
+    Environment files: the schema of their kind, the plan's regions and catalog services (docs/ENVIRONMENTS.md).
 
     Exit code: 0 every file valid, 2 any file invalid or missing.
     """
@@ -305,6 +349,7 @@ def validate_cmd(
 def detect_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the level and the indicators as JSON."),
     state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
 ) -> None:
     """Current disaster level (0 normal .. 4 catastrophic) and the health indicators behind it.
 
@@ -312,6 +357,10 @@ def detect_cmd(
 
     Exit code: 0 whenever detection ran (the level is information, not a verdict), 1 harness error (no lab).
     """
+    try:
+        _lab_environment(env, "detect")
+    except HarnessError as e:
+        _fail(e)
     from harness.drill import guard
     from harness.failover.runbook import detect_level
 
@@ -374,11 +423,16 @@ def _age(seconds: float) -> str:
 def backup_create(
     json_out: bool = typer.Option(False, "--json", help="Print the backup as JSON."),
     state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
 ) -> None:
     """Take a logical backup (pg_dump, custom format) of the current primary into S3 and record it in DynamoDB.
 
     Exit code: 0 taken, 1 harness error.
     """
+    try:
+        _lab_environment(env, "backup create")
+    except HarnessError as e:
+        _fail(e)
     from harness import backup
     from harness.workload import find_primary_dsn
 
@@ -398,11 +452,16 @@ def backup_create(
 def backup_list(
     json_out: bool = typer.Option(False, "--json", help="Print the backups as JSON."),
     state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
 ) -> None:
     """The backups in the lab's bucket, newest first, with their age.
 
     Exit code: 0, 1 harness error.
     """
+    try:
+        _lab_environment(env, "backup list")
+    except HarnessError as e:
+        _fail(e)
     from harness import backup
 
     try:
@@ -425,6 +484,7 @@ def backup_verify(
     key: str = typer.Argument(..., help="The backup's S3 key (see `drill backup list`)."),
     json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
     state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
 ) -> None:
     """Download a backup and check it: sha256 vs. object metadata and DynamoDB record, pg_restore --list.
 
@@ -432,6 +492,10 @@ def backup_verify(
 
     Exit code: 0 intact, 4 integrity violation (the reason is printed), 2 no such key, 1 harness error.
     """
+    try:
+        _lab_environment(env, "backup verify")
+    except HarnessError as e:
+        _fail(e)
     from harness import backup
 
     try:
@@ -465,6 +529,7 @@ def backup_restore(
                                                             "needs data_restore_from_backup."),
     json_out: bool = typer.Option(False, "--json", help="Print the verification and integrity results as JSON."),
     state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
 ) -> None:
     """Restore a backup into a NEW database on the current primary and run the integrity checks on it.
 
@@ -476,6 +541,10 @@ def backup_restore(
 
     Exit code: 0 restored and every integrity check passes, 4 verification or an integrity check failed, 5 not approved, 2 DBNAME exists or is invalid or no such key, 1 harness error.
     """
+    try:
+        _lab_environment(env, "backup restore")
+    except HarnessError as e:
+        _fail(e)
     from harness import backup
     from harness.workload import find_primary_dsn
 

@@ -143,7 +143,8 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         "phases": phases,
         "rpo_by_service": {svc: {"rpo_basis": basis.get(svc), **(rpos[svc].to_dict() if svc in rpos else {})}
                            for svc in (x.name for x in plan.services)},
-        "environment": {"python": platform.python_version(), "host": platform.node(),
+        "environment": {**(s.environment.to_report() if s.environment is not None else {"name": "lab", "kind": "lab"}),
+                        "python": platform.python_version(), "host": platform.node(),
                         "topology": {k: v for k, v in (s.topology or {}).items() if k in ("router", "s3", "toxiproxy")}},
         "notes": list(s.notes),
         "summary": summary,
@@ -153,6 +154,8 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         extra["writes_by_kind"] = {f: wc.to_dict() for f, wc in other_writes.items()}
     if s.approvals:
         extra["approvals"] = sorted(s.approvals)
+    if s.recorder is not None:
+        extra["dry_run_calls"] = s.recorder.calls
     report = build_report(
         run_id=s.run_id, kind=s.kind, target=s.target, started_at=s.started_at, ended_at=ended_at,
         objectives=objectives, writes=writes, integrity=s.integrity, checklist=checklist, events=events,

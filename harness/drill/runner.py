@@ -56,6 +56,8 @@ def _printer(console) -> Callable[[Event], None]:
     """Live progress: faults, failover steps, checks and notes as they happen (not every probe or write)."""
     from rich.markup import escape
 
+    from harness.core.report import redact
+
     t0 = time.time()
     styles = {"fault": "bold red", "failover": "bold yellow", "check": "cyan", "note": "dim"}
 
@@ -70,9 +72,12 @@ def _printer(console) -> Callable[[Event], None]:
             extra = f" [{colour}]{escape(str(e.data['status']))}[/]" if colour else f" {escape(str(e.data['status']))}"
         if e.kind == "fault":
             extra = f" ({escape(str(e.data.get('phase', 'inject')))})"
-        console.print(f"[dim]{e.t - t0:7.2f}s[/] [{styles.get(e.kind, '')}]{e.kind:<8}[/] {escape(e.event)}{extra}",
+        secrets = tuple(show.secrets)  # the console is a log too: the run's secrets are redacted
+        text = redact(e.event, secrets) if secrets else e.event
+        console.print(f"[dim]{e.t - t0:7.2f}s[/] [{styles.get(e.kind, '')}]{e.kind:<8}[/] {escape(text)}{extra}",
                       highlight=False)
 
+    show.secrets = set()  # the run's session.secrets once it has begun (the same set, filled in place)
     return show
 
 
@@ -98,7 +103,8 @@ def __getattr__(name: str) -> Any:
 
 
 def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, approvals: tuple[str, ...] = (),
-        plan_overrides: str | None = None, state_dir: str | None = None, console=None) -> int:
+        plan_overrides: str | None = None, state_dir: str | None = None, console=None,
+        environment: str | None = None, allow_env: tuple[str, ...] = ()) -> int:
     """Run one drill and return its exit code (the report says why).
 
     Everything that can be refused is checked before the lab is touched (target, plan overrides, --approve
@@ -111,14 +117,21 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
 
     from harness.drill import guard
 
+    from harness.config.environment import load_environment
+
     console = console or Console(stderr=True)
     t = resolve_target(target)
+    env = load_environment(environment)  # a bad environment file: exit 2, before the lab is touched
+    if t.kind == "feature" and env.name != "lab":
+        raise UsageError(f"--env {env.name!r}: features run against the lab environment only")
     if t.kind == "feature":
         _check_feature(t.path)
     overrides = _load_overrides(plan_overrides)
     if state_dir:
         os.environ["DRILL_STATE_DIR"] = str(Path(state_dir).resolve())
     experiment = _load_experiment(t, dry_run, approvals) if t.kind != "feature" else None
+    if experiment is not None:
+        _apply_environment(experiment, env, allow_env)
     cfg = _resolved_configuration(experiment) if experiment is not None else {}
     # the run's plan, once (a bad override or plan file is a usage error, exit 2, before the lab is touched)
     plan = load_plan(cfg.get("drill_plan"), overrides=overrides)
@@ -131,12 +144,19 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
         return _run_feature(t, report_dir, approvals, plan_overrides, dry_run, console)
 
     guard.ledger(cfg).refuse_if_active()  # faults of an earlier run still in place: `drill recover` first
-    ensure_lab(console, state_dir)
+    topology = ensure_lab(console, state_dir) if env.embedded else None
+    # lab-cloud needs a lab serving its APIs; a real run needs its secrets (a dry run sends nothing, needs none)
+    from harness.config.environment import resolve_references
+
+    _, env_secrets = resolve_references(env, topology=topology, strict=env.embedded or not dry_run)
     with drill_session.SIGNALS:
-        s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(_printer(console),),
+        printer = _printer(console)
+        s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(printer,),
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
                                                    **{k: cfg[k] for k in ("drill_expects_fault",) if k in cfg}})
         s.approvals |= set(approvals)
+        printer.secrets = s.secrets
+        _begin_environment(s, env, env_secrets, dry_run)
         if guard.lab_approvals(cfg):
             s.note(f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'}): "
                    f"{', '.join(sorted(guard.lab_approvals(cfg)))}")
@@ -144,6 +164,33 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
             drill_session.register_lab_secrets(s, cfg.get("drill_state_dir"))
         console.print(f"[bold]drill[/] run [cyan]{s.run_id}[/] ({t.run_kind}) → {s.report_dir}", highlight=False)
         return _run_experiment(s, t, experiment, cfg, dry_run, console)
+
+
+def _apply_environment(experiment: dict, env, allow_env: tuple[str, ...]) -> None:
+    """The environment's keys in the experiment's configuration; the guard's allow-list is this environment
+    only when its file allows faults AND the operator named it (--allow-env, $DRILL_ALLOWED_ENVIRONMENTS): an
+    experiment's own drill_allowed_environments is replaced, a file cannot allow itself."""
+    from harness.config.environment import allowed_environments
+
+    cfg = experiment.setdefault("configuration", {})
+    if env.name != "lab" or "drill_environment" not in cfg:  # --env lab keeps an experiment's own setting
+        cfg.update(env.configuration())
+    if not env.embedded:
+        cfg["drill_allowed_environments"] = sorted(env.allowed_by(allowed_environments(allow_env)))
+    elif str(cfg.get("drill_environment") or "lab") != "lab":  # an experiment naming its own environment
+        cfg["drill_allowed_environments"] = sorted({str(cfg["drill_environment"])} & allowed_environments(allow_env))
+
+
+def _begin_environment(s, env, secrets: set[str], dry_run: bool) -> None:
+    """The run context: its environment, a dry run's recorder, the environment's resolved secrets (redacted by
+    value from the timeline, the journal and the report)."""
+    from harness.dryrun import DryRunRecorder
+
+    s.environment = env
+    if dry_run:
+        s.recorder = DryRunRecorder()
+    s.secrets |= set(secrets)
+    s.note(f"environment {env.name} ({env.kind}) from {env.source}")
 
 
 def check_report_dir(report_dir: Path | str | None, option: str = "--report-dir") -> None:
@@ -170,6 +217,18 @@ def _check_feature(path: Path) -> None:
     r = validate_feature(path, steps_dir=steps if (steps / "__init__.py").is_file() else None)
     if not r.ok:
         raise UsageError(r.line().replace("invalid ", "invalid feature ", 1))
+
+
+def _nothing_leaves(s):
+    """A dry run against a real environment: every AWS and Kubernetes client of the process records its calls
+    and sends none (also those chaosaws and chaostoolkit-kubernetes activities build themselves)."""
+    import contextlib
+
+    if s.recorder is None or s.environment is None or s.environment.embedded:
+        return contextlib.nullcontext()
+    from harness.dryrun import intercept_process
+
+    return intercept_process(s.recorder)
 
 
 def _load_overrides(path: str | None) -> dict | None:
@@ -232,13 +291,17 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
         needed = guard.experiment_gates(experiment, s.plan)
         guard.require_gates([g for gs in needed.values() for g in gs], cfg,
                             name=t.run_kind if t.profile else t.path.name)
+        if s.environment is not None and not s.environment.embedded:  # before any call to a real environment
+            from harness import clients
+
+            clients.preflight_aws(s.environment, s.recorder)
     except SafetyRefusal as e:  # before the first fault: nothing ran, nothing to roll back
         s.refused = str(e)
         s.note(f"refused by safety before the first fault: {e}")
         console.print(f"drill: {e}", markup=False, highlight=False, soft_wrap=True)
         return _finish(s, None, None, console)
     try:
-        with Runner(Strategy.DEFAULT) as runner:
+        with Runner(Strategy.DEFAULT) as runner, _nothing_leaves(s):
             journal = runner.run(experiment, settings=settings)
     except KeyboardInterrupt:
         s.aborted = True

@@ -92,6 +92,10 @@ class DrillSession:
     plan: Any = None
     #: Gherkin steps that failed ("step name: error"), also assertion failures
     failed_steps: list[str] = field(default_factory=list)
+    #: the environment the drill acts on (harness.config.environment.Environment); None: the lab
+    environment: Any = None
+    #: a dry run's recorder of the API calls it would make (harness.dryrun.DryRunRecorder)
+    recorder: Any = None
 
     # -- recording helpers ----------------------------------------------------
     def event(self, kind: str, event: str, **data: Any) -> Event:

@@ -28,7 +28,7 @@ class ValidationResult:
     """The verdict on one file: `summary` says what it holds when valid, `problems` why it is not."""
 
     path: str
-    kind: str  # experiment | feature | plan | plan-overrides | unknown
+    kind: str  # experiment | feature | plan | plan-overrides | environment | unknown
     problems: tuple[str, ...] = ()
     summary: str = ""
     notes: tuple[str, ...] = field(default=())
@@ -627,6 +627,23 @@ def validate_config(path: str | Path, data: Any = None) -> ValidationResult:
 
 
 # -- dispatch ---------------------------------------------------------------------------------------
+def validate_environment(path: str | Path, data: Any) -> ValidationResult:
+    """An environment file (environments/*.yaml): the schema of its kind, regions and services of the plan."""
+    from harness.config.environment import validate_environment_data
+
+    try:
+        env = validate_environment_data(data, str(path))
+    except HarnessError as e:
+        return ValidationResult(str(path), "environment", (str(e).removeprefix(f"{path}: "),))
+    return ValidationResult(str(path), "environment", (), f"environment {env.name} ({env.kind})")
+
+
+def looks_like_environment(data: Any) -> bool:
+    from harness.config.environment import looks_like_environment as looks
+
+    return looks(data)
+
+
 def _looks_like_experiment(data: Any) -> bool:
     return isinstance(data, Mapping) and ("method" in data or "steady-state-hypothesis" in data)
 
@@ -663,6 +680,8 @@ def validate_path(path: str | Path, steps_dir: str | Path | None = None,
             return ValidationResult(str(path), "plan", (_about(e, path),))
         if _looks_like_experiment(data):
             return validate_experiment(p)
+        if p.parent.name == "environments" or looks_like_environment(data):
+            return validate_environment(p, data)
         return validate_config(p, data)
     return ValidationResult(str(path), "unknown",
                             (f"unknown file type {suffix or '(none)'!r} (expected .json, .yaml, .yml or .feature)",))

@@ -48,6 +48,7 @@ def render_markdown(report: Mapping[str, Any], *, view: View | None = None) -> s
         ("Run", f"`{v.run_id}`"),
         ("Kind", v.kind),
         ("Target", v.target),
+        *([("Environment", v.environment_label)] if v.environment_label else []),
         ("Started", v.started),
         ("Ended", v.ended),
         ("Duration", v.duration),
@@ -117,6 +118,9 @@ def render_markdown(report: Mapping[str, Any], *, view: View | None = None) -> s
         out.append("No faults, failovers, checks or notes were recorded.")
     out.append("")
 
+    if v.dry_run_calls:
+        out += ["## API calls of the dry run (none was sent)", ""]
+        out += _table(["API", "Operation", "Resource", "Parameters"], v.dry_run_calls) + [""]
     if v.notes:
         out += ["## Notes", ""] + [f"- {_cell(n)}" for n in v.notes] + [""]
     if v.environment:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -275,6 +276,10 @@ class View:
     environment: list[tuple[str, str]]
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     fault_t: float | None = None
+    #: "name (kind)" of the environment the drill ran against
+    environment_label: str = ""
+    #: API calls a dry run would have made (none was sent): (api, operation, resource, params as JSON)
+    dry_run_calls: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 MAX_KEY_EVENTS = 200
@@ -383,6 +388,10 @@ def build_view(report: Mapping[str, Any]) -> View:
     env = report.get("environment")
     environment = [(str(k), str(val)) for k, val in env.items()] if isinstance(env, Mapping) else (
         [("environment", str(env))] if env else [])
+    env_label = (f"{env.get('name')} ({env.get('kind')})" if isinstance(env, Mapping) and env.get("name") else "")
+    calls = [(f"{c.get('api', '')} {c.get('service', '')}".strip(), str(c.get("operation", "")),
+              str(c.get("resource", "")), json.dumps(c.get("params") or {}, ensure_ascii=False, sort_keys=True))
+             for c in report.get("dry_run_calls") or [] if isinstance(c, Mapping)]
     notes = [str(n) for n in report.get("notes") or []] if isinstance(report.get("notes"), list) else (
         [str(report["notes"])] if report.get("notes") else [])
 
@@ -401,7 +410,7 @@ def build_view(report: Mapping[str, Any]) -> View:
         rpo=dict(report.get("rpo") or {}) if isinstance(report.get("rpo"), Mapping) else {},
         integrity=integrity, checklist_by_phase=grouped, phase_columns=columns, phases=phases,
         probe_stats=probe_stats, key_events=events, key_events_omitted=omitted, notes=notes,
-        environment=environment, counts=counts, fault_t=ft,
+        environment=environment, counts=counts, fault_t=ft, environment_label=env_label, dry_run_calls=calls,
     )
 
 

@@ -78,6 +78,20 @@ def test_the_wheel_is_what_runs(installed):
     assert shutil.which("drill", path=str(bindir)) == str(bindir / "drill")
 
 
+def test_the_environments_ship_in_the_wheel(installed):
+    bindir, env, work = installed
+    r = _run([str(bindir / "python"), "-c",
+              "from harness.config.environment import environment_paths, load_environment\n"
+              "print(*sorted(environment_paths()))\n"
+              "print(load_environment('example-aws').source)"], cwd=work, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names, source = r.stdout.splitlines()
+    assert names.split() == ["example-aws", "example-k8s", "lab", "lab-cloud"]
+    assert Path(source).resolve().is_relative_to(bindir.parent.resolve()), source
+    v = _run([str(bindir / "drill"), "detect", "--env", "example-aws"], cwd=work, env=env, timeout=60)
+    assert v.returncode == 2 and "is of kind aws" in v.stderr, v.stderr
+
+
 def _reports_ok(rdir: Path, kind: str) -> dict:
     for name in REPORT_FILES:
         assert (rdir / name).is_file(), f"{rdir / name} missing"
