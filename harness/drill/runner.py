@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -201,12 +202,20 @@ def check_report_dir(report_dir: Path | str | None, option: str = "--report-dir"
     given = report_dir is not None
     d = Path(report_dir) if given else Path(os.environ.get("DRILL_REPORTS_DIR", "reports"))
     what = f"{option} {str(d)!r}" if given else f"report directory {str(d)!r}"
+    created: list[Path] = []  # the check leaves nothing behind: a run refused later must not leave a report dir
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        missing = [a for a in (d, *d.parents) if not a.exists()]
+        for a in reversed(missing):
+            a.mkdir()
+            created.append(a)
         with tempfile.TemporaryFile(dir=d):
             pass
     except (OSError, ValueError) as e:  # ValueError: a NUL in the path
         raise UsageError(f"{what} is not a writable directory: {getattr(e, 'strerror', None) or e}") from e
+    finally:
+        for a in reversed(created):
+            with contextlib.suppress(OSError):
+                a.rmdir()
 
 
 def _check_feature(path: Path) -> None:
