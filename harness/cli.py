@@ -213,7 +213,7 @@ def _print_calibration(r: dict) -> None:
 @app.command("recover")
 def recover_cmd(state_dir: Optional[Path] = StateDir) -> None:
     """Revert every fault still recorded as active in the fault ledger (after a crash or a kill -9)."""
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
     from harness.lab.paths import state_dir as resolve_state
 
     ledger = FaultLedger(ledger_path(resolve_state(state_dir)))
@@ -310,7 +310,7 @@ def detect_cmd(
 
     Exit code: 0 whenever detection ran (the level is information, not a verdict), 1 harness error (no lab).
     """
-    from harness.drill import guard
+    from harness.safety import guard
     from harness.failover.runbook import detect_level
 
     cfg = {"drill_state_dir": str(state_dir)} if state_dir else {}
@@ -481,7 +481,7 @@ def backup_restore(
         lab, topo, endpoint, bucket = _backup_target(state_dir)
         cfg = {"drill_state_dir": str(lab.state), "drill_approvals": list(approve)}
         # the gate first: a refusal must come before anything is read or created
-        from harness.drill import guard
+        from harness.safety import guard
 
         guard.approve(backup.RESTORE_GATE, "restore_from_backup", cfg)
         backup.check_database_name(into)

@@ -32,7 +32,7 @@ def take_scheduled_backup(configuration: dict | None = None, secrets: dict | Non
 
     A dry run writes nothing: the backup is recorded as planned."""
     from harness import backup
-    from harness.drill import guard
+    from harness.safety import guard
     from harness.workload import find_primary_dsn
 
     if guard.is_dry_run(configuration):
@@ -56,7 +56,7 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
     import httpx
 
     from harness import backup
-    from harness.drill import guard
+    from harness.safety import guard
     from harness.targets.postgres import probes as pg
 
     s = drill_session.current()
@@ -222,7 +222,7 @@ def observe_failover(configuration: dict | None = None, secrets: dict | None = N
     (a dry run injected nothing: its items are skipped)."""
     import httpx
 
-    from harness.drill import guard
+    from harness.safety import guard
 
     s = drill_session.current()
     if guard.is_dry_run(configuration):
@@ -250,7 +250,7 @@ def observe_failback(configuration: dict | None = None, secrets: dict | None = N
     """post_test evidence: traffic back on the primary region and healthy (skipped in a dry run)."""
     import httpx
 
-    from harness.drill import guard
+    from harness.safety import guard
 
     s = drill_session.current()
     if guard.is_dry_run(configuration):

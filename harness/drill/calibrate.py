@@ -12,9 +12,10 @@ from typing import Any, Callable, Iterator
 
 from harness.core import measure
 from harness.core.timeline import Op, Timeline, iso
-from harness.drill import guard
 from harness.drill import session as drill_session
 from harness.errors import HarnessError, Interrupted, LabError, UsageError
+from harness.safety import context as run_context
+from harness.safety import guard
 
 __all__ = ["DEFAULT_KS", "calibrate", "drop_scratch_database", "remove_latency_toxic"]
 
@@ -109,7 +110,7 @@ class _Run:
         from harness.targets import _lab
 
         self.lab = lab
-        self.cfg: dict[str, Any] = {"drill_state_dir": str(lab.state)}
+        self.cfg: dict[str, Any] = {"drill_state_dir": str(lab.state), run_context.RUN_ID_KEY: session.run_id}
         self.t = _lab.resolve(self.cfg)
         self.session = session
         self.tl: Timeline = session.timeline

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.drill import session as drill_session
+from harness.safety import context as run_context
 
 _state: dict[str, Any] = {"owns_session": False, "signals": False, "held": False}
 
@@ -22,8 +23,8 @@ def configure_control(configuration: dict | None = None, secrets: dict | None = 
 
 def before_experiment_control(context: dict, configuration: dict | None = None, secrets: dict | None = None,
                               **kwargs: Any) -> None:
-    cfg = configuration or {}
-    s = drill_session.current(required=False)
+    cfg = configuration if configuration is not None else {}
+    s = run_context.of(cfg)  # `drill run` put its run's id in the configuration
     if s is None:
         from harness.config import load_plan
         from harness.errors import HarnessError
@@ -35,6 +36,9 @@ def before_experiment_control(context: dict, configuration: dict | None = None, 
             raise SystemExit(_EXIT_WITHOUT_ROLLBACKS) from e
         s = drill_session.begin(cfg.get("drill_kind", "experiment"), context.get("title", "experiment"),
                                 report_dir=Path(report_dir) if report_dir else None, config=dict(cfg), plan=plan)
+        # chaoslib hands this very dict to the other controls and a copy of it to every activity: they find
+        # the run context by this id
+        cfg[run_context.RUN_ID_KEY] = s.run_id
         _state["owns_session"] = True
     else:
         _state["owns_session"] = False
@@ -60,7 +64,7 @@ def _preflight(s: drill_session.DrillSession, experiment: dict, cfg: dict) -> No
     """A plain `chaos run`: refuse before the first fault (no rollbacks then) when faults of another run are
     still in the ledger, the environment is not allowed or a gate the method needs is not approved.
     (`drill run` does the same before it starts the experiment.)"""
-    from harness.drill import guard
+    from harness.safety import guard
     from harness.errors import HarnessError, SafetyRefusal
 
     try:
@@ -175,7 +179,7 @@ def after_experiment_control(context: dict, state: Any = None, configuration: di
 
 def revert_leftovers(s: drill_session.DrillSession, configuration: dict | None) -> list[str]:
     """After the rollbacks: revert the faults this run injected that are still active in the ledger."""
-    from harness.drill import guard
+    from harness.safety import guard
 
     out = []
     try:

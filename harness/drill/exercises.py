@@ -59,7 +59,7 @@ def backup_restore_drill(configuration: dict | None = None, secrets: dict | None
     import psycopg
 
     from harness import backup
-    from harness.drill import guard
+    from harness.safety import guard
     from harness.targets import _lab
     from harness.workload import find_primary_dsn
 

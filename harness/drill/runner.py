@@ -10,13 +10,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.core.timeline import Event
 from harness.drill import profiles
 from harness.drill import session as drill_session
-from harness.errors import ExitCode, UsageError
+from harness.errors import ExitCode, SafetyRefusal, UsageError
+from harness.safety import context as run_context
 
 @dataclass(frozen=True)
 class Target:
@@ -81,7 +83,7 @@ def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
 
 def known_gates(plan=None) -> tuple[str, ...]:
     """The approval gates of the plan (the packaged one unless given)."""
-    from harness.drill import guard
+    from harness.safety import guard
 
     return tuple(g.name for g in (plan or guard.plan()).gates)
 
@@ -104,7 +106,7 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
 
     from harness.config import load_plan
 
-    from harness.drill import guard
+    from harness.safety import guard
 
     console = console or Console(stderr=True)
     t = resolve_target(target)
@@ -129,6 +131,8 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
                                                    **{k: cfg[k] for k in ("drill_expects_fault",) if k in cfg}})
         s.approvals |= set(approvals)
+        # the run context travels in the configuration: every activity (and the preflight) finds it by run id
+        cfg[run_context.RUN_ID_KEY] = experiment["configuration"][run_context.RUN_ID_KEY] = s.run_id
         if guard.lab_approvals(cfg):
             s.note(f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'}): "
                    f"{', '.join(sorted(guard.lab_approvals(cfg)))}")
@@ -188,8 +192,8 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
     from chaoslib.run import Runner
     from chaoslib.types import Strategy
 
-    from harness.drill import control, guard
-    from harness.errors import SafetyRefusal
+    from harness.drill import control
+    from harness.safety import guard
 
     settings = {"runtime": {"rollbacks": {"strategy": "always"}, "hypothesis": {"strategy": "default"}}}
     error: BaseException | None = None
@@ -244,12 +248,24 @@ def _note_failed_activities(s, journal: dict | None) -> None:
             exc = "".join(run.get("exception") or [])
             last = exc.strip().splitlines()[-1] if exc.strip() else "failed"
             name = run.get("activity", {}).get("name")
-            if "SafetyRefusal" in exc:
+            refusal = _refusal_during(s, run)
+            if refusal is not None:
                 s.refused = last
                 s.note(f"refused by safety in {name}: {last}")
             elif s.harness_error is None:
                 s.harness_error = f"activity {name} failed: {last}"
                 s.note(f"activity {name} failed: {last}")
+
+
+def _refusal_during(s, run: dict) -> SafetyRefusal | None:
+    """The SafetyRefusal the guard raised (and kept in the run context) while this journal activity ran: chaoslib
+    keeps an activity's error as text only, so the drill tells a refusal apart by the typed record instead."""
+    try:
+        start = datetime.fromisoformat(run["start"]).timestamp()
+        end = datetime.fromisoformat(run["end"]).timestamp() if run.get("end") else time.time()
+    except (KeyError, TypeError, ValueError):
+        return None
+    return next((e for t, e in s.refusals if start <= t <= end), None)
 
 
 def _note_steady_state(s, journal: dict | None, dry_run: bool) -> None:
@@ -290,7 +306,7 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     here) and its scenario teardown rolls back and writes the report; we wait for it (bounded), then revert
     whatever this run still has active in the fault ledger, and exit 130.
     """
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
     from harness.lab.paths import state_dir as lab_state
 
     state = lab_state()

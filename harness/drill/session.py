@@ -1,4 +1,4 @@
-"""One drill run in progress: its timeline, workload, observations and, at the end, its report."""
+"""One drill run in progress (implements the safety layer's run context): its timeline, workload, observations, report."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 from harness.core.report import redact
 from harness.core.timeline import Event, Timeline, iso
-from harness.errors import HarnessError
+from harness.errors import HarnessError, SafetyRefusal
+from harness.lab.kerp.seed import LAB_PASSWORD
+from harness.lab.paths import state_dir as lab_state
+from harness.safety import context as run_context
 
 _lock = threading.Lock()
 _current: "DrillSession | None" = None
@@ -60,7 +63,10 @@ class JsonlSink:
 
 @dataclass
 class DrillSession:
-    """Mutable state of the run in progress; everything measured is derived from `timeline` at the end."""
+    """Mutable state of the run in progress; everything measured is derived from `timeline` at the end.
+
+    It is the run's `harness.safety.context.RunContext`: `begin` registers it under its run id, the layers
+    below find it from configuration drill_run_id, `end` unregisters it."""
 
     run_id: str
     kind: str
@@ -92,6 +98,8 @@ class DrillSession:
     plan: Any = None
     #: Gherkin steps that failed ("step name: error"), also assertion failures
     failed_steps: list[str] = field(default_factory=list)
+    #: (time, SafetyRefusal) for every refusal the guard raised in this run (typed: the journal keeps text only)
+    refusals: list[tuple[float, SafetyRefusal]] = field(default_factory=list)
 
     # -- recording helpers ----------------------------------------------------
     def event(self, kind: str, event: str, **data: Any) -> Event:
@@ -155,6 +163,7 @@ def begin(kind: str, target: str, *, report_dir: Path | None = None, run_id: str
         s.timeline.append("note", "drill started", {"run_id": rid, "kind": kind, "target": target,
                                                     "started_at": iso(s.started_at)})
         _current = s
+        run_context.register(s)
         return s
 
 
@@ -173,6 +182,7 @@ def end() -> DrillSession | None:
     with _lock:
         s, _current = _current, None
     if s is not None:
+        run_context.unregister(s)
         if s.ended_at is None:
             s.ended_at = time.time()
         s.close()
@@ -182,9 +192,6 @@ def end() -> DrillSession | None:
 def lab_secrets(state_dir: str | os.PathLike | None = None) -> set[str]:
     """Secret values of the embedded lab: its JWT signing secret (state dir `jwt-secret`) and the seeded
     users' password (what the workload logs in with)."""
-    from harness.lab.kerp.seed import LAB_PASSWORD
-    from harness.lab.paths import state_dir as lab_state
-
     out = {LAB_PASSWORD}
     try:
         jwt = (lab_state(state_dir) / "jwt-secret").read_text(encoding="utf-8").strip()

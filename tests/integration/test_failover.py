@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from harness.drill import session as drill_session
-from harness.drill.fault_ledger import FaultLedger
+from harness.safety.fault_ledger import FaultLedger
 from harness.errors import HarnessError, SafetyRefusal
 from harness.failover.failback import fail_back, lab_shape
 from harness.failover.region import fail_region
