@@ -5,8 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from harness import backup
+from harness.checks import integrity
+from harness.core import measure
 from harness.drill import session as drill_session
 from harness.errors import HarnessError
+from harness.lab.manager import Lab
+from harness.safety import guard
+from harness.targets import _lab as tl
+from harness.targets.postgres import probes as pg
+from harness.workload import Workload, find_primary_dsn
 
 __all__ = [
     "check_pre_test", "start_workload", "stop_workload", "validate_integrity", "observe_failover",
@@ -21,9 +29,6 @@ def _topology(configuration: dict | None) -> dict[str, Any]:
 
 
 def _lab(configuration: dict | None):
-    from harness.lab.manager import Lab
-    from harness.targets import _lab as tl
-
     return Lab(tl.state_dir(configuration))
 
 
@@ -31,10 +36,6 @@ def take_scheduled_backup(configuration: dict | None = None, secrets: dict | Non
     """Take the lab's 'nightly' logical backup into S3 (the lab has no scheduler; real targets have one).
 
     A dry run writes nothing: the backup is recorded as planned."""
-    from harness import backup
-    from harness.safety import guard
-    from harness.workload import find_primary_dsn
-
     if guard.is_dry_run(configuration):
         s = drill_session.current(required=False)
         if s is not None:
@@ -54,10 +55,6 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
                    secrets: dict | None = None) -> dict[str, Any]:
     """Evidence for the plan's pre_test items: recent backups, replication lag, DR capacity; snapshot for integrity."""
     import httpx
-
-    from harness import backup
-    from harness.safety import guard
-    from harness.targets.postgres import probes as pg
 
     s = drill_session.current()
     plan = guard.plan(configuration)  # the session's plan, resolved once
@@ -112,9 +109,6 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
     # snapshot of the tables the workload never writes, for the integrity check afterwards
     import psycopg
 
-    from harness.checks import integrity
-    from harness.workload import find_primary_dsn
-
     with psycopg.connect(find_primary_dsn(topo), connect_timeout=3) as conn:
         s.snapshot = integrity.take_snapshot(conn, integrity.SNAPSHOT_TABLES)
     return results
@@ -123,8 +117,6 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
 def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_interval_s: float = 0.1,
                    configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
     """Start the ledger writers and the per-service probes through the global endpoint."""
-    from harness.workload import Workload
-
     s = drill_session.current()
     cfg = configuration or {}
     topo = _topology(configuration)
@@ -139,8 +131,6 @@ def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_inte
 
 def not_recovered(s, services: list[str], consecutive: int = 3) -> list[str]:
     """Services without recovery after the fault yet, judged as the report judges RTO (`core.measure.rto`)."""
-    from harness.core import measure
-
     fault_t = s.fault_t
     if fault_t is None:
         return []
@@ -176,8 +166,6 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
     time.sleep(settle_s)
     counts = wl.stop()
     s.event("note", "workload stopped", **{k: v for k, v in counts.items() if isinstance(v, (dict, int))})
-    from harness.workload import find_primary_dsn
-
     topo = _topology(configuration)
     dsn = find_primary_dsn(topo)
     s.final_read_region = next((r for r, v in topo["regions"].items() if v["postgres"]["dsn"] == dsn), None)
@@ -201,9 +189,6 @@ def validate_integrity(configuration: dict | None = None, secrets: dict | None =
     """Run every integrity check on the current primary; results go to the report (a finding never raises)."""
     import psycopg
 
-    from harness.checks import integrity
-    from harness.workload import find_primary_dsn
-
     s = drill_session.current()
     topo = _topology(configuration)
     dsn = find_primary_dsn(topo)
@@ -221,8 +206,6 @@ def observe_failover(configuration: dict | None = None, secrets: dict | None = N
     """during_test evidence: failover started, traffic on DR, /health 200 through the global endpoint
     (a dry run injected nothing: its items are skipped)."""
     import httpx
-
-    from harness.safety import guard
 
     s = drill_session.current()
     if guard.is_dry_run(configuration):
@@ -249,8 +232,6 @@ def observe_failover(configuration: dict | None = None, secrets: dict | None = N
 def observe_failback(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
     """post_test evidence: traffic back on the primary region and healthy (skipped in a dry run)."""
     import httpx
-
-    from harness.safety import guard
 
     s = drill_session.current()
     if guard.is_dry_run(configuration):

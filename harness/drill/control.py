@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.drill import session as drill_session
+from harness.errors import HarnessError, SafetyRefusal
 from harness.safety import context as run_context
+from harness.safety import guard
 
 _state: dict[str, Any] = {"owns_session": False, "signals": False, "held": False}
 
@@ -64,9 +66,6 @@ def _preflight(s: drill_session.DrillSession, experiment: dict, cfg: dict) -> No
     """A plain `chaos run`: refuse before the first fault (no rollbacks then) when faults of another run are
     still in the ledger, the environment is not allowed or a gate the method needs is not approved.
     (`drill run` does the same before it starts the experiment.)"""
-    from harness.safety import guard
-    from harness.errors import HarnessError, SafetyRefusal
-
     try:
         guard.ledger(cfg).refuse_if_active(s.run_id)
         gates = guard.experiment_gates(experiment, s.plan)
@@ -179,8 +178,6 @@ def after_experiment_control(context: dict, state: Any = None, configuration: di
 
 def revert_leftovers(s: drill_session.DrillSession, configuration: dict | None) -> list[str]:
     """After the rollbacks: revert the faults this run injected that are still active in the ledger."""
-    from harness.safety import guard
-
     out = []
     try:
         results = guard.ledger(configuration).revert_all(how="end of run", run_id=s.run_id)

@@ -14,11 +14,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.config import load_plan, read_yaml
 from harness.core.timeline import Event
-from harness.drill import profiles
+from harness.drill import control, finalize, profiles
 from harness.drill import session as drill_session
 from harness.errors import ExitCode, SafetyRefusal, UsageError
+from harness.lab.manager import Lab
+from harness.lab.paths import state_dir as lab_state
+from harness.report import write_report
+from harness.report.console import print_summary
 from harness.safety import context as run_context
+from harness.safety import guard
+from harness.safety.fault_ledger import FaultLedger, ledger_path
 
 @dataclass(frozen=True)
 class Target:
@@ -74,8 +81,6 @@ def _printer(console) -> Callable[[Event], None]:
 
 
 def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
-    from harness.lab.manager import Lab
-
     lab = Lab(state_dir)
     topo = lab.up(progress=lambda m: console.print(f"[dim]lab:[/] {m}", highlight=False))
     return topo
@@ -83,8 +88,6 @@ def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
 
 def known_gates(plan=None) -> tuple[str, ...]:
     """The approval gates of the plan (the packaged one unless given)."""
-    from harness.safety import guard
-
     return tuple(g.name for g in (plan or guard.plan()).gates)
 
 
@@ -103,10 +106,6 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     allow-list and every approval gate the run will need).
     """
     from rich.console import Console
-
-    from harness.config import load_plan
-
-    from harness.safety import guard
 
     console = console or Console(stderr=True)
     t = resolve_target(target)
@@ -145,8 +144,6 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
 def _load_overrides(path: str | None) -> dict | None:
     if not path:
         return None
-    from harness.config import read_yaml
-
     data = read_yaml(Path(path))
     if data is not None and not isinstance(data, dict):
         raise UsageError(f"plan overrides {path!r} must be a mapping")
@@ -192,9 +189,6 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
     from chaoslib.run import Runner
     from chaoslib.types import Strategy
 
-    from harness.drill import control
-    from harness.safety import guard
-
     settings = {"runtime": {"rollbacks": {"strategy": "always"}, "hypothesis": {"strategy": "default"}}}
     error: BaseException | None = None
     journal: dict | None = None
@@ -228,8 +222,6 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
 
 
 def _finish(s, journal: dict | None, error: BaseException | None, console) -> int:
-    from harness.drill import finalize
-
     with drill_session.SIGNALS.shielded():
         try:
             report = finalize.write(s, s.plan, journal=journal, error=error, refused=bool(s.refused))
@@ -287,8 +279,6 @@ def _note_steady_state(s, journal: dict | None, dry_run: bool) -> None:
 
 
 def _summarise(report: dict, console) -> None:
-    from harness.report.console import print_summary
-
     paths = {k: Path(v) for k, v in report.get("_paths", {}).items()}
     print_summary(report, console, paths=paths)
 
@@ -306,9 +296,6 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     here) and its scenario teardown rolls back and writes the report; we wait for it (bounded), then revert
     whatever this run still has active in the fault ledger, and exit 130.
     """
-    from harness.safety.fault_ledger import FaultLedger, ledger_path
-    from harness.lab.paths import state_dir as lab_state
-
     state = lab_state()
     FaultLedger(ledger_path(state)).refuse_if_active()
     rid = drill_session.new_run_id("feature")
@@ -388,8 +375,6 @@ def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, lis
 
 def _fail_report(report: dict, rdir: Path, why: str) -> int:
     """The scenario failed although its report said passed: rewrite the report as a harness error (exit 1)."""
-    from harness.report import write_report
-
     report.update(status="failed", exit_code=ExitCode.HARNESS_ERROR,
                   error=(report.get("error") + "; " if report.get("error") else "") + why)
     report.pop("_paths", None)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.config import load_plan, read_yaml
 from harness.errors import HarnessError
 
 __all__ = ["StepDef", "ValidationResult", "find_steps_dir", "load_step_definitions", "validate_config",
@@ -324,8 +325,6 @@ PLAN_REQUIRED_KEYS = ("name", "goals", "priorities", "services")
 def validate_config(path: str | Path, data: Any = None) -> ValidationResult:
     """A full plan (has name, goals, priorities, services) via `load_plan(path)`, else plan overrides merged over
     the packaged plan via `load_plan(overrides=path)`."""
-    from harness.config import load_plan, read_yaml
-
     p = str(path)
     try:
         if data is None:

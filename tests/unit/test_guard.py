@@ -461,3 +461,34 @@ def test_the_promote_standby_activity_is_refused_before_it_touches_the_lab(state
     with pytest.raises(SafetyRefusal, match="cooldown database_failover") as err:
         promote_standby("dr", configuration={**state, **ENFORCE})  # no lab runs here: refused first
     assert err.value.exit_code == ExitCode.REFUSED_BY_SAFETY == 5
+
+
+def test_the_runner_tells_a_refused_activity_by_the_typed_refusal_not_its_text(state: dict, tmp_path: Path) -> None:
+    """chaoslib's journal keeps an activity's error as text; the runner asks the run context whether the guard
+    refused while the activity ran. A failure whose text merely mentions SafetyRefusal is a harness error."""
+    from datetime import datetime, timezone
+
+    from harness.drill import runner
+
+    def run(name: str, start: float, end: float, error: str) -> dict:
+        return {"status": "failed", "activity": {"name": name}, "exception": [error],
+                "start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
+                "end": datetime.fromtimestamp(end, timezone.utc).isoformat()}
+
+    import time
+
+    s = drill_session.begin("test", "runner", report_dir=tmp_path / "r", plan=PLAN)
+    try:
+        t0 = time.time()
+        with pytest.raises(SafetyRefusal) as refused:
+            guard.inject("switch_region", "router:dr", revert=(revert_me, {}), regions=("dr",),
+                         configuration=run_context.configuration_for(s, state))
+        t1 = time.time()
+        journal = {"run": [run("lookalike", t0 - 10, t0 - 5, "RuntimeError: not a SafetyRefusal\n"),
+                           run("switch", t0, t1, f"harness.errors.SafetyRefusal: {refused.value}\n")]}
+        runner._note_failed_activities(s, journal)
+        assert s.harness_error == "activity lookalike failed: RuntimeError: not a SafetyRefusal"
+        assert s.refused and str(refused.value) in s.refused
+        assert any(n.startswith("refused by safety in switch: ") for n in s.notes)
+    finally:
+        drill_session.end()
