@@ -54,7 +54,9 @@ def phase(topology: dict[str, Any], *, recorded: bool, seconds: float, writers: 
         "probes": counts["probes"],
     }
     if recorded:
-        ok = {op.key for op in rec.ops if op.type == "ok"}
+        # vouchers only (ops f "write"): the final read reads the writers' vouchers, while the probes' sessions
+        # ("session") and tax invoices ("invoice") are other data sets, read elsewhere (Workload.final_read_all)
+        ok = {op.key for op in rec.ops if op.type == "ok" and op.f == "write"}
         present = wl.final_read()
         out["events"] = len(rec.events)
         out["acknowledged_missing"] = len(ok - present)

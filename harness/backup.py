@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from harness.checks import integrity
 from harness.errors import HarnessError, UsageError
+from harness.safety import guard
 
 __all__ = ["PREFIX", "RESTORE_GATE", "BackupError", "BackupInfo", "BackupNotFound", "RestoreResult", "VerifyResult",
            "check_database_name", "create", "list_backups", "restore", "verify"]
@@ -289,8 +291,6 @@ def restore(key: str, database: str, *, dsn: str, pg_runtime: Any, endpoint_url:
     import psycopg
     from psycopg import sql
 
-    from harness.checks import integrity
-    from harness.drill import guard
     from harness.lab.aws import client
 
     guard.approve(RESTORE_GATE, "restore_from_backup", configuration)

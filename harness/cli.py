@@ -256,7 +256,7 @@ def recover_cmd(state_dir: Optional[Path] = StateDir, env: str = EnvName) -> Non
         _lab_environment(env, "recover")
     except HarnessError as e:
         _fail(e)
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
     from harness.lab.paths import state_dir as resolve_state
 
     ledger = FaultLedger(ledger_path(resolve_state(state_dir)))
@@ -361,7 +361,7 @@ def detect_cmd(
         _lab_environment(env, "detect")
     except HarnessError as e:
         _fail(e)
-    from harness.drill import guard
+    from harness.safety import guard
     from harness.failover.runbook import detect_level
 
     cfg = {"drill_state_dir": str(state_dir)} if state_dir else {}
@@ -553,7 +553,7 @@ def backup_restore(
         lab, topo, endpoint, bucket = _backup_target(state_dir)
         cfg = {"drill_state_dir": str(lab.state), "drill_approvals": list(approve)}
         # the gate before anything is read or created
-        from harness.drill import guard
+        from harness.safety import guard
 
         guard.approve(backup.RESTORE_GATE, "restore_from_backup", cfg)
         res = backup.restore(key, into, dsn=find_primary_dsn(topo), pg_runtime=lab.pg_runtime(),

@@ -8,16 +8,16 @@ from typing import Any, Mapping
 from harness.config.environment import Environment, resolve_references
 from harness.dryrun import DryRunRecorder, intercept_boto3, intercept_kubernetes
 from harness.errors import SafetyRefusal, UsageError
+from harness.safety import context as run_context
 
 __all__ = ["aws_endpoint_overrides", "boto3_session", "check_aws_endpoints", "check_aws_identity",
            "kubernetes_api", "preflight_aws", "recorder_of_run"]
 
 
-def recorder_of_run() -> DryRunRecorder | None:
-    """The running drill's dry-run recorder (None outside a drill or when it is not a dry run)."""
-    from harness.drill import session as drill_session
-
-    s = drill_session.current(required=False)
+def recorder_of_run(configuration: Mapping[str, Any] | None = None) -> DryRunRecorder | None:
+    """The dry-run recorder of the run `configuration` names (drill_run_id); None outside a run or when it is
+    not a dry run."""
+    s = run_context.of(configuration)
     return getattr(s, "recorder", None) if s is not None else None
 
 
@@ -41,13 +41,13 @@ def _region(data: Mapping[str, Any], region: str) -> Mapping[str, Any]:
 
 
 def boto3_session(environment: Environment, recorder: DryRunRecorder | None = None, *, region: str = "primary",
-                  topology: Mapping[str, Any] | None = None) -> Any:
+                  topology: Mapping[str, Any] | None = None, configuration: Mapping[str, Any] | None = None) -> Any:
     """A boto3 Session for `region` of the environment (its AWS region; clients take the environment's
-    endpoint_url from `endpoint_url(...)`). With a recorder (default: the running dry run's) every client
+    endpoint_url from `endpoint_url(...)`). With a recorder (default: the dry-run recorder of the run `configuration` names) every client
     made from it records its calls and sends nothing."""
     import boto3
 
-    recorder = recorder if recorder is not None else recorder_of_run()
+    recorder = recorder if recorder is not None else recorder_of_run(configuration)
     data = _resolved(environment, topology, strict=False)
     aws_region = _unresolved_check(environment, "aws_region", _region(data, region).get("aws_region"))
     session = boto3.Session(region_name=aws_region)
@@ -63,13 +63,13 @@ def endpoint_url(environment: Environment, topology: Mapping[str, Any] | None = 
 
 
 def kubernetes_api(environment: Environment, recorder: DryRunRecorder | None = None, *, region: str = "primary",
-                   topology: Mapping[str, Any] | None = None) -> Any:
+                   topology: Mapping[str, Any] | None = None, configuration: Mapping[str, Any] | None = None) -> Any:
     """A kubernetes.client.ApiClient for `region`'s context of the environment's kubeconfig. With a recorder
-    (default: the running dry run's) its requests are recorded and none is sent."""
+    (default: the dry-run recorder of the run `configuration` names) its requests are recorded and none is sent."""
     from kubernetes import config as kconfig
     from kubernetes.config.config_exception import ConfigException
 
-    recorder = recorder if recorder is not None else recorder_of_run()
+    recorder = recorder if recorder is not None else recorder_of_run(configuration)
     data = _resolved(environment, topology, strict=False)
     context = _unresolved_check(environment, "kubernetes_context", _region(data, region).get("kubernetes_context"))
     kubeconfig = (_unresolved_check(environment, "kubernetes.kubeconfig", (data.get("kubernetes") or {}).get("kubeconfig"))

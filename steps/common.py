@@ -11,6 +11,8 @@ import pytest
 from pytest_bdd import given, parsers, then, when
 
 from harness.drill import session as drill_session
+from harness.safety import context as run_context
+
 from .timing import poll  # every "after N seconds" wait polls, scaled by DRILL_TIMEOUT_MULTIPLIER
 
 
@@ -56,7 +58,7 @@ def _teardown(s, drill_lab, drill_configuration) -> None:
     if s is None:
         return
     from harness.drill import finalize
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
 
     try:
         drill_session.note_signals(s, "(the scenario was interrupted; rolling back)")
@@ -96,6 +98,7 @@ def drill_recording(drill_run, drill_configuration, kind: str):
                                     "drill_dry_run": bool(drill_configuration.get("drill_dry_run"))})
     s.approvals |= {g for g in os.environ.get("DRILL_APPROVALS", "").split(",") if g}
     drill_session.register_lab_secrets(s, drill_configuration["drill_state_dir"])
+    drill_configuration[run_context.RUN_ID_KEY] = s.run_id  # the steps pass the run context on by its id
     drill_run["session"] = s
     return s
 
@@ -104,7 +107,7 @@ def drill_recording(drill_run, drill_configuration, kind: str):
 def gate_approved_for_the_lab(drill, drill_configuration, gate: str):
     """A lab-only pre-approval (configuration drill_lab_approvals: the guard ignores it outside the lab);
     anywhere else approvals come from `drill run --approve` / DRILL_APPROVALS."""
-    from harness.drill import guard
+    from harness.safety import guard
 
     if gate not in {g.name for g in drill.plan.gates}:
         raise AssertionError(f"{gate!r} is not a gate of the plan")
@@ -129,7 +132,7 @@ def pre_test_degraded_in_the_lab(drill, drill_configuration, item: str):
 @when(parsers.parse('the gate "{gate}" is approved'))
 def gate_is_approved(drill, drill_configuration, gate: str):
     """Checks the approval (it never grants one): --approve / DRILL_APPROVALS, or a lab pre-approval in the lab."""
-    from harness.drill import guard
+    from harness.safety import guard
 
     guard.require_gates([gate], drill_configuration, name=f"gate {gate}")
 

@@ -39,7 +39,7 @@ SCENARIO_ACTIVITIES = ("harness.failover.region:fail_region", "harness.failover.
 
 @when("the primary region fails")
 def primary_region_fails(drill, drill_configuration):
-    from harness.drill import guard
+    from harness.safety import guard
     from harness.failover.region import fail_region
 
     gates = [g for ref in SCENARIO_ACTIVITIES for g in guard.gates_for_activity(ref, drill.plan)]

@@ -5,8 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from harness import backup
+from harness.checks import integrity
+from harness.core import measure
 from harness.drill import session as drill_session
 from harness.errors import HarnessError
+from harness.lab.manager import Lab
+from harness.safety import guard
+from harness.targets import _lab as tl
+from harness.targets.postgres import probes as pg
+from harness.workload import Workload, find_primary_dsn
 
 __all__ = [
     "check_pre_test", "start_workload", "stop_workload", "validate_integrity", "observe_failover",
@@ -21,9 +29,6 @@ def _topology(configuration: dict | None) -> dict[str, Any]:
 
 
 def _lab(configuration: dict | None):
-    from harness.lab.manager import Lab
-    from harness.targets import _lab as tl
-
     return Lab(tl.state_dir(configuration))
 
 
@@ -31,10 +36,6 @@ def take_scheduled_backup(configuration: dict | None = None, secrets: dict | Non
     """Take the lab's 'nightly' logical backup into S3 (the lab has no scheduler; real targets have one).
 
     A dry run writes nothing: the backup is recorded as planned."""
-    from harness import backup
-    from harness.drill import guard
-    from harness.workload import find_primary_dsn
-
     if guard.is_dry_run(configuration):
         s = drill_session.current(required=False)
         if s is not None:
@@ -61,9 +62,6 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
     # snapshot of the tables the workload never writes, for the integrity check afterwards
     import psycopg
 
-    from harness.checks import integrity
-    from harness.workload import find_primary_dsn
-
     with psycopg.connect(find_primary_dsn(s.topology or _topology(configuration)), connect_timeout=3) as conn:
         s.snapshot = integrity.take_snapshot(conn, integrity.SNAPSHOT_TABLES)
     return results
@@ -85,9 +83,6 @@ def observe_pre_test(items, max_backup_age_s: float = 25 * 3600,
 
 
 def _observe_backups(s, topo: dict[str, Any], configuration: dict | None, max_backup_age_s: float) -> bool | None:
-    from harness import backup
-    from harness.drill import guard
-
     try:
         backups = backup.list_backups(endpoint_url=topo["s3"]["endpoint_url"], bucket=topo["s3"].get("bucket", "kerp-backups"))
         recent = [b for b in backups if b.age_s <= max_backup_age_s]
@@ -110,15 +105,11 @@ def _observe_backups(s, topo: dict[str, Any], configuration: dict | None, max_ba
 
 
 def _replica_lag_threshold(configuration: dict | None) -> float:
-    from harness.drill import guard
-
     item = guard.plan(configuration).checklist_item("replica_lag")  # the session's plan, overrides included
     return float(item.threshold_s or 60.0)
 
 
 def _measure_replica_lag(configuration: dict | None) -> tuple[bool, str]:
-    from harness.targets.postgres import probes as pg
-
     try:
         r = pg.replica_lag(_replica_lag_threshold(configuration), region="dr", configuration=configuration)
         return bool(r["ok"]), str(r["observed"])
@@ -177,8 +168,6 @@ def replica_lag_within_plan(configuration: dict | None = None, secrets: dict | N
 def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_interval_s: float = 0.1,
                    configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
     """Start the ledger writers and the per-service probes through the global endpoint."""
-    from harness.workload import Workload
-
     s = drill_session.current()
     cfg = configuration or {}
     topo = _topology(configuration)
@@ -193,8 +182,6 @@ def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_inte
 
 def not_recovered(s, services: list[str], consecutive: int = 3) -> list[str]:
     """Services without recovery after the fault yet, judged as the report judges RTO (`core.measure.rto`)."""
-    from harness.core import measure
-
     fault_t = s.fault_t
     if fault_t is None:
         return []
@@ -230,8 +217,6 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
     time.sleep(settle_s)
     counts = wl.stop()
     s.event("note", "workload stopped", **{k: v for k, v in counts.items() if isinstance(v, (dict, int))})
-    from harness.workload import find_primary_dsn
-
     topo = _topology(configuration)
     dsn = find_primary_dsn(topo)
     s.final_read_region = next((r for r, v in topo["regions"].items() if v["postgres"]["dsn"] == dsn), None)
@@ -255,9 +240,6 @@ def validate_integrity(configuration: dict | None = None, secrets: dict | None =
     """Run every integrity check on the current primary; results go to the report (a finding never raises)."""
     import psycopg
 
-    from harness.checks import integrity
-    from harness.workload import find_primary_dsn
-
     s = drill_session.current()
     topo = _topology(configuration)
     dsn = find_primary_dsn(topo)
@@ -275,8 +257,6 @@ def observe_failover(configuration: dict | None = None, secrets: dict | None = N
     """during_test evidence: failover started, traffic on DR, /health 200 through the global endpoint
     (a dry run injected nothing: its items are skipped)."""
     import httpx
-
-    from harness.drill import guard
 
     s = drill_session.current()
     if guard.is_dry_run(configuration):
@@ -303,8 +283,6 @@ def observe_failover(configuration: dict | None = None, secrets: dict | None = N
 def observe_failback(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
     """post_test evidence: traffic back on the primary region and healthy (skipped in a dry run)."""
     import httpx
-
-    from harness.drill import guard
 
     s = drill_session.current()
     if guard.is_dry_run(configuration):

@@ -10,11 +10,26 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from harness.checks import integrity, plant
 from harness.core import measure
 from harness.core.timeline import Op, Timeline, iso
-from harness.drill import guard
 from harness.drill import session as drill_session
 from harness.errors import HarnessError, Interrupted, LabError, UsageError
+from harness.failover.failback import fail_back, lab_shape
+from harness.lab import procs
+from harness.lab.manager import Lab
+from harness.safety import context as run_context
+from harness.safety import guard
+from harness.targets import _lab
+from harness.targets.app import actions as app_actions
+from harness.targets.app import ops as app_ops
+from harness.targets.postgres import actions as pg_actions
+from harness.targets.postgres import ops as pg_ops
+from harness.targets.redis import actions as rd_actions
+from harness.targets.redis import ops as rd_ops
+from harness.targets.router import ops as router_ops
+from harness.workload import Workload, final_read, find_primary_dsn
+from harness.workload.ledger import OUTCOME_HEADER, REGION_HEADER, classify, describe, error_kind
 
 __all__ = ["DEFAULT_KS", "calibrate", "drop_scratch_database", "remove_latency_toxic"]
 
@@ -67,8 +82,6 @@ def check_inputs(ks: Any, delay_ms: Any) -> tuple[tuple[int, ...], int]:
 def remove_latency_toxic(proxy: str = POPBILL_PROXY, toxic: str = TOXIC_NAME, configuration: dict | None = None,
                          secrets: dict | None = None) -> dict:
     """Remove the calibration's latency toxic from fault proxy `proxy` (idempotent)."""
-    from harness.targets import _lab
-
     t = _lab.resolve(configuration)
     with t.http() as http:
         r = http.delete(f"{t.toxiproxy_url}/proxies/{proxy}/toxics/{toxic}")
@@ -82,9 +95,6 @@ def remove_latency_toxic(proxy: str = POPBILL_PROXY, toxic: str = TOXIC_NAME, co
 def drop_scratch_database(name: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
     """Drop the calibration's scratch database `name` wherever PostgreSQL is writable (idempotent)."""
     from psycopg import sql
-
-    from harness.targets import _lab
-    from harness.targets.postgres import ops as pg_ops
 
     if not name.startswith("drill_calibrate_"):
         raise UsageError(f"refusing to drop {name!r}: not a calibration scratch database")
@@ -106,10 +116,8 @@ class _Run:
 
     def __init__(self, lab: Any, session: drill_session.DrillSession, progress: Progress,
                  signals: drill_session.SignalShield) -> None:
-        from harness.targets import _lab
-
         self.lab = lab
-        self.cfg: dict[str, Any] = {"drill_state_dir": str(lab.state)}
+        self.cfg: dict[str, Any] = {"drill_state_dir": str(lab.state), run_context.RUN_ID_KEY: session.run_id}
         self.t = _lab.resolve(self.cfg)
         self.session = session
         self.tl: Timeline = session.timeline
@@ -130,8 +138,6 @@ class _Run:
         file (`sock-pg-primary/.s.PGSQL.<port>.lock` names the dead pid); `PgNode._wait_reaped` only looks at
         postmaster.pid, which pg_rewind / a base backup have replaced by then, so fail_back's rejoin breaks.
         """
-        from harness.lab import procs
-
         pid, self.killed_pid = self.killed_pid, None
         if not pid:
             return
@@ -153,9 +159,6 @@ class _Run:
 
     def undo(self) -> list[str]:
         """Roll back whatever is injected (signals deferred meanwhile); returns what was done."""
-        from harness.failover.failback import fail_back
-        from harness.targets.postgres import actions as pg_actions
-
         done: list[str] = []
         errors: list[str] = []
         with self.signals.shielded():
@@ -199,8 +202,6 @@ class _Run:
 
 def _preflight(run: _Run) -> None:
     """The lab must be in its starting shape on primary with no fault left in the ledger."""
-    from harness.failover.failback import lab_shape
-
     guard.ledger(run.cfg).refuse_if_active(doing="not calibrating")
     deadline = time.monotonic() + SHAPE_TIMEOUT_S
     while True:
@@ -217,8 +218,6 @@ def _preflight(run: _Run) -> None:
 def _write_acked(run: _Run, http: Any, writer: Any, keys: Iterator[str], n: int) -> list[Op]:
     """Write until `n` vouchers are acknowledged (non-acknowledged ones are retried with new keys), recording
     every operation as the ledger writers do; returns the `ok` operations."""
-    from harness.workload.ledger import OUTCOME_HEADER, REGION_HEADER, classify, describe, error_kind
-
     url = f"{writer.base_url}/vouchers"
     acks: list[Op] = []
     attempts = 0
@@ -249,10 +248,6 @@ def _write_acked(run: _Run, http: Any, writer: Any, keys: Iterator[str], n: int)
 
 def _wait_routed(run: _Run, http: Any, region: str) -> float:
     """Wait until the global endpoint routes to `region` and answers /health 200 from it; returns when."""
-    from harness.targets import _lab
-    from harness.targets.app import ops as app_ops
-    from harness.targets.router import ops as router_ops
-
     def routed() -> bool:
         st = router_ops.state(http, run.t.router_url)
         if st["active_region"] != region or st.get("routing_region", region) != region:
@@ -267,15 +262,6 @@ def _wait_routed(run: _Run, http: Any, region: str) -> float:
 def _known_loss(run: _Run, k: int) -> dict[str, Any]:
     """Cut replication, write K acknowledged vouchers, kill the primary, fail over; the meters must see K lost."""
     import httpx
-
-    from harness.failover.failback import fail_back, lab_shape
-    from harness.targets import _lab
-    from harness.targets.app import actions as app_actions
-    from harness.targets.postgres import actions as pg_actions
-    from harness.targets.postgres import ops as pg_ops
-    from harness.targets.redis import actions as rd_actions
-    from harness.targets.redis import ops as rd_ops
-    from harness.workload import Workload, final_read, find_primary_dsn
 
     started = time.monotonic()
     rid = f"calib-{uuid.uuid4().hex[:8]}-k{k}"
@@ -375,8 +361,6 @@ def _known_delay(run: _Run, delay_ms: int, window_s: float) -> dict[str, Any]:
     """Probe tax invoices, add a latency toxic on the Popbill proxy, and compare medians."""
     import httpx
 
-    from harness.workload import Workload
-
     started = time.monotonic()
     started_t = time.time()
     topology = run.lab.topology()
@@ -452,9 +436,6 @@ def _planted_integrity(run: _Run) -> list[dict[str, Any]]:
     """Copy `kerp` to a scratch database, plant one fault of each kind, and check each is named by its check."""
     import psycopg
 
-    from harness.checks import integrity, plant
-    from harness.targets import _lab
-
     name = f"drill_calibrate_{uuid.uuid4().hex[:8]}"
     node = run.t.node("primary")
     rt = run.lab.pg_runtime()
@@ -508,8 +489,6 @@ def calibrate(state_dir: str | Path | None = None, ks: Any = DEFAULT_KS, delay_m
     Every fault injected is in the fault ledger before it is injected and is rolled back on the way out,
     also on SIGINT/SIGTERM (then Interrupted is raised, exit 130).
     """
-    from harness.lab.manager import Lab
-
     ks, delay_ms = check_inputs(tuple(ks), delay_ms)
     progress = progress or (lambda _m: None)
     lab = Lab(state_dir)

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.drill import session as drill_session
+from harness.errors import HarnessError, SafetyRefusal
+from harness.safety import context as run_context
+from harness.safety import guard
 
 _state: dict[str, Any] = {"owns_session": False, "signals": False, "held": False}
 
@@ -22,8 +25,8 @@ def configure_control(configuration: dict | None = None, secrets: dict | None = 
 
 def before_experiment_control(context: dict, configuration: dict | None = None, secrets: dict | None = None,
                               **kwargs: Any) -> None:
-    cfg = configuration or {}
-    s = drill_session.current(required=False)
+    cfg = configuration if configuration is not None else {}
+    s = run_context.of(cfg)  # `drill run` put its run's id in the configuration
     if s is None:
         from harness.config import load_plan
         from harness.errors import HarnessError
@@ -35,6 +38,9 @@ def before_experiment_control(context: dict, configuration: dict | None = None, 
             raise SystemExit(_EXIT_WITHOUT_ROLLBACKS) from e
         s = drill_session.begin(cfg.get("drill_kind", "experiment"), context.get("title", "experiment"),
                                 report_dir=Path(report_dir) if report_dir else None, config=dict(cfg), plan=plan)
+        # chaoslib hands this very dict to the other controls and a copy of it to every activity: they find
+        # the run context by this id
+        cfg[run_context.RUN_ID_KEY] = s.run_id
         _state["owns_session"] = True
     else:
         _state["owns_session"] = False
@@ -60,9 +66,6 @@ def _preflight(s: drill_session.DrillSession, experiment: dict, cfg: dict) -> No
     """A plain `chaos run`: refuse before the first fault (no rollbacks then) when faults of another run are
     still in the ledger, the environment is not allowed or a gate the method needs is not approved.
     (`drill run` does the same before it starts the experiment.)"""
-    from harness.drill import guard
-    from harness.errors import HarnessError, SafetyRefusal
-
     try:
         guard.ledger(cfg).refuse_if_active(s.run_id)
         gates = guard.experiment_gates(experiment, s.plan)
@@ -210,8 +213,6 @@ def after_experiment_control(context: dict, state: Any = None, configuration: di
 
 def revert_leftovers(s: drill_session.DrillSession, configuration: dict | None) -> list[str]:
     """After the rollbacks: revert the faults this run injected that are still active in the ledger."""
-    from harness.drill import guard
-
     out = []
     try:
         results = guard.ledger(configuration).revert_all(how="end of run", run_id=s.run_id)

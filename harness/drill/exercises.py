@@ -5,23 +5,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from harness import backup
+from harness.config import load_plan
 from harness.drill import session as drill_session
+from harness.drill import validate
+from harness.drill.profiles import EXPERIMENTS, FEATURES
 from harness.errors import HarnessError
+from harness.safety import guard
+from harness.targets import _lab
+from harness.workload import find_primary_dsn
 
 __all__ = ["walk_runbook", "backup_restore_drill", "check_fault_isolation"]
 
 
 def _plan(s):
-    from harness.config import load_plan
-
     return getattr(s, "plan", None) or load_plan(overrides=s.config.get("drill_plan_overrides"))
 
 
 def walk_runbook(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
     """Tabletop exercise: walk the plan's recovery in catalog order and its escalation matrix, checking that
     every step names something the harness can drive or verify; gaps are recorded, nothing is changed."""
-    from harness.drill import validate
-
     s = drill_session.current()
     plan = _plan(s)
     gaps: list[str] = []
@@ -37,8 +40,6 @@ def walk_runbook(configuration: dict | None = None, secrets: dict | None = None)
     for gate in plan.gates:
         s.event("note", f"approval gate: {gate.name}", gate=gate.to_dict())
     # the experiments and features that carry the plan must be executable as written
-    from harness.drill.profiles import EXPERIMENTS, FEATURES
-
     paths = sorted(EXPERIMENTS.glob("*.json")) + sorted(FEATURES.glob("*.feature"))
     for result in validate.validate_paths([str(p) for p in paths]):
         if not result.ok:
@@ -57,11 +58,6 @@ def backup_restore_drill(configuration: dict | None = None, secrets: dict | None
     data_restore_from_backup gate, run every integrity check on the restored copy, then drop the copy
     (a database this drill created; the live database is never touched)."""
     import psycopg
-
-    from harness import backup
-    from harness.drill import guard
-    from harness.targets import _lab
-    from harness.workload import find_primary_dsn
 
     s = drill_session.current()
     t = _lab.resolve(configuration)

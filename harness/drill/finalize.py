@@ -9,8 +9,10 @@ from typing import Any
 from harness.core import checklist as checklist_core
 from harness.core import measure
 from harness.core.durations import format_duration
-from harness.core.report import build_report
+from harness.core.report import build_report, redact
 from harness.drill.session import DrillSession
+from harness.errors import ExitCode
+from harness.report import write_report
 
 #: What each data-bearing service's RPO is measured on: service -> (op f, rpo_basis).
 #: voucher-service: the ledger writers' vouchers; tax-invoice-service: the invoices its probe had
@@ -197,8 +199,6 @@ def _summary(objectives, writes, integrity, fault_t, rpos=None, basis=None, dry_
 def write(s: DrillSession, plan, *, journal: dict | None = None, error: BaseException | None = None,
           refused: bool = False) -> dict[str, Any]:
     """Build the report and write every report file into the session's report dir."""
-    from harness.report import write_report
-
     s.event("note", "writing the report")  # marks the phase (an interruption test waits for it)
     s.ended_at = s.ended_at or time.time()
     report = build(s, plan, journal=journal, error=error, refused=refused)
@@ -232,9 +232,6 @@ def _run_rules(s: DrillSession, report: dict[str, Any]) -> None:
     a run that injected no fault, not being a dry run (nor a drill that injects none: drill_expects_fault
     false), measured nothing: harness error (exit 1); a failed Gherkin step fails a run that would pass
     (exit 1, the steps named in `error`); a dry run says so (`dry_run: true`)."""
-    from harness.core.report import redact
-    from harness.errors import ExitCode
-
     dry_run = s.dry_run or (s.fault_t is None and any(e.data.get("dry_run") for e in s.timeline.of_kind("fault")))
     if dry_run:
         report.setdefault("dry_run", True)

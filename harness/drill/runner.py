@@ -11,13 +11,23 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.config import load_plan, read_yaml
+from harness.config.environment import load_environment, resolve_references
 from harness.core.timeline import Event
-from harness.drill import profiles
+from harness.drill import control, finalize, profiles
 from harness.drill import session as drill_session
-from harness.errors import ExitCode, UsageError
+from harness.errors import ExitCode, SafetyRefusal, UsageError
+from harness.lab.manager import Lab
+from harness.lab.paths import state_dir as lab_state
+from harness.report import write_report
+from harness.report.console import print_summary
+from harness.safety import context as run_context
+from harness.safety import guard
+from harness.safety.fault_ledger import FaultLedger, ledger_path
 
 @dataclass(frozen=True)
 class Target:
@@ -83,8 +93,6 @@ def _printer(console) -> Callable[[Event], None]:
 
 
 def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
-    from harness.lab.manager import Lab
-
     lab = Lab(state_dir)
     topo = lab.up(progress=lambda m: console.print(f"[dim]lab:[/] {m}", highlight=False))
     return topo
@@ -92,8 +100,6 @@ def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
 
 def known_gates(plan=None) -> tuple[str, ...]:
     """The approval gates of the plan (the packaged one unless given)."""
-    from harness.drill import guard
-
     return tuple(g.name for g in (plan or guard.plan()).gates)
 
 
@@ -113,12 +119,6 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     allow-list and every approval gate the run will need).
     """
     from rich.console import Console
-
-    from harness.config import load_plan
-
-    from harness.drill import guard
-
-    from harness.config.environment import load_environment
 
     console = console or Console(stderr=True)
     t = resolve_target(target)
@@ -147,8 +147,6 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     guard.ledger(cfg).refuse_if_active()  # faults of an earlier run still in place: `drill recover` first
     topology = ensure_lab(console, state_dir) if env.embedded else None
     # lab-cloud needs a lab serving its APIs; a real run needs its secrets (a dry run sends nothing, needs none)
-    from harness.config.environment import resolve_references
-
     _, env_secrets = resolve_references(env, topology=topology, strict=env.embedded or not dry_run)
     with drill_session.SIGNALS:
         printer = _printer(console)
@@ -158,6 +156,8 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
         s.approvals |= set(approvals)
         printer.secrets = s.secrets
         _begin_environment(s, env, env_secrets, dry_run)
+        # the run context travels in the configuration: every activity (and the preflight) finds it by run id
+        cfg[run_context.RUN_ID_KEY] = experiment["configuration"][run_context.RUN_ID_KEY] = s.run_id
         if guard.lab_approvals(cfg):
             s.note(f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'}): "
                    f"{', '.join(sorted(guard.lab_approvals(cfg)))}")
@@ -243,8 +243,6 @@ def _nothing_leaves(s):
 def _load_overrides(path: str | None) -> dict | None:
     if not path:
         return None
-    from harness.config import read_yaml
-
     data = read_yaml(Path(path))
     if data is not None and not isinstance(data, dict):
         raise UsageError(f"plan overrides {path!r} must be a mapping")
@@ -290,9 +288,6 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
     from chaoslib.run import Runner
     from chaoslib.types import Strategy
 
-    from harness.drill import control, guard
-    from harness.errors import SafetyRefusal
-
     settings = {"runtime": {"rollbacks": {"strategy": "always"}, "hypothesis": {"strategy": "default"}}}
     error: BaseException | None = None
     journal: dict | None = None
@@ -332,8 +327,6 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
 
 
 def _finish(s, journal: dict | None, error: BaseException | None, console) -> int:
-    from harness.drill import finalize
-
     with drill_session.SIGNALS.shielded():
         try:
             report = finalize.write(s, s.plan, journal=journal, error=error, refused=bool(s.refused))
@@ -352,12 +345,24 @@ def _note_failed_activities(s, journal: dict | None) -> None:
             exc = "".join(run.get("exception") or [])
             last = exc.strip().splitlines()[-1] if exc.strip() else "failed"
             name = run.get("activity", {}).get("name")
-            if "SafetyRefusal" in exc:
+            refusal = _refusal_during(s, run)
+            if refusal is not None:
                 s.refused = last
                 s.note(f"refused by safety in {name}: {last}")
             elif s.harness_error is None:
                 s.harness_error = f"activity {name} failed: {last}"
                 s.note(f"activity {name} failed: {last}")
+
+
+def _refusal_during(s, run: dict) -> SafetyRefusal | None:
+    """The SafetyRefusal the guard raised (and kept in the run context) while this journal activity ran: chaoslib
+    keeps an activity's error as text only, so the drill tells a refusal apart by the typed record instead."""
+    try:
+        start = datetime.fromisoformat(run["start"]).timestamp()
+        end = datetime.fromisoformat(run["end"]).timestamp() if run.get("end") else time.time()
+    except (KeyError, TypeError, ValueError):
+        return None
+    return next((e for t, e in s.refusals if start <= t <= end), None)
 
 
 def _note_steady_state(s, journal: dict | None, dry_run: bool) -> None:
@@ -379,8 +384,6 @@ def _note_steady_state(s, journal: dict | None, dry_run: bool) -> None:
 
 
 def _summarise(report: dict, console) -> None:
-    from harness.report.console import print_summary
-
     paths = {k: Path(v) for k, v in report.get("_paths", {}).items()}
     print_summary(report, console, paths=paths)
 
@@ -398,9 +401,6 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     here) and its scenario teardown rolls back and writes the report; we wait for it (bounded), then revert
     whatever this run still has active in the fault ledger, and exit 130.
     """
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
-    from harness.lab.paths import state_dir as lab_state
-
     state = lab_state()
     FaultLedger(ledger_path(state)).refuse_if_active()
     rid = drill_session.new_run_id("feature")
@@ -495,8 +495,6 @@ def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, lis
 
 def _fail_report(report: dict, rdir: Path, why: str) -> int:
     """The scenario failed although its report said passed: rewrite the report as a harness error (exit 1)."""
-    from harness.report import write_report
-
     report.update(status="failed", exit_code=ExitCode.HARNESS_ERROR,
                   error=(report.get("error") + "; " if report.get("error") else "") + why)
     report.pop("_paths", None)

@@ -1,4 +1,4 @@
-"""One drill run in progress: its timeline, workload, observations and, at the end, its report."""
+"""One drill run in progress (implements the safety layer's run context): its timeline, workload, observations, report."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 from harness.core.report import redact
 from harness.core.timeline import Event, Timeline, iso
-from harness.errors import HarnessError
+from harness.drill.pretest import require_pre_test
+from harness.errors import HarnessError, SafetyRefusal
+from harness.lab.kerp.seed import LAB_PASSWORD
+from harness.lab.paths import state_dir as lab_state
+from harness.safety import context as run_context
 
 _lock = threading.Lock()
 _current: "DrillSession | None" = None
@@ -60,7 +64,10 @@ class JsonlSink:
 
 @dataclass
 class DrillSession:
-    """Mutable state of the run in progress; everything measured is derived from `timeline` at the end."""
+    """Mutable state of the run in progress; everything measured is derived from `timeline` at the end.
+
+    It is the run's `harness.safety.context.RunContext`: `begin` registers it under its run id, the layers
+    below find it from configuration drill_run_id, `end` unregisters it."""
 
     run_id: str
     kind: str
@@ -96,6 +103,8 @@ class DrillSession:
     environment: Any = None
     #: a dry run's recorder of the API calls it would make (harness.dryrun.DryRunRecorder)
     recorder: Any = None
+    #: (time, SafetyRefusal) for every refusal the guard raised in this run (typed: the journal keeps text only)
+    refusals: list[tuple[float, SafetyRefusal]] = field(default_factory=list)
 
     # -- recording helpers ----------------------------------------------------
     def event(self, kind: str, event: str, **data: Any) -> Event:
@@ -115,6 +124,10 @@ class DrillSession:
     def fault_t(self) -> float | None:
         """Time of the first injected fault (None before any, and in a dry run); cheap: the fault index only."""
         return next((e.t for e in self.timeline.of_kind("fault") if e.data.get("phase", "inject") == "inject"), None)
+
+    def pre_fault_gate(self, configuration: Any) -> None:
+        """The run's first fault waits for its pre_test evidence (harness.drill.pretest)."""
+        require_pre_test(self, configuration)
 
     @property
     def dry_run(self) -> bool:
@@ -159,6 +172,7 @@ def begin(kind: str, target: str, *, report_dir: Path | None = None, run_id: str
         s.timeline.append("note", "drill started", {"run_id": rid, "kind": kind, "target": target,
                                                     "started_at": iso(s.started_at)})
         _current = s
+        run_context.register(s)
         return s
 
 
@@ -177,6 +191,7 @@ def end() -> DrillSession | None:
     with _lock:
         s, _current = _current, None
     if s is not None:
+        run_context.unregister(s)
         if s.ended_at is None:
             s.ended_at = time.time()
         s.close()
@@ -186,9 +201,6 @@ def end() -> DrillSession | None:
 def lab_secrets(state_dir: str | os.PathLike | None = None) -> set[str]:
     """Secret values of the embedded lab: its JWT signing secret (state dir `jwt-secret`) and the seeded
     users' password (what the workload logs in with)."""
-    from harness.lab.kerp.seed import LAB_PASSWORD
-    from harness.lab.paths import state_dir as lab_state
-
     out = {LAB_PASSWORD}
     try:
         jwt = (lab_state(state_dir) / "jwt-secret").read_text(encoding="utf-8").strip()

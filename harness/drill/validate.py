@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.config import load_plan, read_yaml
 from harness.errors import HarnessError, UsageError
 
 __all__ = ["StepDef", "ValidationResult", "drill_configuration_problems", "experiment_problems",
@@ -604,8 +605,6 @@ PLAN_REQUIRED_KEYS = ("name", "goals", "priorities", "services")
 def validate_config(path: str | Path, data: Any = None) -> ValidationResult:
     """A full plan (has name, goals, priorities, services) via `load_plan(path)`, else plan overrides merged over
     the packaged plan via `load_plan(overrides=path)`."""
-    from harness.config import load_plan, read_yaml
-
     p = str(path)
     try:
         if data is None:

@@ -6,8 +6,8 @@ import signal
 import time
 from typing import Any
 
-from harness.drill import guard
-from harness.drill import session as drill_session
+from harness.safety import context as run_context
+from harness.safety import guard
 from harness.errors import HarnessError, LabError
 from harness.lab.manager import PRIMARY_REPLICAS
 from harness.targets import _lab, toxiproxy
@@ -24,8 +24,8 @@ COVERED_FAULTS = ("fail_region", "fail_over", "kill_primary", "stop_primary", "p
                   "promote_replica", "cut_replication", "switch_region", "scale_region", "kill_replica")
 
 
-def _event(event: str, **data: Any) -> None:
-    s = drill_session.current(required=False)
+def _event(configuration: dict | None, event: str, **data: Any) -> None:
+    s = run_context.of(configuration)
     if s is not None:
         s.event("failover", event, **data)
 
@@ -223,7 +223,7 @@ def _mark_all(configuration: dict | None) -> list[str]:
         if e.fault in COVERED_FAULTS:
             led.mark_reverted(e.id, "fail_back")
             ids.append(e.id)
-            s = drill_session.current(required=False)
+            s = run_context.of(configuration)
             if s is not None:
                 s.event("fault", e.fault, phase="revert", fault_id=e.id, target=e.target, how="fail_back")
     return ids
@@ -248,7 +248,7 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
     before = lab_shape(t, home)
     if before["ok"]:
         return {"changed": False, "shape": before, "reverted": _mark_all(configuration), "seconds": 0.0}
-    _event("failback_started", to_region=home, shape=before)
+    _event(configuration, "failback_started", to_region=home, shape=before)
     steps: list[dict[str, Any]] = []
     kept_aside: dict[str, str] = {}
 
@@ -261,8 +261,8 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
         aside = {k: res[k] for k in ("kept_aside", "copy_seconds") if res.get(k) is not None}
         step("postgresql rejoined as standby", region=res["region"], how=res["how"], seconds=res["seconds"], **aside)
         if res["how"] != "already streaming":
-            _event("rejoined", component="postgresql", region=res["region"], upstream=upstream, how=res["how"],
-                   **aside)
+            _event(configuration, "rejoined", component="postgresql", region=res["region"], upstream=upstream,
+                   how=res["how"], **aside)
 
     data_check: dict[str, Any] = {}
     with t.http(timeout=5.0) as http:
@@ -273,7 +273,7 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
         try:
             current, why = _pg_current_primary(t, http, home)
         except HarnessError as e:
-            _event("failback_refused", to_region=home, reason=str(e))
+            _event(configuration, "failback_refused", to_region=home, reason=str(e))
             raise
         step("postgresql current primary", region=current, **why)
         if not before["proxies"]:
@@ -304,7 +304,7 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
             step("dr stopped cleanly, replayed", lsn=final_lsn)
             pg = pg_ops.promote(lambda: t.pg(home))
             step("postgresql promoted", region=home, seconds=pg["seconds"])
-            _event("promoted", component="postgresql", region=home, seconds=pg["seconds"])
+            _event(configuration, "promoted", component="postgresql", region=home, seconds=pg["seconds"])
             if router_ops.state(http, t.router_url)["mode"] != "auto":  # the runbook pinned DR: unpin now
                 router_ops.clear_override(http, t.router_url)
                 step("router back to automatic routing")
@@ -351,6 +351,7 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
                        f"{', '.join(k for k, v in after.items() if not v and k != 'ok')}")
     seconds = round(time.monotonic() - t0, 3)
     reverted = _mark_all(configuration)
-    _event("failback_complete", to_region=home, seconds=seconds, data_check=data_check, kept_aside=kept_aside)
+    _event(configuration, "failback_complete", to_region=home, seconds=seconds, data_check=data_check,
+           kept_aside=kept_aside)
     return {"changed": True, "seconds": seconds, "steps": steps, "data_check": data_check, "shape": after,
             "reverted": reverted, "kept_aside": kept_aside}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from harness.drill import guard
+from harness.safety import guard
 from harness.failover.failback import fail_back
 from harness.targets import _lab
 from harness.targets.app import ops as app_ops

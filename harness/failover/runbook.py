@@ -6,8 +6,8 @@ import time
 from typing import Any, Callable
 
 from harness.core.safety import plan_disaster_level
-from harness.drill import guard
-from harness.drill import session as drill_session
+from harness.safety import context as run_context
+from harness.safety import guard
 from harness.errors import HarnessError, LabError
 from harness.failover.failback import fail_back
 from harness.targets import _lab, toxiproxy
@@ -41,8 +41,8 @@ class _Clock:
         return round((t or time.time()) - self.fault_t, 3) if self.fault_t else None
 
 
-def _event(event: str, t: float | None = None, **data: Any) -> None:
-    s = drill_session.current(required=False)
+def _event(configuration: dict | None, event: str, t: float | None = None, **data: Any) -> None:
+    s = run_context.of(configuration)
     if s is not None:
         s.timeline.append("failover", event, data, t=t)
 
@@ -100,13 +100,13 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
     from_region = _lab.other(to_region)
     plan = guard.plan(configuration)
     order = list(plan.recovery_order)
-    s = drill_session.current(required=False)
+    s = run_context.of(configuration)
     if guard.is_dry_run(configuration):
         steps = ["detect", f"approve {GATE}", f"promote postgresql {to_region}", f"promote redis {to_region}",
                  f"scale apps {to_region} to {DR_REPLICAS}", f"switch traffic to {to_region}",
                  f"fence {from_region} (router pinned, apps 0, postgresql stopped if writable)",
                  *[f"verify {x}" for x in order]]
-        _event("planned", dry_run=True, to_region=to_region, steps=steps)
+        _event(configuration, "planned", dry_run=True, to_region=to_region, steps=steps)
         return {"dry_run": True, "to_region": to_region, "steps": steps}
     clock = _Clock(s.fault_t if s else None)
     needed = int(cfg.get("drill_detect_checks") or (plan.health_check.failure_threshold if plan.health_check else 3))
@@ -118,41 +118,41 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
         # 1. detect
         det = _detect(t, from_region, http, needed, float(detect_timeout_s), interval)
         clock.lap("detect")
-        _event("detected", region=from_region, since_fault_s=clock.since_fault(), **det)
+        _event(configuration, "detected", region=from_region, since_fault_s=clock.since_fault(), **det)
         # 2. approve the DR region switch
         decision = guard.approve(GATE, "fail_over", configuration, regions=(to_region,))
         clock.lap("approve")
-        _event("approved", gate=GATE, reason=decision.reason)
+        _event(configuration, "approved", gate=GATE, reason=decision.reason)
         # before the first change: a crash from here on leaves `drill recover` a way back (fail_back)
         inj = guard.inject("fail_over", f"region:{to_region}", revert=(fail_back, {"to_region": from_region}),
                            gate=GATE, regions=(to_region,), components=("postgresql", "redis", "app", "router"),
                            configuration=configuration, details={"from_region": from_region})
         # 3. data layer: PostgreSQL, then Valkey
         pg = pg_ops.promote(lambda: t.pg(to_region))
-        _event("promoted", component="postgresql", region=to_region, seconds=pg["seconds"],
+        _event(configuration, "promoted", component="postgresql", region=to_region, seconds=pg["seconds"],
                already_primary=pg["already_primary"])
         with t.redis(to_region) as rc:
             rd_changed = rd_ops.promote(rc)
-        _event("promoted", component="redis", region=to_region, already_master=not rd_changed)
+        _event(configuration, "promoted", component="redis", region=to_region, already_master=not rd_changed)
         clock.lap("promote")
         # 4. authentication / api-gateway: scale the DR apps, traffic follows the router's health checks
         app_ops.scale(http, t.supervisor_url, to_region, DR_REPLICAS)
         app_ops.wait_scaled(http, t.supervisor_url, to_region, DR_REPLICAS)
-        _event("scaled", region=to_region, replicas=DR_REPLICAS)
+        _event(configuration, "scaled", region=to_region, replicas=DR_REPLICAS)
         clock.lap("scale")
         flip = _wait_switch(t, http, to_region, switch_timeout)
         clock.lap("switch")
-        _event("traffic_switched", t=flip.get("at_epoch"), region=to_region, mode=flip.get("mode"),
+        _event(configuration, "traffic_switched", t=flip.get("at_epoch"), region=to_region, mode=flip.get("mode"),
                reason=flip.get("reason"))
         # 5. fence the old region: traffic pinned to the new one, its apps stay at 0, its database cannot write
         fence = _fence(t, http, from_region, to_region)
         clock.lap("fence")
-        _event("fenced", region=from_region, **fence)
+        _event(configuration, "fenced", region=from_region, **fence)
         # 6. verify every service through the global endpoint, in recovery order
         for name in order:
             res = _verify(http, t.router_url, name, to_region, verify_timeout)
             services.append(res)
-            _event("service_verified", service=name, status=res["status"], region=res.get("region"),
+            _event(configuration, "service_verified", service=name, status=res["status"], region=res.get("region"),
                    latency_s=res["latency_s"], attempts=res["attempts"])
         clock.lap("verify")
     total = round(time.time() - clock.t0, 3)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.drill.fault_ledger import FaultLedger, ledger_path
+from harness.safety.fault_ledger import FaultLedger, ledger_path
 from harness.failover.failback import lab_in_shape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]

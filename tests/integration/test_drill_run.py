@@ -166,14 +166,14 @@ def test_interrupted_drill_rolls_back_and_exits_130(drill_lab, tmp_path, sig):
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "aborted" and report["exit_code"] == 130
     assert_lab_on_primary(drill_lab)
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
 
     assert FaultLedger(ledger_path(drill_lab.state)).active() == []
 
 
 # -- interruption, safety before the first fault, dry run, preflight ------------------------------
 def _ledger_active(lab) -> list:
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
 
     return FaultLedger(ledger_path(lab.state)).active()
 
@@ -264,7 +264,7 @@ def test_dry_run_injects_nothing_and_passes(drill_lab, tmp_path):
 
 
 def test_faults_of_another_run_in_the_ledger_refuse_the_start(drill_lab, tmp_path):
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
 
     ledger = FaultLedger(ledger_path(drill_lab.state))
     entry = ledger.record("switch_region", "router:primary", "harness.targets.router.actions:clear_override",

@@ -14,13 +14,14 @@ import psycopg
 import pytest
 
 from harness.drill import session as drill_session
-from harness.drill.fault_ledger import FaultLedger
 from harness.errors import HarnessError, SafetyRefusal
 from harness.failover.failback import fail_back, lab_shape
 from harness.failover.region import fail_region
 from harness.failover.runbook import detect_level, fail_over
 from harness.lab.kerp.seed import leaf_account_ids
 from harness.lab.manager import Lab
+from harness.safety import context as run_context
+from harness.safety.fault_ledger import FaultLedger
 from harness.targets import _lab
 from harness.targets.app import actions as app_actions
 from harness.targets.app import ops as app_ops
@@ -60,8 +61,10 @@ def cfg(lab: Lab) -> dict[str, Any]:
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[drill_session.DrillSession]:
+def session(tmp_path: Path, cfg: dict[str, Any]) -> Iterator[drill_session.DrillSession]:
+    """A recording session, named in the test's configuration by its run id (as `drill run` passes it)."""
     s = drill_session.begin("test", "failover", report_dir=tmp_path / "report")
+    cfg[run_context.RUN_ID_KEY] = s.run_id
     try:
         yield s
     finally:

@@ -58,7 +58,7 @@ def recovered(lab):
 
 
 def _ledger_active(lab) -> list:
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
 
     return FaultLedger(ledger_path(lab.state)).active()
 

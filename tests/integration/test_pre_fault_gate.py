@@ -75,7 +75,7 @@ def _overrides(tmp_path: Path, threshold: str) -> Path:
 
 
 def _injected_by(lab, run_id: str) -> list:
-    from harness.drill.fault_ledger import FaultLedger, ledger_path
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
 
     return [e for e in FaultLedger(ledger_path(lab.state)).injected() if e.run_id == run_id]
 

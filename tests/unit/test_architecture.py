@@ -1,4 +1,4 @@
-"""Architecture tests: the pure core imports only the standard library and itself (import-linter + an AST scan)."""
+"""Architecture tests: the pure core imports only the standard library, the layers hold, no cycle between subpackages."""
 
 import ast
 import json
@@ -94,6 +94,110 @@ def test_project_config_as_is():
         pytest.skip(f"forbidden internal packages not created yet: {', '.join(missing)}")
     res = run_lint(None, ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+#: the layer order the project promises (docs/ARCHITECTURE.md), highest first
+LAYERS = ["cli", "drill", "failover", "targets | backup", "clients", "safety", "workload | checks | report", "lab",
+          "config | http1 | dryrun", "core"]
+
+
+def layers_contract() -> dict:
+    contracts = [c for c in project_importlinter()["contracts"] if c.get("type") == "layers"]
+    assert len(contracts) == 1, "pyproject.toml needs one import-linter layers contract"
+    return contracts[0]
+
+
+def test_layers_contract_is_the_documented_order_and_holds(tmp_path):
+    c = layers_contract()
+    assert c["containers"] == ["harness"] and c["layers"] == LAYERS
+    cfg = tmp_path / "importlinter.toml"
+    write_config(cfg, c)
+    res = run_lint(cfg, ROOT)
+    assert res.returncode == 0 and "1 kept, 0 broken" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("module, line, broken", [
+    # the lab's server processes never import the drill (not even through another package)
+    ("harness/lab/sneaky.py", "from harness.drill import session\n", "harness.lab.sneaky -> harness.drill.session"),
+    # a target reaches the run through the safety layer, never through the drill's session
+    ("harness/targets/sneaky.py", "import harness.drill.session\n", "harness.targets.sneaky -> harness.drill.session"),
+    # the safety layer is below every target
+    ("harness/safety/sneaky.py", "from harness.targets import _lab\n", "harness.safety.sneaky -> harness.targets._lab"),
+])
+def test_layers_contract_catches_an_upward_import(tmp_path, module, line, broken):
+    """The same contract on a copy of the package with one upward import must break (not vacuous)."""
+    shutil.copytree(ROOT / "harness", tmp_path / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / module).write_text('"""Bad."""\n' + line)
+    cfg = tmp_path / "importlinter.toml"
+    write_config(cfg, layers_contract())
+    res = run_lint(cfg, tmp_path)
+    assert res.returncode != 0 and broken in res.stdout, res.stdout + res.stderr
+
+
+def subpackage_cycles(graph) -> list[list[str]]:
+    """Cycles between harness's direct children (subpackages and top-level modules), every import counted
+    (those inside functions too): the strongly connected components with more than one member."""
+    def top(m: str) -> str:
+        return ".".join(m.split(".")[:2])
+
+    edges: dict[str, set[str]] = {}
+    for m in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(m):
+            a, b = top(m), top(imported)
+            if a != b and a != "harness" and b != "harness":
+                edges.setdefault(a, set()).add(b)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_cycle_between_harness_subpackages():
+    import grimp
+
+    graph = grimp.build_graph("harness", cache_dir=None)
+    assert subpackage_cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    import grimp
+
+    graph = grimp.ImportGraph()
+    for m in ("harness", "harness.drill", "harness.drill.guard", "harness.targets", "harness.targets.actions",
+              "harness.core", "harness.core.plan"):
+        graph.add_module(m)
+    graph.add_import(importer="harness.targets.actions", imported="harness.drill.guard")  # inside a function
+    graph.add_import(importer="harness.drill.guard", imported="harness.core.plan")
+    assert subpackage_cycles(graph) == []
+    graph.add_import(importer="harness.drill.guard", imported="harness.targets.actions")
+    assert subpackage_cycles(graph) == [["harness.drill", "harness.targets"]]
 
 
 def test_core_imports_only_stdlib_and_itself():

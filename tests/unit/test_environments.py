@@ -136,11 +136,13 @@ def test_commands_of_the_embedded_lab_refuse_a_real_environment(tmp_path):
 
 
 def test_a_dry_run_report_lists_the_calls_and_redacts_the_environment_secrets(tmp_path, monkeypatch):
-    """The run context holds the recorder: a client from the factory records into it without being handed it."""
+    """The run context holds the recorder: a client from the factory records into it when given the run's
+    configuration (drill_run_id), without being handed the recorder."""
     from harness import clients
     from harness.config import load_plan
     from harness.drill import finalize, runner
     from harness.drill import session as drill_session
+    from harness.safety import context as run_context
 
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
         monkeypatch.delenv(k, raising=False)
@@ -152,7 +154,8 @@ def test_a_dry_run_report_lists_the_calls_and_redacts_the_environment_secrets(tm
     try:
         runner._begin_environment(s, env, secrets, dry_run=True)
         clients.preflight_aws(env, s.recorder)
-        clients.boto3_session(env, region="dr").client("rds").promote_read_replica(
+        cfg = run_context.configuration_for(s)
+        clients.boto3_session(env, region="dr", configuration=cfg).client("rds").promote_read_replica(
             DBInstanceIdentifier="kerp-db-tokyo-replica")
         s.note("connecting to postgresql://drill:pw-Zq81x@kerp-db (tok-Zq82y)")
         report = finalize.write(s, plan, refused=False)
@@ -195,8 +198,8 @@ def test_drill_run_takes_the_allow_list_from_the_operator_never_from_a_file(monk
     monkeypatch.setenv("DRILL_ALLOWED_ENVIRONMENTS", "example-aws")
     _apply_environment(exp, aws, ())
     assert cfg["drill_allowed_environments"] == ["example-aws"]
-    # and the lab's pre-approvals do not count there (harness.drill.guard)
-    from harness.drill import guard
+    # and the lab's pre-approvals do not count there (harness.safety.guard)
+    from harness.safety import guard
 
     assert guard.lab_approvals(cfg) == frozenset()
     assert guard.lab_approvals({**cfg, **load_environment("lab-cloud").configuration()}) == {"dr_region_switch"}

@@ -12,10 +12,11 @@ import pytest
 
 from harness.config import load_plan
 from harness.core.safety import PlannedFault, decide
-from harness.drill import guard
 from harness.drill import session as drill_session
-from harness.drill.fault_ledger import FaultLedger
 from harness.errors import SafetyRefusal, UsageError
+from harness.safety import context as run_context
+from harness.safety import guard
+from harness.safety.fault_ledger import FaultLedger
 
 PLAN = load_plan()
 
@@ -32,8 +33,11 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[drill_session.DrillSession]:
+def session(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[drill_session.DrillSession]:
+    """A running session, named in the test's `state` (its configuration) by its run id as `drill run` does."""
     s = drill_session.begin("test", "guard", report_dir=tmp_path / "report")
+    if "state" in request.fixturenames:
+        request.getfixturevalue("state")[run_context.RUN_ID_KEY] = s.run_id
     try:
         yield s
     finally:
@@ -121,7 +125,8 @@ def test_inject_writes_the_ledger_first_then_the_event(state: dict, session: dri
     assert inj.proceed and inj.entry is not None
     line = json.loads((Path(state["drill_state_dir"]) / "fault-ledger.jsonl").read_text().splitlines()[0])
     assert line["op"] == "inject" and line["revert_func"] == f"{__name__}:revert_me"
-    assert line["revert_kwargs"] == {"x": 1, "configuration": {"drill_state_dir": str(Path(state["drill_state_dir"]).resolve())}}
+    assert line["revert_kwargs"] == {"x": 1, "configuration": {"drill_state_dir": str(Path(state["drill_state_dir"]).resolve()),
+                                                               "drill_run_id": session.run_id}}
     assert line["run_id"] == session.run_id
     ev = [e for e in session.timeline.events if e.kind == "fault"][-1]
     assert ev.data["phase"] == "inject" and ev.data["fault_id"] == inj.entry.id
@@ -224,12 +229,37 @@ def test_require_gates_checks_the_environment_even_without_gates(state: dict) ->
 
 def test_the_guard_uses_the_sessions_plan(tmp_path: Path) -> None:
     tight = load_plan(overrides={"services": {"authentication": {"rto_s": 0.001}}})
-    drill_session.begin("test", "plan", report_dir=tmp_path / "r", plan=tight)
+    s = drill_session.begin("test", "plan", report_dir=tmp_path / "r", plan=tight)
+    cfg = {run_context.RUN_ID_KEY: s.run_id}
     try:
-        assert guard.plan() is tight and guard.plan({"drill_plan": "ignored.yaml"}) is tight
+        assert guard.plan(cfg) is tight and guard.plan({**cfg, "drill_plan": "ignored.yaml"}) is tight
+        assert guard.plan().service("authentication").rto_s != 0.001  # no run named: no process-wide session
     finally:
         drill_session.end()
-    assert guard.plan().service("authentication").rto_s != 0.001
+    assert guard.plan(cfg).service("authentication").rto_s != 0.001  # the run ended: its id names nothing
+
+
+def test_the_run_context_is_found_by_run_id_and_keeps_typed_refusals(state: dict, tmp_path: Path) -> None:
+    """Two runs' contexts coexist; each activity reaches the one its configuration names, and a refusal is
+    kept as the SafetyRefusal it was (chaoslib's journal keeps text only)."""
+    a = drill_session.DrillSession("run-a", "test", "a", tmp_path / "a", drill_session.Timeline())
+    b = drill_session.DrillSession("run-b", "test", "b", tmp_path / "b", drill_session.Timeline())
+    run_context.register(a)
+    run_context.register(b)
+    try:
+        b.approvals.add("dr_region_switch")
+        with pytest.raises(SafetyRefusal) as refused:
+            guard.inject("switch_region", "router:dr", revert=(revert_me, {}), regions=("dr",),
+                         configuration=run_context.configuration_for(a, state))
+        assert [e for _, e in a.refusals] == [refused.value] and b.refusals == []
+        assert [e.data["phase"] for e in a.timeline.of_kind("fault")] == ["refused"]
+        inj = guard.inject("switch_region", "router:dr", revert=(revert_me, {}), regions=("dr",),
+                           configuration=run_context.configuration_for(b, state))
+        assert inj.proceed and inj.entry.run_id == "run-b" and b.fault_t is not None and a.fault_t is None
+    finally:
+        run_context.unregister(a)
+        run_context.unregister(b)
+    assert run_context.of({run_context.RUN_ID_KEY: "run-a"}) is None
 
 
 def test_ledger_preflight_and_this_runs_leftovers(state: dict, session: drill_session.DrillSession) -> None:
@@ -341,7 +371,7 @@ def test_a_second_failover_within_the_cooldown_is_refused_when_enforced(
     _write_inject(ledger_file, "promote_standby", "postgres:dr", time.time() - 12 * 60, action="promote_replica",
                   run_id="run-a")
     with pytest.raises(SafetyRefusal) as err:
-        _promote(ENFORCE)
+        _promote({**ENFORCE, run_context.RUN_ID_KEY: session.run_id})
     reason = str(err.value)
     assert reason.startswith("not injecting: 'promote_standby': cooldown database_failover (1h): last activation 12m")
     assert "(run run-a, promote_standby on postgres:dr), wait 4" in reason and "\n" not in reason
@@ -388,8 +418,10 @@ def test_unrelated_faults_other_environments_and_this_run_do_not_cool_down(
     _write_inject(ledger_file, "promote_standby", "postgres:dr", now - 60, action="promote_replica",
                   environment="staging")
     _write_inject(ledger_file, "promote_replica", "redis:dr", now - 60, run_id=session.run_id)  # this drill's step
-    assert guard.activations(ENFORCE, PLAN) == ()
-    assert _promote(ENFORCE).proceed
+    mine = {**ENFORCE, run_context.RUN_ID_KEY: session.run_id}
+    assert guard.activations(mine, PLAN) == ()
+    assert [a.run_id for a in guard.activations(ENFORCE, PLAN)] == [session.run_id]  # seen from no run
+    assert _promote(mine).proceed
     staging = {"drill_environment": "staging", "drill_allowed_environments": ["staging"]}
     assert [a.source for a in guard.activations(staging, PLAN)] == ["promote_standby on postgres:dr"]
     with pytest.raises(SafetyRefusal, match="cooldown database_failover"):  # outside the lab: always
@@ -409,10 +441,11 @@ def test_the_preflight_refuses_a_dr_drill_inside_its_cooldown_before_any_fault(
     import time
 
     _write_inject(ledger_file, "fail_over", "region:dr", time.time() - 1800, action="fail_over")
-    cfg = {**ENFORCE, "drill_lab_approvals": ["dr_region_switch"]}
+    cfg = {**ENFORCE, "drill_lab_approvals": ["dr_region_switch"], run_context.RUN_ID_KEY: session.run_id}
     with pytest.raises(SafetyRefusal, match=r"^not injecting: 'region-failover': cooldown dr_activation"):
         guard.require_gates(["dr_region_switch"], cfg, name="region-failover")
     assert session.timeline.of_kind("fault") == ()
+    assert [e.data["status"] for e in session.timeline.of_kind("check")] == ["fail"] and len(session.refusals) == 1
     assert guard.require_gates(["dr_region_switch"], {"drill_lab_approvals": ["dr_region_switch"]}).allowed  # lab
     with pytest.raises(SafetyRefusal, match="cooldown database_failover"):
         guard.require_gates([], cfg, cooldowns=["database_failover"])
@@ -428,3 +461,34 @@ def test_the_promote_standby_activity_is_refused_before_it_touches_the_lab(state
     with pytest.raises(SafetyRefusal, match="cooldown database_failover") as err:
         promote_standby("dr", configuration={**state, **ENFORCE})  # no lab runs here: refused first
     assert err.value.exit_code == ExitCode.REFUSED_BY_SAFETY == 5
+
+
+def test_the_runner_tells_a_refused_activity_by_the_typed_refusal_not_its_text(state: dict, tmp_path: Path) -> None:
+    """chaoslib's journal keeps an activity's error as text; the runner asks the run context whether the guard
+    refused while the activity ran. A failure whose text merely mentions SafetyRefusal is a harness error."""
+    from datetime import datetime, timezone
+
+    from harness.drill import runner
+
+    def run(name: str, start: float, end: float, error: str) -> dict:
+        return {"status": "failed", "activity": {"name": name}, "exception": [error],
+                "start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
+                "end": datetime.fromtimestamp(end, timezone.utc).isoformat()}
+
+    import time
+
+    s = drill_session.begin("test", "runner", report_dir=tmp_path / "r", plan=PLAN)
+    try:
+        t0 = time.time()
+        with pytest.raises(SafetyRefusal) as refused:
+            guard.inject("switch_region", "router:dr", revert=(revert_me, {}), regions=("dr",),
+                         configuration=run_context.configuration_for(s, state))
+        t1 = time.time()
+        journal = {"run": [run("lookalike", t0 - 10, t0 - 5, "RuntimeError: not a SafetyRefusal\n"),
+                           run("switch", t0, t1, f"harness.errors.SafetyRefusal: {refused.value}\n")]}
+        runner._note_failed_activities(s, journal)
+        assert s.harness_error == "activity lookalike failed: RuntimeError: not a SafetyRefusal"
+        assert s.refused and str(refused.value) in s.refused
+        assert any(n.startswith("refused by safety in switch: ") for n in s.notes)
+    finally:
+        drill_session.end()

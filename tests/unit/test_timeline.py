@@ -237,7 +237,8 @@ def test_the_control_interrupts_on_sigterm_and_shields_the_rollbacks(tmp_path: P
     before = signal.getsignal(signal.SIGTERM)
     s = drill_session.begin("test", "control", report_dir=tmp_path / "report")
     try:
-        control.before_experiment_control({"title": "t"}, configuration={"drill_state_dir": str(tmp_path / "lab")})
+        control.before_experiment_control({"title": "t"}, configuration={"drill_state_dir": str(tmp_path / "lab"),
+                                                                          "drill_run_id": s.run_id})  # as drill run
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGTERM)
         assert s.aborted and not [e for e in s.timeline.of_kind("note") if "SIGTERM" in e.event]

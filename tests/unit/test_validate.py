@@ -93,11 +93,11 @@ def test_missing_function_is_reported(tmp_path):
 
 def test_unimportable_module_and_private_harness_function_are_reported(tmp_path):
     p = write(tmp_path / "bad-providers.json", json.dumps(experiment(
-        action("harness.no_such_module", "f", "a"), action("harness.drill.guard", "_truthy", "b"))))
+        action("harness.no_such_module", "f", "a"), action("harness.safety.guard", "_truthy", "b"))))
     r = V.validate_path(p)
     line = r.line()
     assert "module 'harness.no_such_module' cannot be imported" in line
-    assert "harness.drill.guard._truthy is not in harness.drill.guard.__all__" in line
+    assert "harness.safety.guard._truthy is not in harness.safety.guard.__all__" in line
     assert "\n" not in line
 
 

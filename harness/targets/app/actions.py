@@ -6,7 +6,7 @@ import os
 import signal
 from typing import Any
 
-from harness.drill import guard
+from harness.safety import guard
 from harness.errors import LabError, UsageError
 from harness.lab.manager import APP_SLOTS, PRIMARY_REPLICAS
 from harness.targets import _lab

@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from harness.drill import guard
-from harness.drill import session as drill_session
+from harness.safety import context as run_context
+from harness.safety import guard
 from harness.errors import HarnessError, UsageError
 from harness.targets import _lab, toxiproxy
 from harness.targets.postgres import ops
@@ -22,8 +22,8 @@ def _target(region: str) -> str:
     return f"postgres:{_lab.check_region(region)}"
 
 
-def _failover_event(event: str, **data: Any) -> None:
-    s = drill_session.current(required=False)
+def _failover_event(configuration: dict | None, event: str, **data: Any) -> None:
+    s = run_context.of(configuration)
     if s is not None:
         s.event("failover", event, **data)
 
@@ -105,8 +105,8 @@ def restore_primary(region: str = "primary", configuration: dict | None = None, 
     elif ops.role(lambda: t.pg(oth)) == "primary":  # the other region took over: never a second primary
         result.update(ops.rejoin_as_standby(node, lambda: t.pg(region), t.node(oth), lambda: t.pg(oth),
                                             t.pg_stream_port(oth, region)))
-        _failover_event("rejoined", component="postgresql", region=region, upstream=oth, how=result["how"],
-                        kept_aside=result.get("kept_aside"))
+        _failover_event(configuration, "rejoined", component="postgresql", region=region, upstream=oth,
+                        how=result["how"], kept_aside=result.get("kept_aside"))
     else:
         why = _superseded_by(t, region)
         if why is not None:
@@ -143,7 +143,7 @@ def resume_primary(region: str = "primary", configuration: dict | None = None, s
         why = _superseded_by(t, region) if mine["primary"] else None
         if why is not None:
             msg = f"left paused: {why}; resuming would make a second primary, fail_back rejoins it as a standby"
-            _failover_event("not_resumed", component="postgresql", region=region, reason=why)
+            _failover_event(configuration, "not_resumed", component="postgresql", region=region, reason=why)
             return {"region": region, "resumed_pids": [], "how": msg, "reverted": []}
     pids = ops.signal_cluster(node, signal.SIGCONT)
     return {"region": region, "resumed_pids": pids, "how": "resumed" if pids else "not paused",
@@ -160,7 +160,7 @@ def promote_standby(region: str = "dr", configuration: dict | None = None, secre
         return inj.to_dict()
     t = _lab.resolve(configuration)
     res = ops.promote(lambda: t.pg(region))
-    _failover_event("promoted", component="postgresql", region=region, seconds=res["seconds"],
+    _failover_event(configuration, "promoted", component="postgresql", region=region, seconds=res["seconds"],
                     already_primary=res["already_primary"])
     return {"region": region, **res, "fault_id": inj.entry.id}
 
@@ -180,7 +180,7 @@ def demote_standby(region: str = "dr", configuration: dict | None = None, secret
     else:
         res = ops.rejoin_as_standby(t.node(region), lambda: t.pg(region), t.node(oth), lambda: t.pg(oth),
                                     t.pg_stream_port(oth, region))
-        _failover_event("rejoined", component="postgresql", region=region, upstream=oth, how=res["how"])
+        _failover_event(configuration, "rejoined", component="postgresql", region=region, upstream=oth, how=res["how"])
     res["reverted"] = guard.mark_reverted("promote_standby", _target(region), configuration)
     return res
 
@@ -217,6 +217,6 @@ def rejoin_as_standby(region: str = "primary", upstream_region: str = "dr", conf
     t = _lab.resolve(configuration)
     res = ops.rejoin_as_standby(t.node(region), lambda: t.pg(region), t.node(upstream_region),
                                 lambda: t.pg(upstream_region), t.pg_stream_port(upstream_region, region))
-    _failover_event("rejoined", component="postgresql", region=region, upstream=upstream_region, how=res["how"],
-                    seconds=res["seconds"])
+    _failover_event(configuration, "rejoined", component="postgresql", region=region, upstream=upstream_region,
+                    how=res["how"], seconds=res["seconds"])
     return res

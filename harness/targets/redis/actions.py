@@ -6,8 +6,8 @@ import os
 import signal
 from typing import Any
 
-from harness.drill import guard
-from harness.drill import session as drill_session
+from harness.safety import context as run_context
+from harness.safety import guard
 from harness.errors import LabError, UsageError
 from harness.lab import procs
 from harness.targets import _lab
@@ -20,8 +20,8 @@ def _target(region: str) -> str:
     return f"redis:{_lab.check_region(region)}"
 
 
-def _failover_event(event: str, **data: Any) -> None:
-    s = drill_session.current(required=False)
+def _failover_event(configuration: dict | None, event: str, **data: Any) -> None:
+    s = run_context.of(configuration)
     if s is not None:
         s.event("failover", event, **data)
 
@@ -131,7 +131,7 @@ def promote_replica(region: str = "dr", configuration: dict | None = None, secre
     t = _lab.resolve(configuration)
     with t.redis(region) as c:
         changed = ops.promote(c)
-    _failover_event("promoted", component="redis", region=region, already_master=not changed)
+    _failover_event(configuration, "promoted", component="redis", region=region, already_master=not changed)
     return {"region": region, "promoted": changed, "fault_id": inj.entry.id}
 
 
@@ -156,5 +156,5 @@ def rejoin_as_replica(region: str = "primary", upstream_region: str = "dr", conf
         raise UsageError(f"region {region!r} cannot replicate from itself")
     t = _lab.resolve(configuration)
     res = start_as_replica(t, region, upstream_region)
-    _failover_event("rejoined", component="redis", region=region, upstream=upstream_region)
+    _failover_event(configuration, "rejoined", component="redis", region=region, upstream=upstream_region)
     return res

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.drill import guard
-from harness.drill import session as drill_session
+from harness.safety import context as run_context
+from harness.safety import guard
 from harness.targets import _lab
 from harness.targets.router import ops
 
@@ -22,7 +22,7 @@ def switch_region(region: str, configuration: dict | None = None, secrets: dict 
         ops.set_active(http, t.router_url, region)
         st = ops.state(http, t.router_url)
     flip = ops.last_flip_to(st, region)
-    s = drill_session.current(required=False)
+    s = run_context.of(configuration)
     if s is not None:
         s.event("failover", "traffic_switched", region=region, mode="manual", flip=flip)
     return {"region": region, "active_region": st["active_region"], "mode": st["mode"], "fault_id": inj.entry.id}

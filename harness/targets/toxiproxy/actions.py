@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.drill import guard
+from harness.safety import guard
 from harness.targets import _lab
 from harness.targets.toxiproxy import ops
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.errors import HarnessError
+from harness.lab.paths import state_dir as lab_state
 
 LEDGER_ENV = "DRILL_FAULT_LEDGER"
 DEFAULT_LEASE_S = 3600.0
@@ -38,8 +39,6 @@ def ledger_path(state_dir: Path | None = None) -> Path:
     """$DRILL_FAULT_LEDGER, else <lab state dir>/fault-ledger.jsonl."""
     if os.environ.get(LEDGER_ENV):
         return Path(os.environ[LEDGER_ENV])
-    from harness.lab.paths import state_dir as lab_state
-
     return (state_dir or lab_state()) / "fault-ledger.jsonl"
 
 

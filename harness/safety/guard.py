@@ -8,11 +8,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from harness.config import load_plan
 from harness.core.plan import Plan
 from harness.core.safety import LAB, Activation, Decision, PlannedFault, SafetyContext, decide
-from harness.drill import session as drill_session
-from harness.drill.fault_ledger import DEFAULT_LEASE_S, FaultEntry, FaultLedger, ledger_path
 from harness.errors import SafetyRefusal, UsageError
+from harness.lab.paths import state_dir as lab_state_dir
+from harness.safety import context as run_context
+from harness.safety.fault_ledger import DEFAULT_LEASE_S, FaultEntry, FaultLedger, ledger_path
 
 __all__ = ["ACTIVITY_ACTIONS", "FAULT_ACTIONS", "Injection", "activation_history", "activations", "approve",
            "approvals", "check", "context_for", "enforce_cooldowns", "entry_actions", "experiment_gates", "func_ref",
@@ -181,15 +183,13 @@ def context_for(configuration: Mapping[str, Any] | None, session_approvals: Iter
 # -- edges ----------------------------------------------------------------------------------------
 @lru_cache(maxsize=8)
 def _load_plan(path: str | None) -> Plan:
-    from harness.config import load_plan
-
     return load_plan(path)
 
 
 def plan(configuration: Mapping[str, Any] | None = None) -> Plan:
-    """The DR plan: the running session's (resolved once when it began, overrides included), else the
-    packaged plan or the file configuration drill_plan names."""
-    s = drill_session.current(required=False)
+    """The DR plan: the run's (resolved once when it began, overrides included; the run context named by
+    configuration drill_run_id), else the packaged plan or the file configuration drill_plan names."""
+    s = run_context.of(configuration)
     if s is not None and s.plan is not None:
         return s.plan
     p = (configuration or {}).get("drill_plan")
@@ -197,31 +197,32 @@ def plan(configuration: Mapping[str, Any] | None = None) -> Plan:
 
 
 def approvals(configuration: Mapping[str, Any] | None = None) -> frozenset[str]:
-    """Gates approved for this call: the session's approvals, configuration drill_approvals, and (in the lab
+    """Gates approved for this call: the run's approvals, configuration drill_approvals, and (in the lab
     only) configuration drill_lab_approvals."""
-    s = drill_session.current(required=False)
+    s = run_context.of(configuration)
     return (_names((configuration or {}).get("drill_approvals"), "drill_approvals") | lab_approvals(configuration)
             | frozenset(s.approvals if s else ()))
 
 
 def is_dry_run(configuration: Mapping[str, Any] | None = None) -> bool:
-    s = drill_session.current(required=False)
+    s = run_context.of(configuration)
     return _truthy((configuration or {}).get("drill_dry_run")) or bool(s and _truthy(s.config.get("drill_dry_run")))
 
 
 def _state_dir(configuration: Mapping[str, Any] | None) -> Path:
-    from harness.lab.paths import state_dir
-    from harness.targets._lab import state_dir as configured
-
-    return state_dir(configured(configuration))
+    """configuration drill_state_dir, else $DRILL_STATE_DIR, else the default state dir."""
+    return lab_state_dir((configuration or {}).get("drill_state_dir") or None)
 
 
 def revert_configuration(configuration: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The part of the configuration a revert needs later to find the same lab (never secrets)."""
+    """The part of the configuration a revert needs later to find the same lab (never secrets), and the run
+    (a revert during the run records into its timeline; later the id names no run context)."""
     out: dict[str, Any] = {"drill_state_dir": str(_state_dir(configuration))}
     cfg = configuration or {}
     if cfg.get("drill_environment"):
         out["drill_environment"] = cfg["drill_environment"]
+    if cfg.get(run_context.RUN_ID_KEY):
+        out[run_context.RUN_ID_KEY] = str(cfg[run_context.RUN_ID_KEY])
     return out
 
 
@@ -237,7 +238,7 @@ def activations(configuration: Mapping[str, Any] | None, the_plan: Plan) -> tupl
     if not enforce_cooldowns(configuration):
         return ()
     env = _environment(configuration)
-    s = drill_session.current(required=False)
+    s = run_context.of(configuration)
     run_id = s.run_id if s else None
     return tuple(a for a in activation_history(ledger(configuration).injected(), the_plan)
                  if a.environment == env and (run_id is None or a.run_id != run_id))
@@ -249,14 +250,19 @@ def _context(configuration: Mapping[str, Any] | None, the_plan: Plan, session_ap
                        history=activations(configuration, the_plan))
 
 
-def _event(kind: str, event: str, **data: Any) -> None:
-    s = drill_session.current(required=False)
+def _event(configuration: Mapping[str, Any] | None, kind: str, event: str, **data: Any) -> None:
+    s = run_context.of(configuration)
     if s is not None:
         s.event(kind, event, **data)
 
 
+def _refuse(configuration: Mapping[str, Any] | None, reason: str) -> SafetyRefusal:
+    """The SafetyRefusal to raise, kept (typed) in the run context too."""
+    return run_context.record_refusal(run_context.of(configuration), SafetyRefusal(reason))
+
+
 def _decide(fault: PlannedFault, configuration: Mapping[str, Any] | None) -> Decision:
-    s = drill_session.current(required=False)
+    s = run_context.of(configuration)
     ctx = _context(configuration, plan(configuration), s.approvals if s else (),
                    session_dry_run=bool(s and _truthy(s.config.get("drill_dry_run"))))
     return decide(fault, ctx)
@@ -264,11 +270,12 @@ def _decide(fault: PlannedFault, configuration: Mapping[str, Any] | None) -> Dec
 
 def _pre_fault_gate(configuration: Mapping[str, Any] | None) -> None:
     """Before a run's first fault (a running drill only): SafetyRefusal unless its pre_test evidence holds."""
-    s = drill_session.current(required=False)
+    s = run_context.of(configuration)
     if s is not None and s.fault_t is None:
-        from harness.drill.pretest import require_pre_test
-
-        require_pre_test(s, configuration)
+        try:
+            s.pre_fault_gate(configuration)
+        except SafetyRefusal as e:
+            raise run_context.record_refusal(s, e)
 
 
 def check(fault_name: str, target: str, *, action: str | None = None, gate: str | Iterable[str] | None = None,
@@ -281,8 +288,9 @@ def check(fault_name: str, target: str, *, action: str | None = None, gate: str 
     fault = _planned(the_plan, fault_name, action, target, regions, components, gates)
     decision = _decide(fault, configuration)
     if decision.refused:
-        _event("fault", fault_name, phase="refused", reason=decision.reason, guard=decision.guard, target=target)
-        raise SafetyRefusal(decision.reason)
+        _event(configuration, "fault", fault_name, phase="refused", reason=decision.reason, guard=decision.guard,
+               target=target)
+        raise _refuse(configuration, decision.reason)
     return decision
 
 
@@ -304,18 +312,21 @@ def inject(fault_name: str, target: str, *, revert: Revert, action: str | None =
     info = {"target": target, "regions": list(fault.regions), "components": list(fault.components),
             **dict(details or {}), "action": fault.action, "environment": _environment(configuration)}
     if decision.refused:
-        _event("fault", fault_name, phase="refused", reason=decision.reason, guard=decision.guard, **info)
-        raise SafetyRefusal(decision.reason)
+        _event(configuration, "fault", fault_name, phase="refused", reason=decision.reason, guard=decision.guard,
+               **info)
+        raise _refuse(configuration, decision.reason)
     if decision.dry_run:
-        _event("fault", fault_name, phase="planned", dry_run=True, reason=decision.reason, **info)
+        _event(configuration, "fault", fault_name, phase="planned", dry_run=True, reason=decision.reason,
+               **info)
         return Injection(fault, decision)
     _pre_fault_gate(configuration)  # the run's first fault: only when its pre_test evidence holds
     func, kwargs = revert
     revert_kwargs = {**dict(kwargs), "configuration": revert_configuration(configuration)}
-    s = drill_session.current(required=False)
+    s = run_context.of(configuration)
     entry = ledger(configuration).record(fault_name, target, func_ref(func), revert_kwargs, lease_s=lease_s,
                                         run_id=s.run_id if s else None, details=info)
-    _event("fault", fault_name, phase="inject", fault_id=entry.id, revert=entry.revert_func, **info)
+    _event(configuration, "fault", fault_name, phase="inject", fault_id=entry.id, revert=entry.revert_func,
+           **info)
     return Injection(fault, decision, entry)
 
 
@@ -329,7 +340,7 @@ def mark_reverted(faults: str | Iterable[str], target: str, configuration: Mappi
         for e in led.active_for(name, target):
             led.mark_reverted(e.id, how)
             ids.append(e.id)
-            _event("fault", name, phase="revert", fault_id=e.id, target=target, how=how, **data)
+            _event(configuration, "fault", name, phase="revert", fault_id=e.id, target=target, how=how, **data)
     return ids
 
 
@@ -340,8 +351,8 @@ def approve(gate: str, name: str, configuration: Mapping[str, Any] | None = None
     fault = PlannedFault.for_plan(the_plan, name, gate, regions=regions, gates=(gate,))
     decision = decide(fault, _context(configuration, the_plan, approvals(configuration)))
     if decision.refused:
-        _event("note", f"{name} refused", gate=gate, reason=decision.reason)
-        raise SafetyRefusal(decision.reason)
+        _event(configuration, "note", f"{name} refused", gate=gate, reason=decision.reason)
+        raise _refuse(configuration, decision.reason)
     return decision
 
 
@@ -384,9 +395,9 @@ def require_gates(gates: Iterable[str], configuration: Mapping[str, Any] | None 
     decision = decide(fault, _context(configuration, the_plan, approvals(configuration),
                                       session_dry_run=is_dry_run(configuration)))
     if decision.refused:
-        _event("check", "safety preflight refused", status="fail", reason=decision.reason, guard=decision.guard,
-               gates=list(wanted), environment=_environment(configuration))
-        raise SafetyRefusal(decision.reason)
-    _event("check", "safety preflight passed", status="pass", gates=list(wanted),
+        _event(configuration, "check", "safety preflight refused", status="fail", reason=decision.reason,
+               guard=decision.guard, gates=list(wanted), environment=_environment(configuration))
+        raise _refuse(configuration, decision.reason)
+    _event(configuration, "check", "safety preflight passed", status="pass", gates=list(wanted),
            environment=_environment(configuration))
     return decision
