@@ -298,7 +298,7 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
                 data_check["source"] = pg_ops.data_fingerprint(c)
                 c.execute("CHECKPOINT")
             t.node(away).stop(mode="fast", timeout=30)
-            _event("stopped", component="postgresql", region=away, how="clean shutdown for the switchover")
+            _event(configuration, "stopped", component="postgresql", region=away, how="clean shutdown for the switchover")
             final_lsn = pg_ops.checkpoint_lsn(t.node(away))
             pg_ops.wait_replayed(lambda: t.pg(home), final_lsn)
             step("dr stopped cleanly, replayed", lsn=final_lsn)
