@@ -580,6 +580,77 @@ def backup_restore(
                   f"(the live kerp database was not touched; drop {into!r} when done)", soft_wrap=True)
 
 
+@backup_app.command("pitr")
+def backup_pitr(
+    to: str = typer.Option(..., "--to", metavar="ISO-8601", help="The recovery target time, with a UTC offset "
+                                                                  "(e.g. 2026-12-06T20:41:07.25Z)."),
+    into: str = typer.Option(..., "--into", metavar="NAME", help="Name of the NEW server (refused when taken)."),
+    approve: list[str] = typer.Option([], "--approve", help="Approve a gate of the plan (repeatable); a point-in-time "
+                                                            "recovery needs database_point_in_time_recovery."),
+    json_out: bool = typer.Option(False, "--json", help="Print the recovered server and its checks as JSON."),
+    state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
+) -> None:
+    """Point-in-time recovery into a NEW PostgreSQL server: the newest base backup finished before --to plus the archived WAL, then the integrity checks there.
+
+    Needs the plan's gate database_point_in_time_recovery. The live cluster is not stopped or written: it is only asked to close its current WAL segment so the target is archived. The new server runs on a free port until `drill backup discard NAME` or `drill lab down`.
+
+    Exit code: 0 recovered and every integrity check passes, 4 an integrity check failed or the archive does not match its checksums, 5 not approved, 2 bad --to (no offset, in the future, before the first base backup) or NAME taken or invalid, 1 harness error.
+    """
+    try:
+        _lab_environment(env, "backup pitr")
+    except HarnessError as e:
+        _fail(e)
+    from harness.backup import pitr
+    from harness.lab.manager import Lab
+    from harness.workload import find_primary_dsn
+
+    try:
+        target = pitr.parse_target(to)
+        pitr.check_server_name(into)
+        lab = Lab(state_dir)
+        topo = lab.topology()
+        cfg = {"drill_state_dir": str(lab.state), "drill_approvals": list(approve)}
+        try:
+            primary = find_primary_dsn(topo)
+        except HarnessError:
+            primary = None  # a lost primary region: recover from what is archived
+        res = pitr.point_in_time_recovery(lab, target, into, primary_dsn=primary, configuration=cfg)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json(res.to_dict())
+    else:
+        for c in res.integrity:
+            mark = {"pass": "[green]ok[/]  ", "warning": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}[c.status]
+            out.print(f"{mark} {c.check}: {c.details}", markup=True, highlight=False, soft_wrap=True)
+        out.print(f"recovered {into!r} to {res.recovered_to.isoformat() if res.recovered_to else 'the base backup'} "
+                  f"(requested {res.requested.isoformat()}) from {res.base_backup['key']} and {res.wal_segments} WAL "
+                  f"segment(s) in {res.seconds:.1f} s\n  dsn {res.dsn}\n  stop it with `drill backup discard {into}`",
+                  soft_wrap=True, highlight=False)
+    failed = [c.check for c in res.integrity if c.status == "fail"]
+    if failed:
+        _error_line(HarnessError(f"recovered server {into!r}: integrity checks failed: {', '.join(failed)}"))
+        raise typer.Exit(ExitCode.INTEGRITY_VIOLATION)
+
+
+@backup_app.command("discard")
+def backup_discard(
+    name: str = typer.Argument(..., help="A server `drill backup pitr` (or a Redis restore) brought up."),
+    state_dir: Optional[Path] = StateDir,
+) -> None:
+    """Stop a recovered server and delete its data. Exit code: 0 stopped, 2 no such server, 1 harness error."""
+    from harness.backup import pitr
+    from harness.lab.manager import Lab
+
+    try:
+        if not pitr.discard(Lab(state_dir), name):
+            raise UsageError(f"no recovered server named {name!r}")
+    except HarnessError as e:
+        _fail(e)
+    out.print(f"recovered server {name!r} stopped and removed")
+
+
 def _given_value(argv: list[str], param) -> Optional[str]:
     """The value given on the command line to the option a usage error is about (click does not always name it)."""
     opts = [o for o in (getattr(param, "opts", None) or []) if o.startswith("-")]

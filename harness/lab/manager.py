@@ -15,7 +15,7 @@ from typing import Any, Callable
 import psutil
 
 from harness.errors import LabError, UsageError
-from harness.lab import paths, procs
+from harness.lab import paths, procs, recovered, walarchive
 from harness.lab.postgres import DB_NAME, PgNode, PgRuntime, runtime
 
 STATE_FILE = "lab.json"
@@ -51,6 +51,7 @@ COMPONENTS = {
     "redis_dr": "valkey dr",
     "supervisor": "app supervisor",
     "router": "region router",
+    "walship": "WAL archive shipper",
 }
 
 #: how long `down` waits for the ports of stopped servers to close
@@ -121,7 +122,8 @@ class Lab:
         # the server's own log lives beside its data: as root the server user may not reach the state dir
         return {
             region: PgNode(region, self.server_root / f"pg-{region}", ports[f"postgres_{region}"],
-                           self.server_root / "logs" / f"postgres-{region}.log", rt)
+                           self.server_root / "logs" / f"postgres-{region}.log", rt,
+                           archive_spool=self.server_root / walarchive.SPOOL_DIR)
             for region in ("primary", "dr")
         }
 
@@ -290,6 +292,10 @@ class Lab:
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(node.log_file)
+        # WAL archive: archive_command spools each finished segment, the shipper uploads it to S3
+        nodes["primary"].prepare_archive_spool()
+        self._spawn(st, "walship", walarchive.shipper_command(nodes["primary"].archive_spool,
+                                                             f"http://127.0.0.1:{ports['moto']}"))
         nodes["primary"].initdb()
         nodes["primary"].start()
         import psycopg
@@ -322,7 +328,7 @@ class Lab:
                                    str(ports["router"]), "--config", str(self._router_config(st))])
         # 5. AWS resources in moto (in parallel with the waits below)
         with ThreadPoolExecutor(max_workers=1) as ex:
-            aws = ex.submit(self._provision_aws, ports["moto"], timeout)
+            aws = ex.submit(self._provision_aws, ports["moto"], timeout, nodes["primary"])
             progress("waiting for replication and the global endpoint")
             self._wait_ready(st, timeout)
             aws.result()
@@ -414,11 +420,13 @@ class Lab:
         path.write_text(json.dumps(cfg, indent=2))
         return path
 
-    def _provision_aws(self, port: int, timeout: float) -> None:
+    def _provision_aws(self, port: int, timeout: float, primary: PgNode | None = None) -> None:
         self._wait_port("moto (S3/AWS)", port, timeout, "moto")
         from harness.lab import aws
 
         aws.provision(f"http://127.0.0.1:{port}")
+        if primary is not None:  # as automated backups would: any time after `lab up` is recoverable
+            walarchive.base_backup(primary, f"http://127.0.0.1:{port}")
 
     def _wait_ready(self, st: dict[str, Any], timeout: float) -> None:
         import httpx
@@ -480,6 +488,10 @@ class Lab:
         started = st.get("pid_started", {})
         if pids.get("router"):
             procs.stop(pids["router"], timeout=3, started=started.get("router"))
+        try:  # servers restore drills brought up beside the lab (point-in-time recovery, restored Valkey)
+            recovered.stop_all(self.state, self.pg_runtime())
+        except LabError as e:
+            progress(f"recovered servers: {e}")
         try:
             nodes = self.pg_nodes(st)
         except LabError:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import LabError
+from harness.lab.walarchive import archive_command
 
 LAB_OS_USER = "drill"
 PG_SUPERUSER = "postgres"
@@ -112,6 +113,21 @@ class PgRuntime:
             raise LabError(f"{name} failed: {msg[-1] if msg else 'exit ' + str(r.returncode)}{where}")
         return r
 
+    def popen(self, name: str, args: list[str]) -> subprocess.Popen:
+        """Start `name` with stdout and stderr as binary pipes (a stream to consume), as the server user."""
+        password, args = _passwords_out_of_argv(args)
+        kwargs: dict = {}
+        if self.os_user:
+            kwargs["user"] = self.os_user
+            kwargs["group"] = grp.getgrgid(pwd.getpwnam(self.os_user).pw_gid).gr_name
+            kwargs["extra_groups"] = []
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C"
+        if password is not None:
+            env["PGPASSWORD"] = password
+        return subprocess.Popen([str(self.binary(name)), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, env=env, cwd="/", **kwargs)
+
     def chown(self, path: Path) -> None:
         if self.os_user:
             pw = pwd.getpwnam(self.os_user)
@@ -186,6 +202,8 @@ class PgNode:
     port: int
     log_file: Path
     rt: PgRuntime
+    #: where archive_command copies finished WAL segments (the shipper uploads them); None: no archiving
+    archive_spool: Path | None = None
 
     @property
     def dsn(self) -> str:
@@ -195,6 +213,12 @@ class PgNode:
         return f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/{db}"
 
     # -- creation -------------------------------------------------------------
+    def prepare_archive_spool(self) -> None:
+        """Create the spool archive_command copies into, owned by the server user."""
+        if self.archive_spool is not None:
+            self.archive_spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.rt.chown(self.archive_spool)
+
     def _prepare_dir(self) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if self.data_dir.exists():
@@ -260,6 +284,9 @@ class PgNode:
         }
         if primary_conninfo:
             settings["primary_conninfo"] = f"'{primary_conninfo}'"
+        if self.archive_spool is not None:  # a standby does not archive (mode on); once promoted it does
+            settings["archive_mode"] = "on"
+            settings["archive_command"] = "'" + archive_command(self.archive_spool).replace("'", "''") + "'"
         lines = [f"{k} = {v}" for k, v in settings.items()]
         path = self.data_dir / "postgresql.auto.conf"
         path.write_text("# written by drill (harness.lab.postgres)\n" + "\n".join(lines) + "\n")
