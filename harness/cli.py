@@ -421,62 +421,99 @@ def _age(seconds: float) -> str:
 
 @backup_app.command("create")
 def backup_create(
+    layer: str = typer.Option("snapshot.postgresql_dump", "--layer", metavar="LAYER.COMPONENT",
+                              help="A backup layer of the plan (see `drill backup list`): snapshot.postgresql_dump "
+                                   "(pg_dump), snapshot.postgresql (base backup), snapshot.redis, archive.database."),
     json_out: bool = typer.Option(False, "--json", help="Print the backup as JSON."),
     state_dir: Optional[Path] = StateDir,
     env: str = EnvName,
 ) -> None:
-    """Take a logical backup (pg_dump, custom format) of the current primary into S3 and record it in DynamoDB.
+    """Take a backup of one of the plan's layers into S3 (SSE-KMS, sha256 in the metadata), record it in DynamoDB, then apply that layer's retention.
 
-    Exit code: 0 taken, 1 harness error.
+    Exit code: 0 taken, 2 unknown layer, 1 harness error.
     """
     try:
         _lab_environment(env, "backup create")
     except HarnessError as e:
         _fail(e)
-    from harness import backup
-    from harness.workload import find_primary_dsn
+    from harness.backup import catalog
 
     try:
         lab, topo, endpoint, bucket = _backup_target(state_dir)
-        info = backup.create(find_primary_dsn(topo), pg_runtime=lab.pg_runtime(), endpoint_url=endpoint, bucket=bucket)
+        res = catalog.take(lab, topo, layer, endpoint_url=endpoint, bucket=bucket)
     except HarnessError as e:
         _fail(e)
     if json_out:
-        _print_json(info.to_dict())
+        _print_json(res)
     else:
-        out.print(f"backup s3://{bucket}/{info.key}\n  size   {info.size} bytes\n  sha256 {info.sha256}",
-                  soft_wrap=True)
+        out.print(f"backup s3://{bucket}/{res['key']} ({res['layer']})\n  size   {res['size']} bytes\n"
+                  f"  sha256 {res['sha256']}\n  retention deleted {len(res['retention']['deleted'])}, kept "
+                  f"{res['retention']['kept']}", soft_wrap=True)
 
 
 @backup_app.command("list")
 def backup_list(
+    layer: Optional[str] = typer.Option(None, "--layer", metavar="LAYER.COMPONENT",
+                                        help="Only this layer of the plan (default: every layer but the WAL archive)."),
     json_out: bool = typer.Option(False, "--json", help="Print the backups as JSON."),
     state_dir: Optional[Path] = StateDir,
     env: str = EnvName,
 ) -> None:
-    """The backups in the lab's bucket, newest first, with their age.
+    """The backups in the lab's bucket, newest first, with their layer, age, size and last verification.
 
-    Exit code: 0, 1 harness error.
+    Exit code: 0, 2 unknown layer, 1 harness error.
     """
     try:
         _lab_environment(env, "backup list")
     except HarnessError as e:
         _fail(e)
-    from harness import backup
+    from harness.backup import catalog
 
     try:
         _, _, endpoint, bucket = _backup_target(state_dir)
-        items = backup.list_backups(endpoint_url=endpoint, bucket=bucket)
+        items = catalog.listing(layer, endpoint_url=endpoint, bucket=bucket)
     except HarnessError as e:
         _fail(e)
     if json_out:
         _print_json([b.to_dict() for b in items])
         return
     if not items:
-        out.print(f"no backup in s3://{bucket}/{backup.PREFIX}")
+        out.print(f"no backup in s3://{bucket}" + (f" for layer {layer}" if layer else ""))
         return
     for b in items:
-        sys.stdout.write(f"{b.key}  {b.size:>10} bytes  {_age(b.age_s):>9} ago\n")
+        verified = {True: "verified", False: "FAILED verification", None: "not verified"}[b.verified]
+        sys.stdout.write(f"{b.key}  {b.layer}  {b.size:>10} bytes  {_age(b.age_s):>9} ago  {verified}\n")
+
+
+@backup_app.command("prune")
+def backup_prune(
+    layer: Optional[str] = typer.Option(None, "--layer", metavar="LAYER.COMPONENT", help="Only this layer."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was deleted and kept as JSON."),
+    state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
+) -> None:
+    """Apply the plan's retention: delete the backups older than their layer keeps (never the newest, never one inside the retention; WAL the oldest kept base backup needs stays).
+
+    Exit code: 0, 2 unknown layer, 1 harness error.
+    """
+    try:
+        _lab_environment(env, "backup prune")
+    except HarnessError as e:
+        _fail(e)
+    from harness.backup import catalog
+
+    try:
+        _, _, endpoint, bucket = _backup_target(state_dir)
+        results = catalog.prune_all(layer, endpoint_url=endpoint, bucket=bucket, dry_run=dry_run)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json(results)
+        return
+    for r in results:
+        out.print(f"{r['layer']}: {'would delete' if dry_run else 'deleted'} {len(r['deleted'])}, kept {r['kept']}",
+                  soft_wrap=True, highlight=False)
 
 
 @backup_app.command("verify")

@@ -16,8 +16,8 @@ from harness.checks import integrity
 from harness.errors import HarnessError, UsageError
 from harness.safety import guard
 
-__all__ = ["PREFIX", "RESTORE_GATE", "BackupError", "BackupInfo", "BackupNotFound", "RestoreResult", "VerifyResult",
-           "check_database_name", "create", "list_backups", "restore", "verify"]
+__all__ = ["DEFAULT_LAYER", "PREFIX", "RESTORE_GATE", "BackupError", "BackupInfo", "BackupNotFound", "RestoreResult",
+           "VerifyResult", "check_database_name", "create", "list_backups", "mark_verified", "restore", "verify"]
 
 PREFIX = "postgresql/daily/"
 RESTORE_GATE = "data_restore_from_backup"
@@ -25,6 +25,8 @@ RESTORE_GATE = "data_restore_from_backup"
 RESTORE_SKIPPED_CHECKS = ("snapshot_unchanged",)
 #: databases a restore never writes into, whatever the caller says
 PROTECTED_DATABASES = frozenset({"kerp", "postgres", "template0", "template1"})
+#: pg_restore's parallel jobs (the lab's machine has 2 cores)
+RESTORE_JOBS = 2
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -42,63 +44,125 @@ class BackupInfo:
     size: int
     last_modified: float
     sha256: str | None = None
+    layer: str = ""
+    #: when the backup was taken (the object's `created-at` metadata, else its LastModified)
+    created_at: float | None = None
+    #: the last verification's outcome from the metadata table (None: never verified)
+    verified: bool | None = None
 
     @property
     def age_s(self) -> float:
-        return max(0.0, time.time() - self.last_modified)
+        return max(0.0, time.time() - (self.created_at or self.last_modified))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "size": self.size, "age_s": round(self.age_s, 1), "sha256": self.sha256,
+        return {"key": self.key, "layer": self.layer, "size": self.size, "age_s": round(self.age_s, 1),
+                "sha256": self.sha256, "verified": self.verified,
+                "created_at": datetime.fromtimestamp(self.created_at or self.last_modified, tz=timezone.utc).isoformat(),
                 "last_modified": datetime.fromtimestamp(self.last_modified, tz=timezone.utc).isoformat()}
 
 
-def create(dsn: str, *, pg_runtime, endpoint_url: str, bucket: str = "kerp-backups", kms_alias: str = "alias/kerp-backups",
-           metadata_table: str = "kerp-backup-metadata") -> BackupInfo:
-    """pg_dump (custom format) of `dsn`, uploaded with SSE-KMS, verified by size, recorded in DynamoDB."""
-    from harness.lab.aws import client
+DEFAULT_LAYER = "snapshot.postgresql_dump"
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
-    key = f"{PREFIX}kerp_{stamp}.dump"
-    with tempfile.TemporaryDirectory(prefix="drill-backup-") as tmp:
-        out = Path(tmp) / "kerp.dump"
-        _private_to(pg_runtime, Path(tmp))
-        r = pg_runtime.run("pg_dump", ["--format=custom", "--compress=6", "--no-owner", "--no-acl", "-f", str(out),
-                                       "-d", dsn], timeout=600, check=False)
-        if r.returncode != 0 or not out.exists():
-            raise BackupError(f"pg_dump of {dsn.split('@')[-1]} failed: {(r.stderr or '').strip()[-300:]}")
-        data = out.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+
+def create(dsn: str, *, pg_runtime, endpoint_url: str, bucket: str = "kerp-backups", kms_alias: str = "alias/kerp-backups",
+           metadata_table: str = "kerp-backup-metadata", prefix: str = PREFIX, layer: str = DEFAULT_LAYER,
+           storage_class: str | None = None) -> BackupInfo:
+    """pg_dump (custom format) of `dsn` streamed into S3 (SSE-KMS, multipart, hashed on the way: the dump is never
+    held in memory or on disk), its sha256 set in the object's metadata, checked by size, recorded in DynamoDB."""
+    from harness.lab.aws import client
+    from harness.lab.walarchive import HashingReader, transfer_config
+
+    now = datetime.now(timezone.utc)
+    stamp = now.strftime("%Y%m%d_%H%M%S")
+    key = f"{prefix}kerp_{stamp}.dump"
     s3 = client("s3", endpoint_url)
+    extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_alias}
+    if storage_class:
+        extra["StorageClass"] = storage_class
+    proc = pg_runtime.popen("pg_dump", ["--format=custom", "--no-owner", "--no-acl", "-d", dsn])
+    reader = HashingReader(proc.stdout)
     try:
-        s3.put_object(Bucket=bucket, Key=key, Body=data, ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_alias,
-                      Metadata={"sha256": digest})
+        s3.upload_fileobj(reader, bucket, key, Config=transfer_config(), ExtraArgs=extra)
+    except Exception as e:
+        proc.kill()
+        proc.wait()
+        raise BackupError(f"uploading s3://{bucket}/{key} failed: {e}") from e
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.wait() != 0:
+        s3.delete_object(Bucket=bucket, Key=key)
+        raise BackupError(f"pg_dump of {dsn.split('@')[-1]} failed: {err.strip()[-300:]}")
+    digest, size = reader.hexdigest, reader.size
+    meta = {"sha256": digest, "layer": layer, "created-at": now.isoformat()}
+    try:  # the digest is known only at the end: set it by copying the object onto itself
+        s3.copy({"Bucket": bucket, "Key": key}, bucket, key, Config=transfer_config(),
+                ExtraArgs={**extra, "Metadata": meta, "MetadataDirective": "REPLACE"})
         head = s3.head_object(Bucket=bucket, Key=key)
     except Exception as e:
-        raise BackupError(f"uploading s3://{bucket}/{key} failed: {e}") from e
-    if int(head["ContentLength"]) != len(data):
-        raise BackupError(f"s3://{bucket}/{key} has {head['ContentLength']} bytes, expected {len(data)}")
+        raise BackupError(f"recording the sha256 of s3://{bucket}/{key} failed: {e}") from e
+    if int(head["ContentLength"]) != size or (head.get("Metadata") or {}).get("sha256") != digest:
+        raise BackupError(f"s3://{bucket}/{key} has {head['ContentLength']} bytes, expected {size}")
     try:
         client("dynamodb", endpoint_url).put_item(TableName=metadata_table, Item={
-            "backup_id": {"S": stamp}, "backup_type": {"S": "postgresql_full"},
-            "file_path": {"S": f"s3://{bucket}/{key}"}, "size_bytes": {"N": str(len(data))},
-            "sha256": {"S": digest}, "created_at": {"S": datetime.now(timezone.utc).isoformat()}})
+            "backup_id": {"S": f"{layer}:{stamp}"}, "backup_type": {"S": "postgresql_full"}, "layer": {"S": layer},
+            "file_path": {"S": f"s3://{bucket}/{key}"}, "size_bytes": {"N": str(size)},
+            "sha256": {"S": digest}, "created_at": {"S": now.isoformat()}, "status": {"S": "completed"}})
     except Exception as e:
         raise BackupError(f"recording backup metadata in {metadata_table} failed: {e}") from e
-    return BackupInfo(key, len(data), head["LastModified"].timestamp(), digest)
+    return BackupInfo(key, size, head["LastModified"].timestamp(), digest, layer, now.timestamp())
 
 
-def list_backups(*, endpoint_url: str, bucket: str = "kerp-backups", prefix: str = PREFIX) -> list[BackupInfo]:
-    """Backups under `prefix`, newest first."""
+def _records_by_path(endpoint_url: str, table: str) -> dict[str, dict[str, Any]]:
+    """The newest metadata record of each file path."""
+    from harness.lab.aws import client
+
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for page in client("dynamodb", endpoint_url).get_paginator("scan").paginate(TableName=table):
+            for it in page.get("Items", []):
+                path = it.get("file_path", {}).get("S")
+                if path and it.get("created_at", {}).get("S", "") >= out.get(path, {}).get("created_at", {}).get("S", ""):
+                    out[path] = it
+    except Exception as e:
+        raise BackupError(f"reading backup metadata from {table} failed: {e}") from e
+    return out
+
+
+def list_backups(*, endpoint_url: str, bucket: str = "kerp-backups", prefix: str = PREFIX, layer: str = "",
+                 metadata_table: str = "kerp-backup-metadata", with_records: bool = False) -> list[BackupInfo]:
+    """Backups under `prefix`, newest first; with_records joins the metadata table (sha256, verified)."""
     from harness.lab.aws import client
 
     s3 = client("s3", endpoint_url)
     try:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        items = [o for p in pages for o in p.get("Contents", [])]
+        items = [o for p in pages for o in p.get("Contents", []) if not o["Key"].endswith(".partial")]
     except Exception as e:
         raise BackupError(f"listing s3://{bucket}/{prefix} failed: {e}") from e
-    out = [BackupInfo(o["Key"], int(o["Size"]), o["LastModified"].timestamp()) for o in items]
-    return sorted(out, key=lambda b: b.last_modified, reverse=True)
+    recs = _records_by_path(endpoint_url, metadata_table) if with_records else {}
+    out = []
+    for o in items:
+        rec = recs.get(f"s3://{bucket}/{o['Key']}", {})
+        created = rec.get("created_at", {}).get("S")
+        verified = rec.get("verified", {}).get("BOOL")
+        out.append(BackupInfo(o["Key"], int(o["Size"]), o["LastModified"].timestamp(), rec.get("sha256", {}).get("S"),
+                              layer or rec.get("layer", {}).get("S", ""),
+                              datetime.fromisoformat(created).timestamp() if created else None, verified))
+    return sorted(out, key=lambda b: b.created_at or b.last_modified, reverse=True)
+
+
+def mark_verified(endpoint_url: str, table: str, bucket: str, key: str, ok: bool) -> None:
+    """Record a verification's outcome on the backup's metadata records (what `list` shows as verified)."""
+    from harness.lab.aws import client
+
+    ddb = client("dynamodb", endpoint_url)
+    for rec in _metadata_records(endpoint_url, table, bucket, key):
+        try:
+            ddb.update_item(TableName=table, Key={"backup_id": rec["backup_id"]},
+                            UpdateExpression="SET verified = :v, verified_at = :t",
+                            ExpressionAttributeValues={":v": {"BOOL": ok},
+                                                       ":t": {"S": datetime.now(timezone.utc).isoformat()}})
+        except Exception as e:
+            raise BackupError(f"recording the verification in {table} failed: {e}") from e
 
 
 # -- verify ---------------------------------------------------------------------------------------
@@ -233,8 +297,10 @@ def verify(key: str, *, pg_runtime: Any, endpoint_url: str, bucket: str = "kerp-
 
     s3 = client("s3", endpoint_url)
     with _downloaded(s3, bucket, key, pg_runtime) as (path, obj):
-        return _verify_file(path, obj, key, pg_runtime=pg_runtime, endpoint_url=endpoint_url, bucket=bucket,
-                            metadata_table=metadata_table)
+        res = _verify_file(path, obj, key, pg_runtime=pg_runtime, endpoint_url=endpoint_url, bucket=bucket,
+                           metadata_table=metadata_table)
+    mark_verified(endpoint_url, metadata_table, bucket, key, res.ok)
+    return res
 
 
 # -- restore --------------------------------------------------------------------------------------
@@ -284,8 +350,8 @@ def restore(key: str, database: str, *, dsn: str, pg_runtime: Any, endpoint_url:
     session's approvals), else SafetyRefusal ("not injecting: ...") before anything is read or created.
     The backup is verified first: a failed verification creates nothing. A database that exists or is
     protected is refused (UsageError): a restore never drops or overwrites one. pg_restore runs with
-    --no-owner --no-acl --single-transaction --exit-on-error; when it fails, the database this call created
-    (and only it) is dropped again. The database named in `dsn` is never used: only the server's `postgres`
+    --no-owner --no-acl --exit-on-error --jobs 2 (in parallel, so not in one transaction); when it fails, the
+    database this call created (and only it) is dropped again. The database named in `dsn` is never used: only the server's `postgres`
     database (to create) and the new one.
     """
     import psycopg
@@ -326,8 +392,8 @@ def restore(key: str, database: str, *, dsn: str, pg_runtime: Any, endpoint_url:
                              "(nothing was changed)") from e
         except psycopg.Error as e:
             raise BackupError(f"creating database {database!r} failed: {str(e).strip()}") from e
-        r = pg_runtime.run("pg_restore", ["--no-owner", "--no-acl", "--single-transaction", "--exit-on-error",
-                                          "-d", target, str(path)], timeout=1800, check=False)
+        r = pg_runtime.run("pg_restore", ["--no-owner", "--no-acl", "--exit-on-error", f"--jobs={RESTORE_JOBS}",
+                                          "-d", target, str(path)], timeout=3600, check=False)
         if r.returncode != 0:
             msg = (r.stderr or r.stdout or "").strip().splitlines()
             dropped = _drop_own(connect, admin, database)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -168,6 +168,8 @@ class BackupComponentM(_M):
     storage: str = ""
     lag_target: Seconds | None = None
     compliance: str = ""
+    kind: Literal["", "pg_dump", "pg_basebackup", "wal", "redis_rdb"] = ""
+    prefix: str = ""
 
 
 class BackupLayerM(_M):
@@ -191,6 +193,8 @@ class ChecklistItemM(_M):
     expected: str
     command: str = ""
     threshold: Seconds | None = None
+    layer: str = ""
+    count: int | None = Field(default=None, ge=1)
 
 
 class PhaseM(_M):
@@ -340,7 +344,8 @@ def _build(m: PlanM) -> P.Plan:
     for phase, items in m.checklist.items():
         for it in items:
             checklist.append(P.ChecklistItem(phase=phase, id=it.id, item=it.item, expected=it.expected,
-                                             command=it.command, threshold_s=it.threshold))
+                                             command=it.command, threshold_s=it.threshold, layer=it.layer,
+                                             count=it.count))
     conditions = []
     for c in m.failover_conditions:
         kind, val = c.threshold if c.threshold is not None else (None, None)
@@ -372,7 +377,7 @@ def _build(m: PlanM) -> P.Plan:
         gates=tuple(P.Gate(n, g.description, tuple(g.actions)) for n, g in m.gates.items()),
         backup_layers=tuple(
             P.BackupLayer(n, b.type, tuple(P.BackupComponent(cn, c.method, c.target, c.frequency, c.retention, c.storage,
-                                                             c.lag_target, c.compliance)
+                                                             c.lag_target, c.compliance, c.kind, c.prefix)
                                            for cn, c in b.components.items()))
             for n, b in m.backup_layers.items()),
         test_types=tuple(P.TestType(n, t.frequency, t.interval, *(t.duration or (0.0, 0.0)), t.scope,

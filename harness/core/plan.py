@@ -209,6 +209,11 @@ class BackupComponent:
     storage: str = ""
     lag_target_s: float | None = None
     compliance: str = ""
+    #: what the harness takes for it (`drill backup create --layer LAYER.COMPONENT`): pg_dump, pg_basebackup,
+    #: wal (continuous, by the lab), redis_rdb; "" when the harness takes nothing (e.g. EBS snapshots)
+    kind: str = ""
+    #: where its objects live in the backup bucket
+    prefix: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)
@@ -262,6 +267,9 @@ class ChecklistItem:
     expected: str
     command: str = ""
     threshold_s: float | None = None
+    #: backup items: the backup layer they judge ("LAYER.COMPONENT") and how many recent backups must exist
+    layer: str = ""
+    count: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)
@@ -472,6 +480,21 @@ class Plan:
             if c.id == item_id:
                 return c
         raise PlanError(f"unknown checklist item {item_id!r} (known: {', '.join(c.id for c in self.checklist)})")
+
+    def backup_component(self, ref: str) -> tuple[BackupLayer, BackupComponent]:
+        """The backup layer and component named "LAYER.COMPONENT"; PlanError naming the known ones otherwise."""
+        layer_name, _, comp = ref.partition(".")
+        for layer in self.backup_layers:
+            if layer.name == layer_name:
+                for c in layer.components:
+                    if c.name == comp:
+                        return layer, c
+        known = ", ".join(self.backup_refs())
+        raise PlanError(f"unknown backup layer {ref!r} (known: {known})")
+
+    def backup_refs(self) -> tuple[str, ...]:
+        """"LAYER.COMPONENT" of every backup component the harness takes (one with a kind)."""
+        return tuple(f"{layer.name}.{c.name}" for layer in self.backup_layers for c in layer.components if c.kind)
 
     def gates_for(self, action: str) -> tuple[str, ...]:
         """Names of the approval gates an action needs."""

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from harness import backup
+from harness.backup import retention
 from harness.checks import integrity
 from harness.core import measure
 from harness.drill import session as drill_session
@@ -83,21 +84,22 @@ def observe_pre_test(items, max_backup_age_s: float = 25 * 3600,
 
 
 def _observe_backups(s, topo: dict[str, Any], configuration: dict | None, max_backup_age_s: float) -> bool | None:
+    """The plan's rule (`retention.recent_verdict`: the item's layer, count and threshold), then the newest verified.
+
+    `max_backup_age_s` is no longer read: the layer's frequency plus the item's threshold is the limit."""
+    bucket = topo["s3"].get("bucket", "kerp-backups")
     try:
-        backups = backup.list_backups(endpoint_url=topo["s3"]["endpoint_url"], bucket=topo["s3"].get("bucket", "kerp-backups"))
-        recent = [b for b in backups if b.age_s <= max_backup_age_s]
-        newest = backups[0].to_dict() if backups else None
-        ok = bool(recent)
-        observed = (f"{len(backups)} backup(s) in s3://{topo['s3'].get('bucket')}/{backup.PREFIX} "
-                    f"(the plan keeps the 5 most recent), newest {newest['key']} ({newest['size']} bytes, "
-                    f"{newest['age_s']:.0f} s old)" if newest else "no backup found")
-        if recent:  # a backup that exists but does not restore is no backup
-            v = backup.verify(recent[0].key, pg_runtime=_lab(configuration).pg_runtime(),
-                              endpoint_url=topo["s3"]["endpoint_url"], bucket=topo["s3"].get("bucket", "kerp-backups"))
+        verdict = retention.recent_verdict(guard.plan(configuration), "backups_recent",
+                                           endpoint_url=topo["s3"]["endpoint_url"], bucket=bucket)
+        ok, observed = verdict.ok, verdict.observed
+        if verdict.ok and verdict.newest is not None:  # a backup that exists but does not restore is no backup
+            v = backup.verify(verdict.newest.key, pg_runtime=_lab(configuration).pg_runtime(),
+                              endpoint_url=topo["s3"]["endpoint_url"], bucket=bucket)
             ok = v.ok
-            observed += "; verified (sha256, metadata, pg_restore --list)" if v.ok else f"; NOT restorable: {v.reason}"
+            observed += "; newest verified (sha256, metadata, pg_restore --list)" if v.ok else \
+                f"; newest NOT restorable: {v.reason}"
     except HarnessError as e:
-        ok, observed, newest = False, str(e), None
+        ok, observed = False, str(e)
     if guard.is_dry_run(configuration) and not ok:  # the scheduled backup was only planned: not evidence
         ok, observed = None, f"dry run: the scheduled backup was not taken ({observed})"
     s.observe("backups_recent", ok, observed)
