@@ -671,6 +671,39 @@ def backup_pitr(
         raise typer.Exit(ExitCode.INTEGRITY_VIOLATION)
 
 
+@backup_app.command("restore-redis")
+def backup_restore_redis(
+    key: str = typer.Argument(..., help="A Redis snapshot's S3 key (`drill backup list --layer snapshot.redis`)."),
+    into: str = typer.Option(..., "--into", metavar="NAME", help="Name of the NEW Valkey server (refused when taken)."),
+    approve: list[str] = typer.Option([], "--approve", help="Approve a gate (needs data_restore_from_backup)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the restored server and its counts as JSON."),
+    state_dir: Optional[Path] = StateDir,
+    env: str = EnvName,
+) -> None:
+    """Start a NEW Valkey on a free port from a Redis snapshot (sha256 checked first) and count its keys and sessions.
+
+    Exit code: 0 restored, 4 the snapshot does not match its sha256, 5 not approved, 2 no such key or NAME taken, 1 harness error. Stop it with `drill backup discard NAME`.
+    """
+    try:
+        _lab_environment(env, "backup restore-redis")
+    except HarnessError as e:
+        _fail(e)
+    from harness.backup import redis_snapshot
+    from harness.lab.manager import Lab
+
+    try:
+        lab = Lab(state_dir)
+        cfg = {"drill_state_dir": str(lab.state), "drill_approvals": list(approve)}
+        res = redis_snapshot.restore(lab, key, into, configuration=cfg)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json(res)
+    else:
+        out.print(f"restored {key} into Valkey {into!r} at {res['url']}: {res['keys']} keys, {res['sessions']} "
+                  f"sessions; stop it with `drill backup discard {into}`", soft_wrap=True, highlight=False)
+
+
 @backup_app.command("discard")
 def backup_discard(
     name: str = typer.Argument(..., help="A server `drill backup pitr` (or a Redis restore) brought up."),
