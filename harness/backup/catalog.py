@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.backup import dump, retention
+from harness.backup import dump, replicate, retention
 from harness.config import load_plan
 from harness.errors import UsageError
 from harness.lab import aws, walarchive
@@ -41,6 +41,7 @@ def take(lab: Any, topo: dict[str, Any], ref: str, *, endpoint_url: str, bucket:
         how = "is taken continuously by the lab, not on demand" if comp.kind == "wal" else "is not taken by drill"
         takeable = [r for r in the_plan.backup_refs() if the_plan.backup_component(r)[1].kind != "wal"]
         raise UsageError(f"layer {ref!r} {how} (on demand: {', '.join(takeable)})")
+    info["dr_copy"] = replicate.copy_to_dr(endpoint_url, info["key"], info["sha256"], bucket=bucket)
     info["retention"] = retention.prune(the_plan, ref, endpoint_url=endpoint_url, bucket=bucket)
     return info
 

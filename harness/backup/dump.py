@@ -279,6 +279,9 @@ def _verify_file(path: Path, obj: dict[str, Any], key: str, *, pg_runtime: Any, 
             bad.append(f"size {size} differs from the recorded {rsize}")
         checks.append(("metadata_record", not bad, "; ".join(bad) or
                        f"matches {metadata_table} record {rec.get('backup_id', {}).get('S')} (sha256, size)"))
+    if not key.endswith(".dump"):
+        checks.append(_readable(path, key))
+        return VerifyResult(key, size, digest, tuple(checks))
     r = pg_runtime.run("pg_restore", ["--list", str(path)], timeout=120, check=False)
     if r.returncode != 0:
         msg = (r.stderr or r.stdout or "").strip().splitlines()
@@ -289,10 +292,31 @@ def _verify_file(path: Path, obj: dict[str, Any], key: str, *, pg_runtime: Any, 
     return VerifyResult(key, size, digest, tuple(checks))
 
 
+def _readable(path: Path, key: str) -> tuple[str, bool, str]:
+    """The format check of a backup that is not a pg_dump archive: a base backup's tar lists, an RDB has its magic."""
+    import tarfile
+
+    if key.endswith(".tar.gz"):
+        try:
+            with tarfile.open(path, "r:gz") as tar:
+                names = tar.getnames()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            return ("tar_list", False, f"the base backup's tar does not read: {e}")
+        ok = "backup_label" in names and "global/pg_control" in names
+        return ("tar_list", ok, f"{len(names)} tar entries" + ("" if ok else ", no backup_label or pg_control"))
+    if key.endswith(".rdb"):
+        with path.open("rb") as f:
+            magic = f.read(9)
+        ok = magic.startswith((b"REDIS", b"VALKEY"))
+        return ("rdb_header", ok, f"RDB header {magic[:9]!r}")
+    return ("format", False, f"unknown backup format of {key}")
+
+
 def verify(key: str, *, pg_runtime: Any, endpoint_url: str, bucket: str = "kerp-backups",
            metadata_table: str = "kerp-backup-metadata") -> VerifyResult:
-    """Download `key`, check its sha256 against the object metadata and the DynamoDB record, and that
-    `pg_restore --list` reads it. Findings are in the result; BackupNotFound / BackupError when it cannot run."""
+    """Download `key`, check its sha256 against the object metadata and the DynamoDB record, and its format
+    (`pg_restore --list` of a dump, the tar of a base backup, an RDB's header). Findings are in the result (and
+    recorded as the backup's `verified`); BackupNotFound / BackupError when it cannot run."""
     from harness.lab.aws import client
 
     s3 = client("s3", endpoint_url)

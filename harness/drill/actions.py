@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from harness import backup
-from harness.backup import retention
+from harness.backup import catalog, retention
 from harness.checks import integrity
 from harness.core import measure
 from harness.drill import session as drill_session
@@ -44,12 +44,12 @@ def take_scheduled_backup(configuration: dict | None = None, secrets: dict | Non
         return {"dry_run": True, "taken": False}
     topo = _topology(configuration)
     lab = _lab(configuration)
-    info = backup.create(find_primary_dsn(topo), pg_runtime=lab.pg_runtime(), endpoint_url=topo["s3"]["endpoint_url"],
-                         bucket=topo["s3"].get("bucket", "kerp-backups"))
+    info = catalog.take(lab, topo, backup.DEFAULT_LAYER, endpoint_url=topo["s3"]["endpoint_url"],
+                        bucket=topo["s3"].get("bucket", "kerp-backups"), plan=guard.plan(configuration))
     s = drill_session.current(required=False)
-    if s is not None:
-        s.event("note", "scheduled backup taken", **info.to_dict())
-    return info.to_dict()
+    if s is not None:  # the backup, its DR-region copy and the retention it applied
+        s.event("note", "scheduled backup taken", **info)
+    return info
 
 
 def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | None = None,

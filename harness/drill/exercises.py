@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from harness import backup
+from harness.backup import replicate
 from harness.config import load_plan
 from harness.drill import session as drill_session
 from harness.drill import validate
@@ -54,7 +55,7 @@ def walk_runbook(configuration: dict | None = None, secrets: dict | None = None)
 
 
 def backup_restore_drill(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
-    """Semiannual simulation: take a backup, verify it, restore it into a new database behind the
+    """Semiannual simulation: take a backup, copy it to the DR-region bucket, verify the DR copy, restore it into a new database behind the
     data_restore_from_backup gate, run every integrity check on the restored copy, then drop the copy
     (a database this drill created; the live database is never touched)."""
     import psycopg
@@ -69,13 +70,16 @@ def backup_restore_drill(configuration: dict | None = None, secrets: dict | None
     t0 = time.time()
     info = backup.create(find_primary_dsn(topo), pg_runtime=rt, endpoint_url=endpoint)
     s.event("note", "backup taken for the restore test", **info.to_dict())
-    verified = backup.verify(info.key, pg_runtime=rt, endpoint_url=endpoint)
-    s.event("check", "backup verified", status="pass" if verified.ok else "fail", **verified.to_dict())
+    # the restore reads the DR-region copy: a backup that only lives in the primary region dies with it
+    copy = replicate.copy_to_dr(endpoint, info.key, info.sha256)
+    s.event("note", "backup copied to the DR region and read back (sha256)", **copy)
+    verified = backup.verify(info.key, pg_runtime=rt, endpoint_url=endpoint, bucket=replicate.DR_BUCKET)
+    s.event("check", "DR copy verified", status="pass" if verified.ok else "fail", **verified.to_dict())
     if not verified.ok:
-        raise HarnessError(f"backup {info.key} failed verification: {verified.reason}")
+        raise HarnessError(f"DR copy of backup {info.key} failed verification: {verified.reason}")
     target_db = f"kerp_restore_{int(t0)}"
     restored = backup.restore(info.key, target_db, dsn=find_primary_dsn(topo), pg_runtime=rt, endpoint_url=endpoint,
-                              configuration=configuration)
+                              bucket=replicate.DR_BUCKET, configuration=configuration)
     s.integrity = [dict(r, check=f"restored: {r['check']}") for r in restored.to_dict().get("integrity", [])]
     for r in s.integrity:
         s.event("check", f"integrity: {r['check']}", status=r["status"], details=r.get("details"))
@@ -84,7 +88,8 @@ def backup_restore_drill(configuration: dict | None = None, secrets: dict | None
             database=target_db)
     with psycopg.connect(find_primary_dsn(topo), autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {}").format(psycopg.sql.Identifier(target_db)))
-    return {"backup": info.key, "restored_into": target_db, "ok": restored.ok, "seconds": round(elapsed, 3)}
+    return {"backup": info.key, "restored_from": f"s3://{replicate.DR_BUCKET}/{info.key}", "restored_into": target_db,
+            "ok": restored.ok, "seconds": round(elapsed, 3)}
 
 
 def check_fault_isolation(failing_service: str, window_s: float = 3.0, configuration: dict | None = None,

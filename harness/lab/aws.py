@@ -12,8 +12,8 @@ METADATA_TABLE = "kerp-backup-metadata"
 LAB_CREDENTIALS = {"aws_access_key_id": "drill-lab", "aws_secret_access_key": "drill-lab"}
 
 
-def client(service: str, endpoint_url: str):
-    return boto3.client(service, endpoint_url=endpoint_url, region_name=LAB_REGION,
+def client(service: str, endpoint_url: str, region: str = LAB_REGION):
+    return boto3.client(service, endpoint_url=endpoint_url, region_name=region,
                         config=Config(retries={"max_attempts": 3}, connect_timeout=2, read_timeout=10),
                         **LAB_CREDENTIALS)
 

@@ -40,6 +40,11 @@ def test_semiannual_simulation_restores_a_backup_and_fails_over(drill_lab, tmp_p
     report = json.loads((tmp_path / "report.json").read_text())
     restored = [i for i in report["integrity"] if i["check"].startswith("restored: ")]
     assert restored and all(i["status"] == "pass" for i in restored)
+    # the restore read the DR-region copy, made and checked by sha256 first
+    copied = [e for e in report["timeline"] if e["event"].startswith("backup copied to the DR region")]
+    assert copied and copied[0]["data"]["bucket"] == "kerp-backups-dr" and copied[0]["data"]["verified"] is True
+    dr = [e for e in report["timeline"] if e["event"] == "DR copy verified"]
+    assert dr and dr[0]["data"]["status"] == "pass", dr
     assert {o["service"] for o in report["objectives"] if o["met"]} == {
         "authentication", "api-gateway", "voucher-service", "tax-invoice-service"}
     assert drill_lab.status()["router"]["active_region"] == "primary"
