@@ -113,8 +113,8 @@ class PgRuntime:
             raise LabError(f"{name} failed: {msg[-1] if msg else 'exit ' + str(r.returncode)}{where}")
         return r
 
-    def popen(self, name: str, args: list[str]) -> subprocess.Popen:
-        """Start `name` with stdout and stderr as binary pipes (a stream to consume), as the server user."""
+    def popen(self, name: str, args: list[str], stdout=subprocess.PIPE) -> subprocess.Popen:
+        """Start `name` with stdout (default a binary pipe, a stream to consume) and stderr a pipe, as the server user."""
         password, args = _passwords_out_of_argv(args)
         kwargs: dict = {}
         if self.os_user:
@@ -125,7 +125,7 @@ class PgRuntime:
         env["LC_ALL"] = "C"
         if password is not None:
             env["PGPASSWORD"] = password
-        return subprocess.Popen([str(self.binary(name)), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        return subprocess.Popen([str(self.binary(name)), *args], stdout=stdout, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, env=env, cwd="/", **kwargs)
 
     def chown(self, path: Path) -> None:
