@@ -34,6 +34,15 @@ def _object_created(s3: Any, bucket: str, key: str, fallback: datetime) -> datet
     return fallback
 
 
+def _mark_expired(endpoint_url: str, bucket: str, key: str) -> None:
+    """The metadata records of a backup retention deleted say so (the pre_test rule does not miss it)."""
+    ddb = aws.client("dynamodb", endpoint_url)
+    for rec in dump._metadata_records(endpoint_url, aws.METADATA_TABLE, bucket, key):
+        ddb.update_item(TableName=aws.METADATA_TABLE, Key={"backup_id": rec["backup_id"]},
+                        UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "status"},
+                        ExpressionAttributeValues={":s": {"S": "expired"}})
+
+
 def prune(plan: Any, ref: str, *, endpoint_url: str, bucket: str = aws.BUCKET, now: datetime | None = None,
           dry_run: bool = False) -> dict[str, Any]:
     """Apply layer `ref`'s retention ("LAYER.COMPONENT" of the plan); {"layer", "retention_s", "deleted", "kept"}."""
@@ -65,6 +74,7 @@ def prune(plan: Any, ref: str, *, endpoint_url: str, bucket: str = aws.BUCKET, n
     if not dry_run:
         for k in doomed:
             _delete_every_version(s3, bucket, k)
+            _mark_expired(endpoint_url, bucket, k)
     return {"layer": ref, "retention_s": comp.retention_s, "deleted": doomed, "kept": len(keys) - len(doomed),
             "dry_run": dry_run}
 
@@ -82,8 +92,8 @@ def recent_verdict(plan: Any, item_id: str, *, endpoint_url: str, bucket: str = 
                for o in p.get("Contents", [])}
     records = []
     for path, rec in dump._records_by_path(endpoint_url, metadata_table).items():
-        if not path.startswith(f"s3://{bucket}/{comp.prefix}"):
-            continue
+        if not path.startswith(f"s3://{bucket}/{comp.prefix}") or rec.get("status", {}).get("S") == "expired":
+            continue  # a backup the retention deleted on purpose is not missing
         created = rec.get("created_at", {}).get("S")
         if created:
             key = path[len(f"s3://{bucket}/"):]

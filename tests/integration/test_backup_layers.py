@@ -119,6 +119,9 @@ def test_retention_deletes_the_expired_and_never_the_kept(lab, endpoint):
         assert exists(endpoint, kept) and exists(endpoint, fresh)
         listing = client("s3", endpoint).list_object_versions(Bucket=BUCKET, Prefix=old)
         assert not listing.get("Versions") and not listing.get("DeleteMarkers")  # every version went
+        recs = client("dynamodb", endpoint).scan(TableName=TABLE, FilterExpression="file_path = :p",
+                                                ExpressionAttributeValues={":p": {"S": f"s3://{BUCKET}/{old}"}})
+        assert [r["status"]["S"] for r in recs["Items"]] == ["expired"]  # the record says why it is gone
     finally:
         for k in (old, kept, fresh):
             remove(endpoint, k)
