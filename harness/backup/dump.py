@@ -70,7 +70,7 @@ def create(dsn: str, *, pg_runtime, endpoint_url: str, bucket: str = "kerp-backu
     """pg_dump (custom format) of `dsn` streamed into S3 (SSE-KMS, multipart, hashed on the way: the dump is never
     held in memory or on disk), its sha256 set in the object's metadata, checked by size, recorded in DynamoDB."""
     from harness.lab.aws import client
-    from harness.lab.walarchive import HashingReader, transfer_config
+    from harness.lab.walarchive import READ_AHEAD, HashingReader, transfer_config
 
     now = datetime.now(timezone.utc)
     stamp = now.strftime("%Y%m%d_%H%M%S")
@@ -80,7 +80,7 @@ def create(dsn: str, *, pg_runtime, endpoint_url: str, bucket: str = "kerp-backu
     if storage_class:
         extra["StorageClass"] = storage_class
     proc = pg_runtime.popen("pg_dump", ["--format=custom", "--no-owner", "--no-acl", "-d", dsn])
-    reader = HashingReader(proc.stdout)
+    reader = HashingReader(proc.stdout, ahead=READ_AHEAD)
     try:
         s3.upload_fileobj(reader, bucket, key, Config=transfer_config(), ExtraArgs=extra)
     except Exception as e:

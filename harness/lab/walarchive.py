@@ -16,10 +16,12 @@ import gzip
 import hashlib
 import json
 import os
+import queue
 import re
 import shlex
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +40,8 @@ HISTORY_NAME = re.compile(r"^[0-9A-F]{8}\.history$")
 #: multipart upload with small parts and few threads: the harness never holds a whole backup in memory
 PART_SIZE = 8 * 1024 * 1024
 UPLOAD_THREADS = 2
+#: how far a producer (pg_dump, pg_basebackup) may run ahead of the upload
+READ_AHEAD = 64 * 1024 * 1024
 
 
 def archive_command(spool: Path) -> str:
@@ -54,14 +58,53 @@ def transfer_config():
 
 
 class HashingReader:
-    """A read-only file object over `raw` that counts and hashes (sha256) every byte read through it."""
+    """A read-only file object over `raw` that counts and hashes (sha256) every byte read through it.
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    With `ahead` (bytes), a thread drains `raw` (a producer's pipe) into a bounded buffer, so the producer
+    (pg_dump, pg_basebackup) never waits while a part is being uploaded; memory stays bounded by `ahead`.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, raw: IO[bytes], ahead: int = 0) -> None:
         self.raw, self.sha = raw, hashlib.sha256()
         self.size = 0
+        self._q: queue.Queue | None = None
+        self._rest = b""
+        self._eof = False
+        if ahead > 0:
+            self._q = queue.Queue(maxsize=max(1, ahead // self.CHUNK))
+            threading.Thread(target=self._drain, daemon=True, name="drill-read-ahead").start()
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                b = self.raw.read(self.CHUNK)
+                self._q.put(b)
+                if not b:
+                    return
+        except Exception as e:  # handed to the reader
+            self._q.put(e)
+
+    def _read_ahead(self, n: int) -> bytes:
+        parts, have = [self._rest] if self._rest else [], len(self._rest)
+        self._rest = b""
+        while (n < 0 or have < n) and not self._eof:
+            b = self._q.get()
+            if isinstance(b, Exception):
+                raise b
+            if not b:
+                self._eof = True
+                break
+            parts.append(b)
+            have += len(b)
+        data = b"".join(parts)
+        if n >= 0 and len(data) > n:
+            data, self._rest = data[:n], data[n:]
+        return data
 
     def read(self, n: int = -1) -> bytes:
-        b = self.raw.read(n)
+        b = self._read_ahead(n) if self._q is not None else self.raw.read(n)
         self.sha.update(b)
         self.size += len(b)
         return b
@@ -183,7 +226,7 @@ def base_backup(node: Any, endpoint_url: str, bucket: str = aws.BUCKET, kms_alia
     key = f"{BASE_PREFIX}base_{stamp}.tar.gz"
     proc = node.rt.popen("pg_basebackup", ["-h", "127.0.0.1", "-p", str(node.port), "-U", "postgres", "-D", "-",
                                            "-Ft", "-z", "-X", "none", "-c", "fast", "-l", f"drill {stamp}"])
-    reader = HashingReader(proc.stdout)
+    reader = HashingReader(proc.stdout, ahead=READ_AHEAD)
     tmp_key = key + ".partial"
     try:
         s3.upload_fileobj(reader, bucket, tmp_key, Config=transfer_config(),

@@ -45,3 +45,18 @@ def test_archive_command_never_overwrites_and_renames_into_place():
 def test_segment_position_ignores_the_timeline():
     assert segment_position("000000020000000A000000FF") == (10, 255)
     assert segment_position("000000010000000A000000FF") == segment_position("000000020000000A000000FF")
+
+
+@pytest.mark.parametrize("ahead", [0, 4 << 20])
+def test_hashing_reader_gives_every_byte_once_and_hashes_them(ahead):
+    import hashlib
+    import io
+
+    from harness.lab.walarchive import HashingReader
+
+    data = bytes(range(256)) * 40000
+    r = HashingReader(io.BytesIO(data), ahead=ahead)
+    parts = []
+    while b := r.read(3_000_001):
+        parts.append(b)
+    assert b"".join(parts) == data and r.size == len(data) and r.hexdigest == hashlib.sha256(data).hexdigest()
