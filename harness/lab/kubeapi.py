@@ -126,6 +126,60 @@ def field_matches(selector: str | None, obj: dict[str, Any]) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- kubectl's tables
+
+
+def _age(ts: str | None) -> str:
+    try:
+        s = int((datetime.now(tz=timezone.utc) - datetime.strptime(ts or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)).total_seconds())
+    except ValueError:
+        return "<unknown>"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{max(s, 0)}s"
+
+
+def _cond(obj: dict[str, Any], ctype: str) -> bool:
+    return any(c.get("type") == ctype and c.get("status") == "True" for c in (obj.get("status") or {}).get("conditions", []))
+
+
+def table(plural: str, items: list[dict[str, Any]], rv: str) -> dict[str, Any]:
+    """The meta.k8s.io/v1 Table kubectl asks for (`kubectl get` columns as a real API server prints them)."""
+    cols: list[tuple[str, int]] = [("Name", 0)]
+    if plural == "pods":
+        cols += [("Ready", 0), ("Status", 0), ("Restarts", 0), ("Age", 0), ("IP", 1), ("Node", 1)]
+    elif plural == "deployments":
+        cols += [("Ready", 0), ("Up-to-date", 0), ("Available", 0), ("Age", 0)]
+    elif plural == "nodes":
+        cols += [("Status", 0), ("Roles", 0), ("Age", 0), ("Version", 0)]
+    else:
+        cols += [("Age", 0)]
+    rows = []
+    for o in items:
+        meta, spec, st = o.get("metadata") or {}, o.get("spec") or {}, o.get("status") or {}
+        age = _age(meta.get("creationTimestamp"))
+        if plural == "pods":
+            cs = st.get("containerStatuses") or []
+            cells = [meta.get("name"), f"{sum(1 for c in cs if c.get('ready'))}/{len(spec.get('containers') or [])}",
+                     "Terminating" if meta.get("deletionTimestamp") else st.get("phase", "Pending"),
+                     sum(int(c.get("restartCount") or 0) for c in cs), age, st.get("podIP", "<none>"), spec.get("nodeName", "<none>")]
+        elif plural == "deployments":
+            cells = [meta.get("name"), f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 0)}", st.get("updatedReplicas", 0),
+                     st.get("availableReplicas", 0), age]
+        elif plural == "nodes":
+            status = "Ready" if _cond(o, "Ready") else "NotReady"
+            cells = [meta.get("name"), status + (",SchedulingDisabled" if spec.get("unschedulable") else ""), "<none>", age,
+                     "v1.32.0-drill-lab"]
+        else:
+            cells = [meta.get("name"), age]
+        rows.append({"cells": cells, "object": o})
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+            "columnDefinitions": [{"name": n, "type": "string", "format": "name" if n == "Name" else "", "description": n,
+                                   "priority": p} for n, p in cols],
+            "rows": rows}
+
+
 # --------------------------------------------------------------------------- the emulator
 
 
@@ -277,6 +331,8 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
         if sub not in (None, "status"):
             return _status(404, "NotFound", f"subresource {sub!r} of {rkey[2]} is not served by the lab API")
         if method == "GET":
+            if sub is None and "as=Table" in request.headers.get("Accept", ""):
+                return aiohttp.web.json_response(table(rkey[2], [obj], str(self._rv)))
             return aiohttp.web.json_response(obj)
         if method == "PATCH":
             patch = request.data
@@ -317,6 +373,8 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
         except ValueError as e:
             return _status(400, "BadRequest", str(e))
         items.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+        if "as=Table" in request.headers.get("Accept", ""):
+            return aiohttp.web.json_response(table(rkey[2], items, str(self._rv)))
         api_version = f"{rkey[0]}/{rkey[1]}" if rkey[0] else rkey[1]
         return aiohttp.web.json_response({"apiVersion": api_version, "kind": f"{kind}List",
                                           "metadata": {"resourceVersion": str(self._rv)}, "items": items})
