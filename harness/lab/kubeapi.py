@@ -19,6 +19,7 @@ import signal
 import sys
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -222,6 +223,9 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         try:
+            if raw_request.method in ("POST", "PUT", "PATCH") and "protobuf" in raw_request.headers.get("Content-Type", ""):
+                # no protobuf here: 415 makes client-go send the object again as JSON
+                return _status(415, "UnsupportedMediaType", "the lab API takes JSON bodies only")
             m = _NAMESPACES_PATH.match(raw_request.path)
             if m:  # kmock's path parser cannot read /api/v1/namespaces[/name]
                 return await self._serve_namespaces(raw_request, m.group("name"))
@@ -504,8 +508,23 @@ class LabKubernetesEmulator(kmock.KubernetesEmulator):
 # --------------------------------------------------------------------------- server
 
 
-async def serve(clusters: dict[str, int], host: str) -> None:
-    """Serve one emulator per cluster until SIGTERM/SIGINT."""
+def write_kubeconfig(path: Path, clusters: dict[str, int], host: str, namespace: str) -> None:
+    """A kubeconfig with one cluster and one context per emulated cluster (context name = cluster name)."""
+    import yaml
+
+    first = next(iter(clusters))
+    cfg = {"apiVersion": "v1", "kind": "Config", "current-context": first, "preferences": {},
+           "clusters": [{"name": f"drill-lab-{n}", "cluster": {"server": f"http://{host}:{p}"}} for n, p in clusters.items()],
+           "users": [{"name": "drill-lab", "user": {"token": "drill-lab"}}],  # the lab API checks no credentials
+           "contexts": [{"name": n, "context": {"cluster": f"drill-lab-{n}", "user": "drill-lab", "namespace": namespace}}
+                        for n in clusters]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tmp.replace(path)
+
+
+async def serve(clusters: dict[str, int], host: str, kubeconfig: Path | None = None, namespace: str = "default") -> None:
+    """Serve one emulator per cluster until SIGTERM/SIGINT; once listening, write the kubeconfig if asked."""
     runners = []
     for name, port in clusters.items():
         emulator = LabKubernetesEmulator(cluster=name)
@@ -514,6 +533,8 @@ async def serve(clusters: dict[str, int], host: str) -> None:
         await aiohttp.web.TCPSite(runner, host, port).start()
         runners.append(runner)
         log.info("cluster %s: Kubernetes API on http://%s:%d", name, host, port)
+    if kubeconfig is not None:
+        write_kubeconfig(kubeconfig, clusters, host, namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -539,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--cluster", action="append", default=[], help="NAME=PORT, once per cluster")
     parser.add_argument("--port", type=int, help="one cluster named 'lab' on this port")
+    parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig here once listening (a context per cluster)")
+    parser.add_argument("--namespace", default="default", help="the kubeconfig contexts' namespace")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -554,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         print("kubeapi: give --cluster NAME=PORT or --port PORT", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(clusters, args.host))
+        asyncio.run(serve(clusters, args.host, args.kubeconfig, args.namespace))
     except OSError as e:
         print(f"kubeapi: cannot listen: {e}", file=sys.stderr)
         return 1

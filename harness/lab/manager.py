@@ -340,27 +340,18 @@ class Lab:
         return f"http://127.0.0.1:{ports[f'kubeapi_{region}']}"
 
     def _start_kubeapi(self, st: dict[str, Any]) -> None:
+        """One process, one emulated cluster per region; it writes the kubeconfig once it listens."""
         ports = st["ports"]
-        self._spawn(st, "kubeapi", [sys.executable, "-m", "harness.lab.kubeapi", "--host", "127.0.0.1"]
-                    + [a for region in ("primary", "dr") for a in ("--cluster", f"{region}={ports[f'kubeapi_{region}']}")])
-        self._write_kubeconfig(ports)
+        self._spawn(st, "kubeapi", [sys.executable, "-m", "harness.lab.kubeapi", "--host", "127.0.0.1",
+                                    "--kubeconfig", str(self.state / KUBECONFIG_FILE), "--namespace", KUBE_NAMESPACE]
+                    + [a for region in ("primary", "dr") for a in ("--cluster", f"{region}={ports[f'kubeapi_{region}']}")],
+                    nice=5)  # needed only once the apps start: off the start-up critical path
 
     def _wait_kubeapi(self, st: dict[str, Any], timeout: float) -> None:
         for region in ("primary", "dr"):
             self._wait_port(f"Kubernetes API ({region})", st["ports"][f"kubeapi_{region}"], timeout, "kubeapi")
-
-    def _write_kubeconfig(self, ports: dict[str, int]) -> Path:
-        """kubeconfig of the lab: a cluster and a context per region (`primary`, `dr`), namespace set."""
-        import yaml
-
-        cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "primary", "preferences": {},
-               "clusters": [{"name": f"drill-lab-{r}", "cluster": {"server": self._kube_url(ports, r)}} for r in ("primary", "dr")],
-               "users": [{"name": "drill-lab", "user": {"token": "drill-lab"}}],
-               "contexts": [{"name": r, "context": {"cluster": f"drill-lab-{r}", "user": "drill-lab",
-                                                     "namespace": KUBE_NAMESPACE}} for r in ("primary", "dr")]}
-        path = self.state / KUBECONFIG_FILE
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        return path
+        if not procs.wait_until(lambda: (self.state / KUBECONFIG_FILE).exists(), timeout):
+            raise LabError(f"the Kubernetes API wrote no kubeconfig within {timeout:.0f} s; log: {self.logs / 'kubeapi.log'}")
 
     def _kube_supervisor_block(self, ports: dict[str, int]) -> dict[str, Any]:
         return {"clusters": {r: self._kube_url(ports, r) for r in ("primary", "dr")},

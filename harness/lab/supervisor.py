@@ -234,9 +234,9 @@ class Supervisor:
 
     async def start(self) -> None:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        self.reconcile()  # the apps first: their Pods follow on the controller's first tick
         if self.controller is not None:
             await self.controller.start()
-        self.reconcile()
         self._task = asyncio.create_task(self._loop(), name="supervisor reconcile")
 
     async def stop(self) -> None:
