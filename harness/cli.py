@@ -264,10 +264,10 @@ def _print_topology(topo: dict) -> None:
     kube = topo.get("kubernetes")
     if kube:
         for region, url in kube.get("api_urls", {}).items():
-            t.add_row(f"kubernetes {region} (context {kube['contexts'][region]})", url, h(f"kubernetes_{region}"))
+            t.add_row(f"kubernetes {region}", url, h(f"kubernetes_{region}"))
     out.print(t)
     if kube:
-        out.print(f"kubectl --kubeconfig {kube['kubeconfig']} --context primary get pods -l {kube['label_selector']}",
+        out.print(f"kubeconfig: {kube['kubeconfig']} (contexts {', '.join(kube['contexts'].values())})",
                   highlight=False, markup=False)
     verdict = "[green]healthy[/]" if topo.get("healthy") else "[red]unhealthy[/]"
     out.print(f"lab is {verdict}; logs in {topo['logs']}")

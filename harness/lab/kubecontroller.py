@@ -192,7 +192,11 @@ class KubeController:
                 nodes.append(await self._call(region, "POST", "/api/v1/nodes", self._node(region, name)) or {})
         self.nodes[region] = [n for n in nodes if n]
         rs_name = f"{self.spec.deployment}-{self.template_hash}"
-        rs = await self._call(region, "GET", self._ns("replicasets", rs_name, apps=True), ok404=True)
+        rs = None
+        if not self.synced[region] or region not in self._rs_uid:  # else checked by its status patch (404: resync)
+            rs = await self._call(region, "GET", self._ns("replicasets", rs_name, apps=True), ok404=True)
+        else:
+            rs = {"metadata": {"uid": self._rs_uid[region]}}
         if rs is None:
             rs = await self._call(region, "POST", self._ns("replicasets", apps=True), self._replicaset(region, rs_name))
             rs = rs or await self._call(region, "GET", self._ns("replicasets", rs_name, apps=True))
