@@ -323,7 +323,6 @@ class Lab:
         redis.Redis(port=ports["redis_dr"], socket_timeout=2).replicaof("127.0.0.1", ports["proxy_redis_replication"])
         # 4. apps under their supervisor, the router in front
         progress("starting K-ERP app replicas and the region router")
-        self._wait_kubeapi(st, timeout)
         self._spawn(st, "supervisor", [py, "-m", "harness.lab.supervisor", "--host", "127.0.0.1", "--port",
                                        str(ports["supervisor"]), "--config", str(self._supervisor_config(st))])
         self._spawn(st, "router", [py, "-m", "harness.lab.router", "--host", "127.0.0.1", "--port",
@@ -334,6 +333,7 @@ class Lab:
             progress("waiting for replication and the global endpoint")
             self._wait_ready(st, timeout)
             aws.result()
+        self._wait_kubeapi(st, timeout)  # up long before (the supervisor's controller retries until it answers)
 
     # -- Kubernetes API (one emulated cluster per region, kubeapi.py; the supervisor is its controller) ------
     def _kube_url(self, ports: dict[str, int], region: str) -> str:
@@ -345,7 +345,7 @@ class Lab:
         self._spawn(st, "kubeapi", [sys.executable, "-m", "harness.lab.kubeapi", "--host", "127.0.0.1",
                                     "--kubeconfig", str(self.state / KUBECONFIG_FILE), "--namespace", KUBE_NAMESPACE]
                     + [a for region in ("primary", "dr") for a in ("--cluster", f"{region}={ports[f'kubeapi_{region}']}")],
-                    nice=5)  # needed only once the apps start: off the start-up critical path
+                    nice=10)  # off the start-up critical path: the apps do not wait for it
 
     def _wait_kubeapi(self, st: dict[str, Any], timeout: float) -> None:
         for region in ("primary", "dr"):
