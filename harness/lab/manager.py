@@ -19,6 +19,10 @@ from harness.lab import paths, procs
 from harness.lab.postgres import DB_NAME, PgNode, PgRuntime, runtime
 
 STATE_FILE = "lab.json"
+KUBECONFIG_FILE = "kubeconfig"
+KUBE_NAMESPACE = "kerp"
+KUBE_DEPLOYMENT = "kerp-app"
+KUBE_NODES_PER_REGION = 2
 TOPOLOGY_FILE = "topology.json"
 APP_SLOTS = 3
 PRIMARY_REPLICAS = 2
@@ -40,6 +44,7 @@ PORT_NAMES = (
      "router"]
     + [f"proxy_{p}" for p in PROXIES]
     + [f"app_{r}_{i}" for r in ("primary", "dr") for i in range(APP_SLOTS)]
+    + [f"kubeapi_{r}" for r in ("primary", "dr")]  # one emulated Kubernetes cluster per region
 )
 
 #: every process the lab records in its state, by pid key, with the name a user reads in messages
@@ -51,6 +56,7 @@ COMPONENTS = {
     "redis_dr": "valkey dr",
     "supervisor": "app supervisor",
     "router": "region router",
+    "kubeapi": "Kubernetes API",
 }
 
 #: how long `down` waits for the ports of stopped servers to close
@@ -278,6 +284,7 @@ class Lab:
         for region in ("primary", "dr"):
             (self.state / f"redis-{region}").mkdir(parents=True, exist_ok=True)
             self._spawn(st, f"redis_{region}", self.valkey_command(region, st, valkey))
+        self._start_kubeapi(st)
         # 2. PostgreSQL primary, schema and seed data, then the standby from a base backup
         nodes = self.pg_nodes(st)
         progress("initialising PostgreSQL primary")
@@ -326,6 +333,62 @@ class Lab:
             progress("waiting for replication and the global endpoint")
             self._wait_ready(st, timeout)
             aws.result()
+        self._wait_kubeapi(st, timeout)  # up long before (the supervisor's controller retries until it answers)
+
+    # -- Kubernetes API (one emulated cluster per region, kubeapi.py; the supervisor is its controller) ------
+    def _kube_url(self, ports: dict[str, int], region: str) -> str:
+        return f"http://127.0.0.1:{ports[f'kubeapi_{region}']}"
+
+    def _start_kubeapi(self, st: dict[str, Any]) -> None:
+        """One process, one emulated cluster per region; it writes the kubeconfig once it listens."""
+        ports = st["ports"]
+        self._spawn(st, "kubeapi", [sys.executable, "-m", "harness.lab.kubeapi", "--host", "127.0.0.1",
+                                    "--kubeconfig", str(self.state / KUBECONFIG_FILE), "--namespace", KUBE_NAMESPACE]
+                    + [a for region in ("primary", "dr") for a in ("--cluster", f"{region}={ports[f'kubeapi_{region}']}")],
+                    nice=10)  # off the start-up critical path: the apps do not wait for it
+
+    def _wait_kubeapi(self, st: dict[str, Any], timeout: float) -> None:
+        for region in ("primary", "dr"):
+            self._wait_port(f"Kubernetes API ({region})", st["ports"][f"kubeapi_{region}"], timeout, "kubeapi")
+        if not procs.wait_until(lambda: (self.state / KUBECONFIG_FILE).exists(), timeout):
+            raise LabError(f"the Kubernetes API wrote no kubeconfig within {timeout:.0f} s; log: {self.logs / 'kubeapi.log'}")
+
+    def _kube_supervisor_block(self, ports: dict[str, int]) -> dict[str, Any]:
+        return {"clusters": {r: self._kube_url(ports, r) for r in ("primary", "dr")},
+                "namespace": KUBE_NAMESPACE, "deployment": KUBE_DEPLOYMENT, "nodes_per_region": KUBE_NODES_PER_REGION}
+
+    def _kube_topology(self, ports: dict[str, int]) -> dict[str, Any] | None:
+        if "kubeapi_primary" not in ports:
+            return None  # a lab started before the Kubernetes API existed
+        return {"api_url": self._kube_url(ports, "primary"),
+                "api_urls": {r: self._kube_url(ports, r) for r in ("primary", "dr")},
+                "kubeconfig": str(self.state / KUBECONFIG_FILE),
+                "contexts": {"primary": "primary", "dr": "dr"},
+                "namespace": KUBE_NAMESPACE, "deployment": KUBE_DEPLOYMENT,
+                "label_selector": f"app={KUBE_DEPLOYMENT}"}
+
+    def _kube_health(self, st: dict[str, Any]) -> dict[str, Any]:
+        """Each region's API answers and its Deployment exists (with its ready replicas)."""
+        import httpx
+
+        out: dict[str, Any] = {}
+        ports = st.get("ports", {})
+        for region in ("primary", "dr"):
+            if f"kubeapi_{region}" not in ports:
+                continue
+            h: dict[str, Any] = {"url": self._kube_url(ports, region), "alive": False}
+            try:
+                r = httpx.get(f"{h['url']}/apis/apps/v1/namespaces/{KUBE_NAMESPACE}/deployments/{KUBE_DEPLOYMENT}", timeout=1)
+                if r.status_code == 200:
+                    dep = r.json()
+                    h.update(alive=True, replicas=dep["spec"].get("replicas"),
+                             ready_replicas=(dep.get("status") or {}).get("readyReplicas", 0))
+                else:
+                    h["error"] = f"deployment {KUBE_DEPLOYMENT}: HTTP {r.status_code}"
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                h["error"] = str(e) or type(e).__name__
+            out[f"kubernetes_{region}"] = h
+        return out
 
     # -- single Valkey nodes (used by the redis target to restart a killed node) ----------
     def valkey_command(self, region: str, st: dict[str, Any] | None = None, valkey: Path | None = None,
@@ -393,7 +456,8 @@ class Lab:
                 "command": cmd,
                 "env": {"PYTHONUNBUFFERED": "1"},
             }
-        cfg = {"regions": regions, "log_dir": str(self.logs), "restart_delay_s": 0.2}
+        cfg = {"regions": regions, "log_dir": str(self.logs), "restart_delay_s": 0.2,
+               "kubernetes": self._kube_supervisor_block(ports)}
         path = self.state / "supervisor.json"
         path.write_text(json.dumps(cfg, indent=2))
         return path
@@ -505,7 +569,7 @@ class Lab:
         shutil.rmtree(self.server_root, ignore_errors=True)
         for name in ("redis-primary", "redis-dr"):
             shutil.rmtree(self.state / name, ignore_errors=True)
-        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret"):
+        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret", KUBECONFIG_FILE):
             try:
                 (self.state / name).unlink()
             except FileNotFoundError:
@@ -576,6 +640,7 @@ class Lab:
             "s3": {"endpoint_url": f"http://127.0.0.1:{ports['moto']}", "bucket": "kerp-backups"},
             "supervisor": {"url": f"http://127.0.0.1:{ports['supervisor']}"},
             "popbill": {"url": f"http://127.0.0.1:{ports['popbill']}"},
+            "kubernetes": self._kube_topology(ports),
             "logs": str(self.logs),
             "pids": st.get("pids", {}),
             "scale": st.get("scale", 1),
@@ -598,6 +663,7 @@ class Lab:
             health[name] = {"pid": pid, "alive": self._pid_alive(st, name)}
         health.update(self._pg_health(st))
         health.update(self._redis_health(st))
+        health.update(self._kube_health(st))
         # no recorded router (a start that broke off early): reported as not alive
         health.setdefault("router", {"pid": None, "alive": False})["active_region"] = topo["router"]["active_region"]
         try:
