@@ -271,7 +271,7 @@ class Lab:
                                       str(ports["toxiproxy"]), "--config", str(proxy_cfg)])
         self._spawn(st, "popbill", [py, "-m", "harness.lab.kerp.popbill", "--host", "127.0.0.1", "--port",
                                     str(ports["popbill"])])
-        self._spawn(st, "moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])],
+        self._spawn(st, "moto", self._aws_control_plane_command(ports["moto"]),
                     env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"}, nice=10)
         for region in ("primary", "dr"):
             (self.state / f"redis-{region}").mkdir(parents=True, exist_ok=True)
@@ -324,6 +324,7 @@ class Lab:
             progress("waiting for replication and the global endpoint")
             self._wait_ready(st, timeout)
             aws.result()
+        st["aws"] = getattr(self, "_aws_ids", None)  # written here: the state's other writers hold their own copy
 
     # -- single Valkey nodes (used by the redis target to restart a killed node) ----------
     def valkey_command(self, region: str, st: dict[str, Any] | None = None, valkey: Path | None = None,
@@ -412,11 +413,28 @@ class Lab:
         path.write_text(json.dumps(cfg, indent=2))
         return path
 
+    # -- AWS control plane (moto + reconciler, harness.lab.awscp) ----------------------------------
+    def _aws_control_plane_command(self, port: int) -> list[str]:
+        """moto with the lab's hooks and reconciler in one process (its pid key stays "moto")."""
+        return [sys.executable, "-m", "harness.lab.awscp", "--host", "127.0.0.1", "--port", str(port),
+                "--state-dir", str(self.state)]
+
     def _provision_aws(self, port: int, timeout: float) -> None:
+        """Create the backup resources and the control plane in moto; hand the controller its mapping."""
         self._wait_port("moto (S3/AWS)", port, timeout, "moto")
         from harness.lab import aws
 
-        aws.provision(f"http://127.0.0.1:{port}")
+        endpoint = f"http://127.0.0.1:{port}"
+        aws.provision(endpoint)
+        st = self._read_state() or {}
+        cp = aws.provision_control_plane(endpoint, st["ports"])
+        mapping = self.state / (aws.CONTROLPLANE_FILE + ".tmp")
+        mapping.write_text(json.dumps(aws.controller_mapping(cp, st["ports"]), indent=2))
+        mapping.replace(self.state / aws.CONTROLPLANE_FILE)
+        self._aws_ids = cp
+
+    def _aws_topology(self, st: dict[str, Any]) -> dict[str, Any] | None:
+        return st.get("aws")
 
     def _wait_ready(self, st: dict[str, Any], timeout: float) -> None:
         import httpx
@@ -503,7 +521,7 @@ class Lab:
         shutil.rmtree(self.server_root, ignore_errors=True)
         for name in ("redis-primary", "redis-dr"):
             shutil.rmtree(self.state / name, ignore_errors=True)
-        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret"):
+        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret", "aws-controlplane.json"):
             try:
                 (self.state / name).unlink()
             except FileNotFoundError:
@@ -572,6 +590,7 @@ class Lab:
                                           "upstream": f"127.0.0.1:{ports[up]}", "stands_for": up}
                                       for n, up in PROXIES.items()}},
             "s3": {"endpoint_url": f"http://127.0.0.1:{ports['moto']}", "bucket": "kerp-backups"},
+            "aws": self._aws_topology(st),
             "supervisor": {"url": f"http://127.0.0.1:{ports['supervisor']}"},
             "popbill": {"url": f"http://127.0.0.1:{ports['popbill']}"},
             "logs": str(self.logs),
