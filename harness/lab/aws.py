@@ -53,6 +53,7 @@ REGION_ENDPOINTS = {"primary": "app.ap-northeast-2.kerp.example", "dr": "app.ap-
 REPLICATION_GROUP = "kerp-cache"
 DR_BUCKET = "kerp-backups-dr"
 CONTROLPLANE_FILE = "aws-controlplane.json"
+IDS_FILE = "aws-ids.json"
 
 
 def regional_client(service: str, endpoint_url: str, region: str):

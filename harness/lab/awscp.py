@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import signal
 import sys
@@ -31,6 +32,7 @@ CONTROLPLANE_FILE = "aws-controlplane.json"
 OBSERVE_INTERVAL_S = 0.25
 LAG_METRIC_INTERVAL_S = 1.0
 ACCOUNT_ID = "123456789012"  # moto's default account
+NICE = 10
 
 
 def _log(msg: str) -> None:
@@ -405,30 +407,49 @@ def _replication_info(status: str) -> dict[str, Any]:
     return {"StatusType": "read replication", "Normal": status == "replicating", "Status": status}
 
 
+_CONNS: dict[int, Any] = {}  # port -> open admin connection of the observer (one per node, reused)
+
+
 def _observe_pg(node) -> tuple[bool, float, bool] | None:
     """(in recovery, replica lag in s, WAL receiver streaming) of a node, None when it does not answer."""
     import psycopg
 
     if not node.is_running():
+        _drop(node.port)
         return None
     try:
-        with psycopg.connect(node.admin_dsn(), connect_timeout=1, autocommit=True) as c:
-            rec = c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
-            if not rec:
-                return False, 0.0, False
-            row = c.execute(
-                "SELECT (SELECT status FROM pg_stat_wal_receiver), "
-                "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
-                "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END").fetchone()
-            streaming = row[0] == "streaming"
-            return True, (float(row[1]) if streaming else -1.0), streaming
+        c = _CONNS.get(node.port)
+        if c is None or c.closed or c.broken:
+            c = _CONNS[node.port] = psycopg.connect(node.admin_dsn(), connect_timeout=1, autocommit=True)
+        rec = c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        if not rec:
+            return False, 0.0, False
+        row = c.execute(
+            "SELECT (SELECT status FROM pg_stat_wal_receiver), "
+            "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+            "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END").fetchone()
+        streaming = row[0] == "streaming"
+        return True, (float(row[1]) if streaming else -1.0), streaming
     except psycopg.Error:
+        _drop(node.port)
         return None
+
+
+def _drop(port: int) -> None:
+    c = _CONNS.pop(port, None)
+    if c is not None:
+        try:
+            c.close()
+        except Exception:
+            pass
 
 
 def _in_recovery(node) -> bool:
-    seen = _observe_pg(node)
-    return bool(seen and seen[0])
+    """pg_is_in_recovery() of a node on a connection of its own (the worker's, not the observer's)."""
+    import psycopg
+
+    with psycopg.connect(node.admin_dsn(), connect_timeout=2, autocommit=True) as c:
+        return bool(c.execute("SELECT pg_is_in_recovery()").fetchone()[0])
 
 
 # -- hooks: where moto returns success and changes nothing, or does not implement a call --------------------
@@ -604,15 +625,52 @@ def _hook_kms() -> None:
     models.KmsBackend.decrypt = decrypt
 
 
+def provision(state_dir: Path, endpoint_url: str) -> None:
+    """Create the control plane with boto3 through this server, in parallel with the rest of `lab up`.
+
+    Writes `aws-controlplane.json` (this process reconciles from it) and `aws-ids.json` (the manager puts
+    the ids into the topology); on failure `aws-ids.json` holds {"error": ...}.
+    """
+    from harness.lab import aws
+
+    out = state_dir / aws.IDS_FILE
+    try:
+        ports = json.loads((state_dir / "lab.json").read_text())["ports"]
+        t0 = time.monotonic()
+        aws.provision(endpoint_url)
+        cp = aws.provision_control_plane(endpoint_url, ports)
+        _write_json(state_dir / CONTROLPLANE_FILE, aws.controller_mapping(cp, ports))
+        _write_json(out, cp)
+        _log(f"control plane provisioned in {time.monotonic() - t0:.2f} s")
+    except Exception as e:
+        _log(f"provisioning FAILED: {type(e).__name__}: {e}")
+        _write_json(out, {"error": f"{type(e).__name__}: {e}"})
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--provision", action="store_true",
+                    help="create the lab's control-plane resources (ports from the lab state) once serving")
     args = ap.parse_args(argv)
     from werkzeug.serving import make_server
 
     ctl = Controller(Path(args.state_dir))
+    # the worker starts servers (pg_ctl start inherits its priority): it keeps normal priority; the rest
+    # (moto's imports, the API server, the observer, the provisioning) runs niced, never slowing the lab's servers
+    threading.Thread(target=ctl.worker, daemon=True).start()
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)  # Linux: this thread, inherited by new ones
+    except (OSError, AttributeError):
+        pass
     install_hooks(ctl)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
@@ -625,8 +683,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for target in (ctl.worker, ctl.observer):
-        threading.Thread(target=target, daemon=True).start()
+    threading.Thread(target=ctl.observer, daemon=True).start()
+    if args.provision:
+        threading.Thread(target=provision, args=(ctl.state_dir, f"http://{args.host}:{args.port}"), daemon=True).start()
     _log(f"serving on {args.host}:{args.port}")
     server.serve_forever()
     return 0

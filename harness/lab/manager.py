@@ -272,7 +272,7 @@ class Lab:
         self._spawn(st, "popbill", [py, "-m", "harness.lab.kerp.popbill", "--host", "127.0.0.1", "--port",
                                     str(ports["popbill"])])
         self._spawn(st, "moto", self._aws_control_plane_command(ports["moto"]),
-                    env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"}, nice=10)
+                    env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"})  # niced inside, see harness.lab.awscp
         for region in ("primary", "dr"):
             (self.state / f"redis-{region}").mkdir(parents=True, exist_ok=True)
             self._spawn(st, f"redis_{region}", self.valkey_command(region, st, valkey))
@@ -415,22 +415,23 @@ class Lab:
 
     # -- AWS control plane (moto + reconciler, harness.lab.awscp) ----------------------------------
     def _aws_control_plane_command(self, port: int) -> list[str]:
-        """moto with the lab's hooks and reconciler in one process (its pid key stays "moto")."""
+        """moto with the lab's hooks and reconciler in one process (its pid key stays "moto"); it creates the
+        backup resources and the control plane itself as soon as it serves (in parallel with PostgreSQL)."""
         return [sys.executable, "-m", "harness.lab.awscp", "--host", "127.0.0.1", "--port", str(port),
-                "--state-dir", str(self.state)]
+                "--state-dir", str(self.state), "--provision"]
 
     def _provision_aws(self, port: int, timeout: float) -> None:
-        """Create the backup resources and the control plane in moto; hand the controller its mapping."""
+        """Wait until the control-plane process has created the AWS resources; keep their ids."""
         self._wait_port("moto (S3/AWS)", port, timeout, "moto")
         from harness.lab import aws
 
-        endpoint = f"http://127.0.0.1:{port}"
-        aws.provision(endpoint)
-        st = self._read_state() or {}
-        cp = aws.provision_control_plane(endpoint, st["ports"])
-        mapping = self.state / (aws.CONTROLPLANE_FILE + ".tmp")
-        mapping.write_text(json.dumps(aws.controller_mapping(cp, st["ports"]), indent=2))
-        mapping.replace(self.state / aws.CONTROLPLANE_FILE)
+        ids = self.state / aws.IDS_FILE
+        if not procs.wait_until(ids.exists, timeout, interval=0.05):
+            raise LabError(f"the AWS control plane was not provisioned within {timeout:.0f} s; "
+                           f"log: {self.logs / 'moto.log'}")
+        cp = json.loads(ids.read_text())
+        if "error" in cp:
+            raise LabError(f"provisioning the AWS control plane failed: {cp['error']}; log: {self.logs / 'moto.log'}")
         self._aws_ids = cp
 
     def _aws_topology(self, st: dict[str, Any]) -> dict[str, Any] | None:
@@ -521,7 +522,7 @@ class Lab:
         shutil.rmtree(self.server_root, ignore_errors=True)
         for name in ("redis-primary", "redis-dr"):
             shutil.rmtree(self.state / name, ignore_errors=True)
-        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret", "aws-controlplane.json"):
+        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret", "aws-controlplane.json", "aws-ids.json"):
             try:
                 (self.state / name).unlink()
             except FileNotFoundError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -99,6 +100,35 @@ def test_resources_stand_for_the_lab(topo, aws):
     s3_dr = aws("s3", "dr")
     assert s3_dr.get_bucket_versioning(Bucket=a["buckets"]["dr"])["Status"] == "Enabled"
     assert s3_dr.get_bucket_location(Bucket=a["buckets"]["dr"])["LocationConstraint"] == "ap-northeast-1"
+
+
+def test_replica_lag_is_a_cloudwatch_metric(topo, aws):
+    tokyo = topo["aws"]["rds"]["instances"]["dr"]
+    cw = aws("cloudwatch", "dr")
+
+    def datapoints() -> list[dict[str, Any]]:
+        now = datetime.now(timezone.utc)
+        return cw.get_metric_statistics(
+            Namespace="AWS/RDS", MetricName="ReplicaLag", Dimensions=[{"Name": "DBInstanceIdentifier", "Value": tokyo}],
+            StartTime=now - timedelta(minutes=10), EndTime=now + timedelta(minutes=1), Period=60,
+            Statistics=["Maximum", "SampleCount"])["Datapoints"]
+
+    points = poll(datapoints, 5, "ReplicaLag datapoints of the replica")
+    assert sum(p["SampleCount"] for p in points) >= 1
+    assert all(0 <= p["Maximum"] < 60 for p in points)  # streaming and caught up on an idle lab
+
+
+def test_disabled_kms_key_refuses_to_encrypt(aws):
+    kms = aws("kms")
+    key = kms.create_key(Description="drill awscp test")["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key, Plaintext=b"ledger")["CiphertextBlob"]
+    kms.disable_key(KeyId=key)
+    for call in (lambda: kms.encrypt(KeyId=key, Plaintext=b"x"), lambda: kms.decrypt(CiphertextBlob=blob),
+                 lambda: kms.generate_data_key(KeyId=key, KeySpec="AES_256")):
+        with pytest.raises(kms.exceptions.DisabledException):
+            call()
+    kms.enable_key(KeyId=key)
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"ledger"
 
 
 def test_killed_primary_shows_as_failed(lab, topo, aws):
