@@ -414,8 +414,8 @@ def _observe_pg(node) -> tuple[bool, float, bool] | None:
     """(in recovery, replica lag in s, WAL receiver streaming) of a node, None when it does not answer."""
     import psycopg
 
-    if not node.is_running():
-        _drop(node.port)
+    if not node.is_running() or _shutting_down(node):
+        _drop(node.port)  # a kept connection would hold off a smart shutdown (`pg_ctl stop -m smart`)
         return None
     try:
         c = _CONNS.get(node.port)
@@ -433,6 +433,14 @@ def _observe_pg(node) -> tuple[bool, float, bool] | None:
     except psycopg.Error:
         _drop(node.port)
         return None
+
+
+def _shutting_down(node) -> bool:
+    """postmaster.pid says "stopping": a shutdown (of any mode) is under way."""
+    try:
+        return "stopping" in (node.data_dir / "postmaster.pid").read_text()
+    except OSError:
+        return False
 
 
 def _drop(port: int) -> None:
@@ -625,7 +633,7 @@ def _hook_kms() -> None:
     models.KmsBackend.decrypt = decrypt
 
 
-def provision(state_dir: Path, endpoint_url: str) -> None:
+def provision(state_dir: Path, endpoint_url: str, done: Callable[[], None] = lambda: None) -> None:
     """Create the control plane with boto3 through this server, in parallel with the rest of `lab up`.
 
     Writes `aws-controlplane.json` (this process reconciles from it) and `aws-ids.json` (the manager puts
@@ -645,6 +653,8 @@ def provision(state_dir: Path, endpoint_url: str) -> None:
     except Exception as e:
         _log(f"provisioning FAILED: {type(e).__name__}: {e}")
         _write_json(out, {"error": f"{type(e).__name__}: {e}"})
+    finally:
+        done()
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -664,13 +674,6 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import make_server
 
     ctl = Controller(Path(args.state_dir))
-    # the worker starts servers (pg_ctl start inherits its priority): it keeps normal priority; the rest
-    # (moto's imports, the API server, the observer, the provisioning) runs niced, never slowing the lab's servers
-    threading.Thread(target=ctl.worker, daemon=True).start()
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)  # Linux: this thread, inherited by new ones
-    except (OSError, AttributeError):
-        pass
     install_hooks(ctl)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
@@ -683,9 +686,26 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    threading.Thread(target=ctl.observer, daemon=True).start()
+    # `lab up` waits for the provisioning: until it is done everything runs at normal priority; then the API
+    # server (its request threads are spawned by the main thread) and the observer are niced, the worker is
+    # not (servers it starts, `pg_ctl start`, inherit its priority)
+    main_tid = threading.get_native_id()
+    observer = threading.Thread(target=ctl.observer, daemon=True)
+    threading.Thread(target=ctl.worker, daemon=True).start()
+    observer.start()
+
+    def then_nice() -> None:
+        for tid in (main_tid, observer.native_id):
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, NICE)  # Linux: per thread
+            except (OSError, TypeError):
+                pass
+
     if args.provision:
-        threading.Thread(target=provision, args=(ctl.state_dir, f"http://{args.host}:{args.port}"), daemon=True).start()
+        threading.Thread(target=provision, args=(ctl.state_dir, f"http://{args.host}:{args.port}", then_nice),
+                         daemon=True).start()
+    else:
+        then_nice()
     _log(f"serving on {args.host}:{args.port}")
     server.serve_forever()
     return 0

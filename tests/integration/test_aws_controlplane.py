@@ -147,6 +147,24 @@ def test_killed_primary_shows_as_failed(lab, topo, aws):
          "the replica streams again")
 
 
+def test_observer_never_holds_off_a_smart_shutdown(lab, topo, aws):
+    """The control plane watches the standby on a connection; `pg_ctl stop -m smart` still completes."""
+    tokyo = topo["aws"]["rds"]["instances"]["dr"]
+    node = lab.pg_nodes()["dr"]
+    poll(lambda: (_instance(aws, "dr", tokyo).get("StatusInfos") or [{}])[0].get("Status") == "replicating", 5,
+         "the replica is watched and streaming")
+    try:
+        r = node.rt.run("pg_ctl", ["-D", str(node.data_dir), "-m", "smart", "-w", "-t", "10", "stop"],
+                        timeout=20, check=False)
+        assert r.returncode == 0, f"smart shutdown held off: {r.stdout} {r.stderr}"
+        poll(_status_is(aws, "dr", tokyo, "failed"), 5, "the stopped standby shows as failed")
+    finally:
+        if not node.is_running():
+            node.start()
+    poll(lambda: (_instance(aws, "dr", tokyo).get("StatusInfos") or [{}])[0].get("Status") == "replicating", 15,
+         "the standby streams again")
+
+
 def test_stop_and_start_through_the_rds_api(lab, topo, aws):
     seoul = topo["aws"]["rds"]["instances"]["primary"]
     dsn = topo["regions"]["primary"]["postgres"]["dsn"]
