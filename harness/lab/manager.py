@@ -426,9 +426,12 @@ class Lab:
         from harness.lab import aws
 
         ids = self.state / aws.IDS_FILE
-        if not procs.wait_until(ids.exists, timeout, interval=0.05):
+        st = self._read_state() or {}
+        if not procs.wait_until(lambda: ids.exists() or not self._pid_alive(st, "moto"), timeout, interval=0.05):
             raise LabError(f"the AWS control plane was not provisioned within {timeout:.0f} s; "
                            f"log: {self.logs / 'moto.log'}")
+        if not ids.exists():
+            raise LabError(f"moto (AWS control plane) exited during start-up; log: {self.logs / 'moto.log'}")
         cp = json.loads(ids.read_text())
         if "error" in cp:
             raise LabError(f"provisioning the AWS control plane failed: {cp['error']}; log: {self.logs / 'moto.log'}")
