@@ -45,11 +45,11 @@ def provision(endpoint_url: str) -> dict[str, str]:
 # -- the control plane: the lab's PostgreSQL pair, global endpoint, Valkey pair and DR bucket as AWS resources --
 DR_REGION = "ap-northeast-1"
 REGIONS = {"primary": LAB_REGION, "dr": DR_REGION}
-RDS_INSTANCES = {"primary": "kerp-db-seoul", "dr": "kerp-db-tokyo"}
-HOSTED_ZONE = "kerp.example."
-RECORD_NAME = "app.kerp.example."
+RDS_INSTANCES = {"primary": "kerp-db-primary", "dr": "kerp-db-replica"}
+HOSTED_ZONE = "kerp.lab."
+RECORD_NAME = "erp.kerp.lab."
 #: the value of each region's failover record: the name of that region's application endpoint
-REGION_ENDPOINTS = {"primary": "app.ap-northeast-2.kerp.example", "dr": "app.ap-northeast-1.kerp.example"}
+REGION_ENDPOINTS = {"primary": "erp.ap-northeast-2.kerp.lab", "dr": "erp.ap-northeast-1.kerp.lab"}
 REPLICATION_GROUP = "kerp-cache"
 DR_BUCKET = "kerp-backups-dr"
 CONTROLPLANE_FILE = "aws-controlplane.json"
