@@ -279,8 +279,8 @@ class Lab:
                                       str(ports["toxiproxy"]), "--config", str(proxy_cfg)])
         self._spawn(st, "popbill", [py, "-m", "harness.lab.kerp.popbill", "--host", "127.0.0.1", "--port",
                                     str(ports["popbill"])])
-        self._spawn(st, "moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])],
-                    env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"}, nice=10)
+        self._spawn(st, "moto", self._aws_control_plane_command(ports["moto"]),
+                    env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"})  # niced inside, see harness.lab.awscp
         for region in ("primary", "dr"):
             (self.state / f"redis-{region}").mkdir(parents=True, exist_ok=True)
             self._spawn(st, f"redis_{region}", self.valkey_command(region, st, valkey))
@@ -333,6 +333,7 @@ class Lab:
             progress("waiting for replication and the global endpoint")
             self._wait_ready(st, timeout)
             aws.result()
+        st["aws"] = getattr(self, "_aws_ids", None)  # written here: the state's other writers hold their own copy
         self._wait_kubeapi(st, timeout)  # up long before (the supervisor's controller retries until it answers)
 
     # -- Kubernetes API (one emulated cluster per region, kubeapi.py; the supervisor is its controller) ------
@@ -478,11 +479,32 @@ class Lab:
         path.write_text(json.dumps(cfg, indent=2))
         return path
 
+    # -- AWS control plane (moto + reconciler, harness.lab.awscp) ----------------------------------
+    def _aws_control_plane_command(self, port: int) -> list[str]:
+        """moto with the lab's hooks and reconciler in one process (its pid key stays "moto"); it creates the
+        backup resources and the control plane itself as soon as it serves (in parallel with PostgreSQL)."""
+        return [sys.executable, "-m", "harness.lab.awscp", "--host", "127.0.0.1", "--port", str(port),
+                "--state-dir", str(self.state), "--provision"]
+
     def _provision_aws(self, port: int, timeout: float) -> None:
+        """Wait until the control-plane process has created the AWS resources; keep their ids."""
         self._wait_port("moto (S3/AWS)", port, timeout, "moto")
         from harness.lab import aws
 
-        aws.provision(f"http://127.0.0.1:{port}")
+        ids = self.state / aws.IDS_FILE
+        st = self._read_state() or {}
+        if not procs.wait_until(lambda: ids.exists() or not self._pid_alive(st, "moto"), timeout, interval=0.05):
+            raise LabError(f"the AWS control plane was not provisioned within {timeout:.0f} s; "
+                           f"log: {self.logs / 'moto.log'}")
+        if not ids.exists():
+            raise LabError(f"moto (AWS control plane) exited during start-up; log: {self.logs / 'moto.log'}")
+        cp = json.loads(ids.read_text())
+        if "error" in cp:
+            raise LabError(f"provisioning the AWS control plane failed: {cp['error']}; log: {self.logs / 'moto.log'}")
+        self._aws_ids = cp
+
+    def _aws_topology(self, st: dict[str, Any]) -> dict[str, Any] | None:
+        return st.get("aws")
 
     def _wait_ready(self, st: dict[str, Any], timeout: float) -> None:
         import httpx
@@ -569,7 +591,7 @@ class Lab:
         shutil.rmtree(self.server_root, ignore_errors=True)
         for name in ("redis-primary", "redis-dr"):
             shutil.rmtree(self.state / name, ignore_errors=True)
-        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret", KUBECONFIG_FILE):
+        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret", KUBECONFIG_FILE, "aws-controlplane.json", "aws-ids.json"):
             try:
                 (self.state / name).unlink()
             except FileNotFoundError:
@@ -638,6 +660,7 @@ class Lab:
                                           "upstream": f"127.0.0.1:{ports[up]}", "stands_for": up}
                                       for n, up in PROXIES.items()}},
             "s3": {"endpoint_url": f"http://127.0.0.1:{ports['moto']}", "bucket": "kerp-backups"},
+            "aws": self._aws_topology(st),
             "supervisor": {"url": f"http://127.0.0.1:{ports['supervisor']}"},
             "popbill": {"url": f"http://127.0.0.1:{ports['popbill']}"},
             "kubernetes": self._kube_topology(ports),
