@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from harness.errors import UsageError
+from harness.failover.planes_kubernetes import kubernetes_apps
 from harness.targets import _lab
 from harness.targets.app import ops as app_ops
 from harness.targets.postgres import ops as pg_ops
@@ -177,9 +178,15 @@ def _lab_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] |
     return RegionPlanes(LabApps(t, http), LabData(t), LabTraffic(t, http))
 
 
+def _lab_cloud_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
+    """The embedded lab through its Kubernetes API: apps scaled as Deployments (data and traffic: the lab's own)."""
+    return RegionPlanes(kubernetes_apps(t, http, configuration), LabData(t), LabTraffic(t, http))
+
+
 #: environment kind -> the planes the runbook acts through (configuration drill_environment_kind; default lab)
 PLANES: dict[str, Callable[[_lab.LabTarget, Any, Mapping[str, Any] | None], RegionPlanes]] = {
     "lab": _lab_planes,
+    "lab-cloud": _lab_cloud_planes,
 }
 
 
