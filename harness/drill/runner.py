@@ -453,7 +453,16 @@ def _feature_command(rdir: Path) -> list[str]:
            "-p", "no:cacheprovider", "-p", "pytest_bdd.plugin"]
     for name in steps:
         cmd += ["-p", name]
+    cmd += _allure_options(rdir)
     return cmd + [str(binding.origin), "--junitxml", str(rdir / "pytest-junit.xml")]
+
+
+def _allure_options(rdir: Path) -> list[str]:
+    """allure-pytest-bdd writes the scenario's Allure result (Given/When/Then steps, tags as labels) into the
+    report dir; the drill's files are attached to it by the scenario's teardown (harness.report.allure)."""
+    from harness.report.allure import RESULTS_DIR
+
+    return ["-p", "allure_pytest_bdd.plugin", "--alluredir", str(rdir / RESULTS_DIR)]
 
 
 def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str], bool]:
@@ -499,4 +508,7 @@ def _fail_report(report: dict, rdir: Path, why: str) -> int:
                   error=(report.get("error") + "; " if report.get("error") else "") + why)
     report.pop("_paths", None)
     write_report(report, rdir)
+    from harness.drill.records import record_history
+
+    record_history(report, rdir)  # the history row says failed too
     return ExitCode.HARNESS_ERROR
