@@ -100,14 +100,16 @@ def build(results: list[Path], output: Path, history: Path, name: str = "drill")
         if version.startswith("2."):  # allure-commandline 2 (Java): single file, no jsonl history
             argv = [*cmd, "generate", "--single-file", "--clean", "-o", str(output), *map(str, results)]
         else:
+            # the classic UI plugin: it honours ALLURE_NO_ANALYTICS (the "awesome" one always embeds an analytics
+            # script that calls out when the page is opened), so the page makes no request at all
             config = {"name": name, "output": str(output), "historyPath": str(history),
-                      "plugins": {"awesome": {"options": {"singleFile": True, "reportName": name}}}}
+                      "plugins": {"allure2": {"options": {"singleFile": True, "reportName": name}}}}
             cfg = Path(tmp) / "allurerc.json"
             cfg.write_text(json.dumps(config))
             argv = [*cmd, "generate", "--config", str(cfg), *map(str, results)]
         try:
             r = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
-                               env={**os.environ, "NO_COLOR": "1"})
+                               env={**os.environ, "NO_COLOR": "1", "ALLURE_NO_ANALYTICS": "true"})
         except (OSError, subprocess.TimeoutExpired) as e:
             raise HarnessError(f"allure generate failed: {e}") from e
     index = output / "index.html"

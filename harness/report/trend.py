@@ -21,6 +21,13 @@ from .history import Run
 WINDOW = 10
 MIN_BASELINE = 3
 METRICS = (("rto_s", "RTO"), ("rpo_s", "RPO"))
+#: measurement noise a run may exceed the recent p95 by without being flagged: 5 % of it, at least 0.1 s
+NOISE_REL, NOISE_ABS_S = 0.05, 0.1
+
+
+def worse_than(value: float, p95: float) -> bool:
+    """A regression: `value` above the recent p95 by more than the noise margin."""
+    return value - p95 > max(NOISE_REL * p95, NOISE_ABS_S)
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"), autoescape=True,
                           undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -65,8 +72,8 @@ def _value(run: Run, service: str, attr: str) -> float | None:
 
 
 def regressions(runs: Iterable[Run], window: int = WINDOW, min_baseline: int = MIN_BASELINE) -> list[Regression]:
-    """Every (run, service, metric) worse than the p95 of up to `window` earlier runs of the same kind (judged
-    once `min_baseline` earlier values exist)."""
+    """Every (run, service, metric) worse than the p95 of up to `window` earlier runs of the same kind by more than
+    the noise margin (judged once `min_baseline` earlier values exist)."""
     out: list[Regression] = []
     ordered = _measured(runs)
     for i, run in enumerate(ordered):
@@ -80,7 +87,7 @@ def regressions(runs: Iterable[Run], window: int = WINDOW, min_baseline: int = M
                 if len(base) < min_baseline:
                     continue
                 p95 = percentile(base, 95)
-                if value > p95:
+                if worse_than(value, p95):
                     out.append(Regression(run.run_id, run.kind, o.service, label, value, round(p95, 3), len(base)))
     return out
 
@@ -145,7 +152,8 @@ def trend_data(runs: Iterable[Run]) -> dict[str, Any]:
     """What the page shows, as data (also `drill trend --json`)."""
     runs = list(runs)
     return {"runs": len(runs), "scenarios": scenario_stats(runs),
-            "regressions": [r.to_dict() for r in regressions(runs)], "window": WINDOW, "min_baseline": MIN_BASELINE}
+            "regressions": [r.to_dict() for r in regressions(runs)], "window": WINDOW, "min_baseline": MIN_BASELINE,
+            "noise_margin": {"relative": NOISE_REL, "absolute_s": NOISE_ABS_S}}
 
 
 def render_trend_html(runs: Iterable[Run], generated_at: str | None = None) -> str:
