@@ -180,3 +180,20 @@ def test_chaos_toolkit_run_result_has_a_step_per_activity_tags_and_attachments(t
     names = {a["name"]: a for a in res["attachments"]}
     assert set(names) == {"report.json", "timeline chart", "integrity details"}
     assert json.loads((out / names["integrity details"]["source"]).read_text())["integrity"] == rep["integrity"]
+
+
+def test_report_allure_without_node_or_java_is_one_line_exit_1_and_a_bad_run_is_exit_2(tmp_path):
+    rdir = tmp_path / "run1"
+    rdir.mkdir()
+    rep = report("run1", "ci-smoke", T0, {"api-gateway": 1.0})
+    (rdir / "report.json").write_text(json.dumps(rep))
+    write_experiment_result(rep, rdir, None)  # refused before Chaos Toolkit ran: one step saying so
+    env = {k: v for k, v in os.environ.items() if k not in ("DRILL_ALLURE", "DRILL_HISTORY")}
+    env.update(DRILL_REPORTS_DIR=str(tmp_path), PATH=str(tmp_path / "empty-bin"))  # no node, no java, no allure
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "report", "allure"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "needs Node.js (npm allure 3) or Java (allure-commandline 2)" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "report", "allure", "no-such-run"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "'no-such-run' is not a run id" in r.stderr, r.stderr
