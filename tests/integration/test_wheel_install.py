@@ -53,7 +53,7 @@ def installed(tmp_path_factory):
     # the new venv's own; .pth files there are not processed, so an editable install of drill is not either
     (purelib / "zz_drill_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "DRILL_STATE_DIR",
-                                                              "DRILL_REPORTS_DIR", "VIRTUAL_ENV")}
+                                                              "DRILL_REPORTS_DIR", "DRILL_HISTORY", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     inst = _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheels[0])],
                 cwd=tmp, env=env, timeout=300)
