@@ -4,6 +4,7 @@ Allure result: tests/integration/_allure.py, called by test_drill_run.py on its 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -76,6 +77,12 @@ def test_report_allure_builds_one_single_file_report_and_carries_history(runs, d
     html = index.read_text()
     # everything inline (it opens from a file path) and nothing fetched from elsewhere (no analytics either)
     assert "<script" in html and not re.search(r'(src|href)="(https?:)?//', html)
+    # the scenario's data is inside the one file (base64 per test case): its Gherkin steps and attachments
+    embedded = re.findall(r'"(data/test-cases/[^"]+)"\s*,\s*"([^"]+)"', html)
+    [case] = [json.loads(base64.b64decode(v)) for _, v in embedded]
+    assert [st["name"] for st in case["testStage"]["steps"]][:2] == ["Given the embedded lab is up",
+                                                                      'And a drill of kind "region-failover" is recording']
+    assert {"report.json", "timeline chart"} <= {a["name"] for a in case["testStage"]["attachments"]}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stats"]["total"] == 1 and summary["stats"]["passed"] == 1
     history = runs / "allure-history.jsonl"
