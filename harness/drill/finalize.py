@@ -10,6 +10,7 @@ from harness.core import checklist as checklist_core
 from harness.core import measure
 from harness.core.durations import format_duration
 from harness.core.report import build_report, redact
+from harness.drill import records
 from harness.drill.session import DrillSession
 from harness.errors import ExitCode
 from harness.report import write_report
@@ -207,6 +208,7 @@ def write(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         report = build(s, plan, journal=journal, error=error, refused=refused)
         paths = write_report(report, s.report_dir, journal=journal, secrets=sorted(s.secrets))
     report["_paths"] = {k: str(v) for k, v in paths.items()}
+    records.record_run(report, s.report_dir, journal)  # allure-results/ and the run history
     s.report = report
     return report
 

@@ -414,7 +414,7 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
         env["DRILL_PLAN_OVERRIDES"] = str(Path(plan_overrides).resolve())
     if dry_run:
         env["DRILL_DRY_RUN"] = "1"
-    cmd = _feature_command(rdir.resolve())
+    cmd = _feature_command(rdir.resolve(), rootdir=t.path.parent)
     console.print(f"[bold]drill[/] run [cyan]{rid}[/] (feature {t.path.name}) → {rdir}", highlight=False)
     rc, signals, killed = _run_child(cmd, Path.cwd(), env)
     problems: list[str] = []
@@ -440,20 +440,30 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     return code
 
 
-def _feature_command(rdir: Path) -> list[str]:
+def _feature_command(rdir: Path, rootdir: Path | None = None) -> list[str]:
     """pytest on the packaged scenario binding with the packaged steps as plugins, from any directory: no pytest
-    configuration or conftest of the cwd or a checkout, no other installed pytest plugin (autoload is off)."""
+    configuration or conftest of the cwd or a checkout, no other installed pytest plugin (autoload is off). The
+    rootdir is the feature's folder (allure-pytest-bdd names the result's path relative to it)."""
     import importlib.util
 
     from harness.steps import PLUGINS
 
     binding = importlib.util.find_spec("harness.drill.scenario_binding")
     steps = [f"harness.steps.{name}" for name in PLUGINS]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-c", os.devnull, "--rootdir", str(rdir), "--noconftest",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-c", os.devnull, "--rootdir", str(rootdir or rdir), "--noconftest",
            "-p", "no:cacheprovider", "-p", "pytest_bdd.plugin"]
     for name in steps:
         cmd += ["-p", name]
+    cmd += _allure_options(rdir)
     return cmd + [str(binding.origin), "--junitxml", str(rdir / "pytest-junit.xml")]
+
+
+def _allure_options(rdir: Path) -> list[str]:
+    """allure-pytest-bdd writes the scenario's Allure result (Given/When/Then steps, tags as labels) into the
+    report dir; the drill's files are attached to it by the scenario's teardown (harness.report.allure)."""
+    from harness.report.allure import RESULTS_DIR
+
+    return ["-p", "allure_pytest_bdd.plugin", "--alluredir", str(rdir / RESULTS_DIR)]
 
 
 def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str], bool]:
@@ -499,4 +509,7 @@ def _fail_report(report: dict, rdir: Path, why: str) -> int:
                   error=(report.get("error") + "; " if report.get("error") else "") + why)
     report.pop("_paths", None)
     write_report(report, rdir)
+    from harness.drill.records import record_history
+
+    record_history(report, rdir)  # the history row says failed too
     return ExitCode.HARNESS_ERROR

@@ -23,7 +23,8 @@ NOT_SHIPPED = ("tests", "bench", "conftest.py")
 #: tools every virtualenv has (the wheel test runs `python -m pip`), not dependencies
 TOOLING = {"pip"}
 #: runtime dependencies the code never names as a module, and why they are needed
-USED_WITHOUT_IMPORT = {"chaostoolkit": "the `chaos` command that runs the experiments outside drill"}
+USED_WITHOUT_IMPORT = {"chaostoolkit": "the `chaos` command that runs the experiments outside drill",
+                       "allure-pytest-bdd": "the pytest plugin `drill run X.feature` loads (-p allure_pytest_bdd.plugin)"}
 
 
 @cache
