@@ -42,6 +42,9 @@ PORT_NAMES = (
     + [f"app_{r}_{i}" for r in ("primary", "dr") for i in range(APP_SLOTS)]
 )
 
+# -- status page (docs/ARCHITECTURE.md "Status page"): its port and process, kept apart from the others' --
+PORT_NAMES = PORT_NAMES + ["status_page"]
+
 #: every process the lab records in its state, by pid key, with the name a user reads in messages
 COMPONENTS = {
     "toxiproxy": "fault proxy",
@@ -52,6 +55,9 @@ COMPONENTS = {
     "supervisor": "app supervisor",
     "router": "region router",
 }
+COMPONENTS["status_page"] = "status page"
+#: how often the status page probes each service, and how many results in a row make an outage
+STATUS_PAGE_PROBES = {"interval_s": 0.5, "timeout_s": 1.0, "window": 2, "slow_s": 1.0}
 
 #: how long `down` waits for the ports of stopped servers to close
 PORTS_CLOSE_TIMEOUT_S = 3.0
@@ -326,6 +332,32 @@ class Lab:
             progress("waiting for replication and the global endpoint")
             self._wait_ready(st, timeout)
             aws.result()
+        self._start_status_page(st, progress, timeout)
+
+    # -- the status page (a lab component like the router; stopped by `down` with every recorded pid) --------
+    def _start_status_page(self, st: dict[str, Any], progress: Progress, timeout: float) -> None:
+        import psycopg
+
+        from harness.lab.kerp.seed import lab_credentials
+
+        ports = st["ports"]
+        with psycopg.connect(self.pg_nodes(st)["primary"].dsn, connect_timeout=3) as c:
+            row = c.execute("SELECT min(id) FROM vouchers WHERE request_id LIKE 'seed-%'").fetchone()
+        cred = lab_credentials(st.get("scale", 1))[0]
+        cfg = {"global_endpoint": f"http://127.0.0.1:{ports['router']}", "credentials": [cred.email, cred.password],
+               "voucher_id": int(row[0]) if row and row[0] is not None else 1, **STATUS_PAGE_PROBES}
+        path = self.state / "statuspage.json"
+        path.write_text(json.dumps(cfg, indent=2))
+        progress("starting the status page")
+        self._spawn(st, "status_page", [sys.executable, "-m", "harness.lab.statuspage", "--host", "127.0.0.1",
+                                        "--port", str(ports["status_page"]), "--config", str(path)])
+        self._wait_port("status page", ports["status_page"], timeout, "status_page")
+
+    @staticmethod
+    def _status_page_topology(ports: dict[str, int]) -> dict[str, Any]:
+        if "status_page" not in ports:  # a lab started before the status page existed
+            return {}
+        return {"status_page": {"url": f"http://127.0.0.1:{ports['status_page']}"}}
 
     # -- single Valkey nodes (used by the redis target to restart a killed node) ----------
     def valkey_command(self, region: str, st: dict[str, Any] | None = None, valkey: Path | None = None,
@@ -579,6 +611,7 @@ class Lab:
             "logs": str(self.logs),
             "pids": st.get("pids", {}),
             "scale": st.get("scale", 1),
+            **self._status_page_topology(ports),
         }
 
     def _app_urls(self, ports: dict[str, int]) -> dict[str, list[str]]:

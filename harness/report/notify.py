@@ -333,8 +333,10 @@ def dispatch(report: Mapping[str, Any], plan: Any, out_dir: Path | str, cfg: Not
     if cfg.outbox:
         outbox.mkdir(parents=True, exist_ok=True)
         for n, msg, rec in zip(notes, msgs, records):
-            path = outbox / f"{n.name}.eml"
+            path = outbox / f"{n.name}.eml"  # the message as sent
             path.write_bytes(bytes(msg))
+            (outbox / f"{n.name}.txt").write_text(  # the same, readable
+                f"To: {msg['To']}\nSubject: {n.subject}\nDate: {msg['Date']}\n\n{n.body}", encoding="utf-8")
             rec["outbox"] = path.name
     if cfg.smtp_url:
         todo = []
