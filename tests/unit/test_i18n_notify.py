@@ -258,3 +258,18 @@ def test_status_board_goes_operational_outage_operational_with_one_incident():
     assert [u["status"] for u in inc["updates"]] == ["investigating", "identified", "monitoring", "resolved"]
     assert board.record("voucher-service", Probe(True, 2.5, t + 1)) == DEGRADED  # slow is degraded
     assert len(board.incidents()) == 2 and board.incidents()[0]["severity"] == "minor"
+
+
+def test_cli_refuses_an_unknown_language_and_bad_notification_settings_before_the_lab(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DRILL_STATE_DIR=str(tmp_path / "no-lab"))
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "ci-smoke", "--lang", "fr"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "drill: error: --lang 'fr' is not a report language (en, ko)"
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "ci-smoke", "--report-dir", str(tmp_path / "r")],
+                       env=dict(env, DRILL_NOTIFY_WEBHOOK_URL="ftp://x"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "drill_notify_webhook_url 'ftp://x'" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "no-lab").exists()
