@@ -8,7 +8,7 @@ report.json never changes with the language: only what people read is translated
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any
 
 from harness.errors import UsageError
 
@@ -185,5 +185,3 @@ def service_label(service: str, lang: str) -> str:
         return f"{service} ({SERVICE_NAMES[service]})"
     return service
 
-
-Tr = Callable[..., str]

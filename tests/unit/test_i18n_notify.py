@@ -273,3 +273,11 @@ def test_cli_refuses_an_unknown_language_and_bad_notification_settings_before_th
                        env=dict(env, DRILL_NOTIFY_WEBHOOK_URL="ftp://x"), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "drill_notify_webhook_url 'ftp://x'" in r.stderr and len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "no-lab").exists()
+
+
+def test_validate_names_a_bad_language_or_notification_setting_in_an_experiment():
+    from harness.drill.validate import drill_configuration_problems
+
+    assert drill_configuration_problems({"drill_lang": "ko", "drill_notify_customer_to": ["a@kerp.example"]}) == []
+    problems = drill_configuration_problems({"drill_lang": "fr", "drill_notify_webhook_url": "ftp://x"})
+    assert len(problems) == 2 and "drill_lang" in problems[0] and "'ftp://x'" in problems[1]
