@@ -310,7 +310,14 @@ def _print_topology(topo: dict) -> None:
     t.add_row("router (global endpoint)", topo["router"]["url"], f"active region: {topo['router']['active_region']}")
     t.add_row("fault proxy", topo["toxiproxy"]["url"], h("toxiproxy"))
     t.add_row("s3 / aws (moto)", topo["s3"]["endpoint_url"], h("moto"))
+    kube = topo.get("kubernetes")
+    if kube:
+        for region, url in kube.get("api_urls", {}).items():
+            t.add_row(f"kubernetes {region}", url, h(f"kubernetes_{region}"))
     out.print(t)
+    if kube:
+        out.print(f"kubeconfig: {kube['kubeconfig']} (contexts {', '.join(kube['contexts'].values())})",
+                  highlight=False, markup=False)
     verdict = "[green]healthy[/]" if topo.get("healthy") else "[red]unhealthy[/]"
     out.print(f"lab is {verdict}; logs in {topo['logs']}")
 
