@@ -310,6 +310,8 @@ def _print_topology(topo: dict) -> None:
     t.add_row("router (global endpoint)", topo["router"]["url"], f"active region: {topo['router']['active_region']}")
     t.add_row("fault proxy", topo["toxiproxy"]["url"], h("toxiproxy"))
     t.add_row("s3 / aws (moto)", topo["s3"]["endpoint_url"], h("moto"))
+    if topo.get("status_page"):
+        t.add_row("status page", topo["status_page"]["url"], h("status_page"))
     kube = topo.get("kubernetes")
     if kube:
         for region, url in kube.get("api_urls", {}).items():
