@@ -151,13 +151,21 @@ def run_cmd(
     allow_env: list[str] = typer.Option([], "--allow-env", metavar="NAME",
                                         help="Allow faults in this non-lab environment (repeatable; also "
                                              "DRILL_ALLOWED_ENVIRONMENTS); its file must allow them too."),
+    lang: str = typer.Option("en", "--lang", envvar="DRILL_LANG", metavar="en|ko",
+                             help="Language of report.md, report.html, the console summary and the notifications "
+                                  "(en or ko; report.json is the same in both)."),
 ) -> None:
     """Run a drill: bring the lab up if needed, inject, fail over, measure RTO/RPO, validate, report.
 
     Exit code: 0 passed, 3 objectives missed, 4 integrity violation, 5 refused by safety, 130 interrupted.
     """
     from harness.drill import runner
+    from harness.report.i18n import check_lang
 
+    try:
+        lang = check_lang(lang)
+    except HarnessError as e:
+        _fail(e)
     if plan_overrides is not None and not plan_overrides.is_file():
         _fail(UsageError(f"--plan-overrides {str(plan_overrides)!r} "
                          + ("is not a file" if plan_overrides.exists() else "does not exist")))
@@ -165,7 +173,7 @@ def run_cmd(
         code = runner.run(target, report_dir=report_dir, dry_run=dry_run, approvals=tuple(approve),
                           plan_overrides=str(plan_overrides) if plan_overrides else None,
                           state_dir=str(state_dir) if state_dir else None, console=err,
-                          environment=env, allow_env=tuple(allow_env))
+                          environment=env, allow_env=tuple(allow_env), lang=lang)
     except HarnessError as e:
         _fail(e)
     raise typer.Exit(code)
@@ -302,6 +310,8 @@ def _print_topology(topo: dict) -> None:
     t.add_row("router (global endpoint)", topo["router"]["url"], f"active region: {topo['router']['active_region']}")
     t.add_row("fault proxy", topo["toxiproxy"]["url"], h("toxiproxy"))
     t.add_row("s3 / aws (moto)", topo["s3"]["endpoint_url"], h("moto"))
+    if topo.get("status_page"):
+        t.add_row("status page", topo["status_page"]["url"], h("status_page"))
     kube = topo.get("kubernetes")
     if kube:
         for region, url in kube.get("api_urls", {}).items():
