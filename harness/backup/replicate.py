@@ -15,8 +15,8 @@ from harness.lab.walarchive import transfer_config
 
 __all__ = ["DR_BUCKET", "DR_REGION", "ReplicationError", "copy_to_dr", "ensure_dr_bucket"]
 
-DR_BUCKET = "kerp-backups-dr"
-DR_REGION = "ap-northeast-1"
+DR_BUCKET = aws.DR_BUCKET
+DR_REGION = aws.DR_REGION
 DR_KMS_ALIAS = "alias/kerp-backups"
 
 
@@ -26,12 +26,12 @@ class ReplicationError(HarnessError):
 
 def ensure_dr_bucket(endpoint_url: str) -> None:
     """The DR bucket (versioned) and the DR region's KMS key, created when absent (idempotent)."""
-    s3 = aws.client("s3", endpoint_url, region=DR_REGION)
+    s3 = aws.regional_client("s3", endpoint_url, DR_REGION)
     try:
         if DR_BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
             s3.create_bucket(Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": DR_REGION})
             s3.put_bucket_versioning(Bucket=DR_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        kms = aws.client("kms", endpoint_url, region=DR_REGION)
+        kms = aws.regional_client("kms", endpoint_url, DR_REGION)
         if DR_KMS_ALIAS not in {a["AliasName"] for a in kms.list_aliases().get("Aliases", [])}:
             key_id = kms.create_key(Description="K-ERP backup encryption, DR region (drill lab)")["KeyMetadata"]["KeyId"]
             kms.create_alias(AliasName=DR_KMS_ALIAS, TargetKeyId=key_id)
@@ -43,7 +43,7 @@ def copy_to_dr(endpoint_url: str, key: str, sha256: str, *, bucket: str = aws.BU
                metadata_table: str = aws.METADATA_TABLE) -> dict[str, Any]:
     """Copy s3://bucket/key to the DR bucket, read it back and compare its sha256; record the copy in DynamoDB."""
     ensure_dr_bucket(endpoint_url)
-    dr = aws.client("s3", endpoint_url, region=DR_REGION)
+    dr = aws.regional_client("s3", endpoint_url, DR_REGION)
     try:
         dr.copy({"Bucket": bucket, "Key": key}, DR_BUCKET, key, Config=transfer_config(),
                 ExtraArgs={"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": DR_KMS_ALIAS})
