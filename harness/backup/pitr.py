@@ -108,7 +108,10 @@ def _switch_and_wait(primary_dsn: str | None, s3: Any, bucket: str, timeout: flo
     t0 = time.monotonic()
     try:
         with psycopg.connect(primary_dsn, autocommit=True, connect_timeout=3) as c:
-            name = c.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+            # the segment holding the last WAL written: after a switch the returned LSN is the next segment's
+            # start; with nothing written since the last switch it is the current segment's first record
+            # (its start + the 40-byte long page header), a segment that is not complete: step back before both
+            name = c.execute("SELECT pg_walfile_name(pg_switch_wal() - 41)").fetchone()[0]
             while (c.execute("SELECT last_archived_wal >= %s FROM pg_stat_archiver", (name,)).fetchone()[0]
                    is not True):
                 if time.monotonic() - t0 > timeout:
