@@ -348,6 +348,8 @@ def validate_cmd(
 @app.command("detect")
 def detect_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the level and the indicators as JSON."),
+    prometheus: bool = typer.Option(False, "--prometheus", help="Print the level and one gauge per indicator in "
+                                                                "the Prometheus text format (kerp_disaster_level)."),
     state_dir: Optional[Path] = StateDir,
     env: str = EnvName,
 ) -> None:
@@ -365,6 +367,23 @@ def detect_cmd(
     from harness.failover.runbook import detect_level
 
     cfg = {"drill_state_dir": str(state_dir)} if state_dir else {}
+    if json_out and prometheus:
+        _fail(UsageError("--json and --prometheus exclude each other"))
+    if prometheus:
+        import sys
+
+        from harness.drill import detector as drill_detector
+        from harness.lab.metrics import render
+
+        try:
+            smp = drill_detector.measure(cfg)
+        except HarnessError as e:
+            _fail(e)
+        except Exception as e:  # a client failing outside the per-indicator checks: one line
+            _fail(LabError(f"detection failed: {type(e).__name__}: {e}"))
+        drill_detector.push(cfg, smp)  # the lab's metrics endpoint serves the same sample
+        sys.stdout.write(render(smp.to_dict()).decode())
+        return
     try:
         res = detect_level(configuration=cfg)
         weights = {i.name: i.weight for i in guard.plan(cfg).indicators}

@@ -8,6 +8,7 @@ from typing import Any
 from harness import backup
 from harness.checks import integrity
 from harness.core import measure
+from harness.drill import detector
 from harness.drill import session as drill_session
 from harness.errors import HarnessError
 from harness.lab.manager import Lab
@@ -177,6 +178,7 @@ def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_inte
                                 probe_interval_s=float(cfg.get("drill_probe_interval_s", probe_interval_s)))
     s.workload = wl.start()
     s.event("note", "workload started", writers=writers, rate_per_s=rate_per_s, probe_interval_s=probe_interval_s)
+    detector.start(s, configuration)  # the disaster-level detector samples while the workload runs
     return {"writers": writers, "rate_per_s": rate_per_s}
 
 
@@ -215,6 +217,7 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
         if waiting:
             s.note(f"services not recovered within {recovery_timeout_s:.0f} s: {', '.join(waiting)}")
     time.sleep(settle_s)
+    detector.stop(s)
     counts = wl.stop()
     s.event("note", "workload stopped", **{k: v for k, v in counts.items() if isinstance(v, (dict, int))})
     topo = _topology(configuration)

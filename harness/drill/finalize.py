@@ -7,10 +7,13 @@ import time
 from typing import Any
 
 from harness.core import checklist as checklist_core
+from harness.core import detector as detector_core
 from harness.core import measure
 from harness.core.durations import format_duration
 from harness.core.report import build_report, redact
+from harness.drill import detector as drill_detector
 from harness.drill.session import DrillSession
+from harness.errors import ConfigError
 from harness.errors import ExitCode
 from harness.report import write_report
 
@@ -158,6 +161,11 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         extra["approvals"] = sorted(s.approvals)
     if s.recorder is not None:
         extra["dry_run_calls"] = s.recorder.calls
+    extra["detector"] = _detector(s, plan, fault_t)
+    extra["notes"] = list(s.notes)
+    extra["series"]["detector"] = [{"t": x["t"], "level": x["level"]} for x in extra["detector"]["samples"]]
+    if extra["detector"].get("expected_level") is not None:
+        extra["series"]["expected_level"] = extra["detector"]["expected_level"]
     report = build_report(
         run_id=s.run_id, kind=s.kind, target=s.target, started_at=s.started_at, ended_at=ended_at,
         objectives=objectives, writes=writes, integrity=s.integrity, checklist=checklist, events=events,
@@ -169,6 +177,21 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         report["error"] = s.refused
     _run_rules(s, report)
     return report
+
+
+def _detector(s: DrillSession, plan, fault_t: float | None) -> dict[str, Any]:
+    """report.json `detector`: the levels the run's sampler recorded against the scenario's expected level
+    (configuration `drill_expected_level`). A mismatch is noted, it does not fail the run: the level is the
+    plan's detector judging the lab, information for the people who own the weights, not an objective."""
+    try:
+        expected, why = detector_core.expected_level(plan, s.config.get("drill_expected_level"))
+    except ConfigError as e:
+        expected, why = None, ""
+        s.note(f"expected disaster level not judged: {e}")
+    doc = detector_core.summarize(plan, drill_detector.samples_of(s), expected, why, fault_t)
+    if doc["match"] is False and doc.get("note") and not any(n.startswith("detector reached level") for n in s.notes):
+        s.notes.append(doc["note"])
+    return doc
 
 
 def _summary(objectives, writes, integrity, fault_t, rpos=None, basis=None, dry_run=False) -> str:
@@ -199,6 +222,7 @@ def _summary(objectives, writes, integrity, fault_t, rpos=None, basis=None, dry_
 def write(s: DrillSession, plan, *, journal: dict | None = None, error: BaseException | None = None,
           refused: bool = False) -> dict[str, Any]:
     """Build the report and write every report file into the session's report dir."""
+    drill_detector.stop(s)  # a run that never reached stop_workload
     s.event("note", "writing the report")  # marks the phase (an interruption test waits for it)
     s.ended_at = s.ended_at or time.time()
     report = build(s, plan, journal=journal, error=error, refused=refused)

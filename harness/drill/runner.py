@@ -98,6 +98,10 @@ def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
     return topo
 
 
+#: experiment configuration keys the session (finalize, the report) reads
+SESSION_KEYS = ("drill_expects_fault", "drill_expected_level", "drill_tier", "drill_time_scale")
+
+
 def known_gates(plan=None) -> tuple[str, ...]:
     """The approval gates of the plan (the packaged one unless given)."""
     return tuple(g.name for g in (plan or guard.plan()).gates)
@@ -152,7 +156,7 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
         printer = _printer(console)
         s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(printer,),
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
-                                                   **{k: cfg[k] for k in ("drill_expects_fault",) if k in cfg}})
+                                                   **{k: cfg[k] for k in SESSION_KEYS if k in cfg}})
         s.approvals |= set(approvals)
         printer.secrets = s.secrets
         _begin_environment(s, env, env_secrets, dry_run)

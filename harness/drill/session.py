@@ -105,6 +105,8 @@ class DrillSession:
     recorder: Any = None
     #: (time, SafetyRefusal) for every refusal the guard raised in this run (typed: the journal keeps text only)
     refusals: list[tuple[float, SafetyRefusal]] = field(default_factory=list)
+    #: the disaster-level detector sampling during the workload (harness.drill.detector.Sampler)
+    detector: Any = None
 
     # -- recording helpers ----------------------------------------------------
     def event(self, kind: str, event: str, **data: Any) -> Event:

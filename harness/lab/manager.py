@@ -40,6 +40,7 @@ PORT_NAMES = (
      "router"]
     + [f"proxy_{p}" for p in PROXIES]
     + [f"app_{r}_{i}" for r in ("primary", "dr") for i in range(APP_SLOTS)]
+    + ["metrics"]
 )
 
 #: every process the lab records in its state, by pid key, with the name a user reads in messages
@@ -51,6 +52,7 @@ COMPONENTS = {
     "redis_dr": "valkey dr",
     "supervisor": "app supervisor",
     "router": "region router",
+    "metrics": "metrics endpoint",
 }
 
 #: how long `down` waits for the ports of stopped servers to close
@@ -273,6 +275,8 @@ class Lab:
                                       str(ports["toxiproxy"]), "--config", str(proxy_cfg)])
         self._spawn(st, "popbill", [py, "-m", "harness.lab.kerp.popbill", "--host", "127.0.0.1", "--port",
                                     str(ports["popbill"])])
+        self._spawn(st, "metrics", [py, "-m", "harness.lab.metrics", "--host", "127.0.0.1", "--port",
+                                    str(ports["metrics"])])
         self._spawn(st, "moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])],
                     env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"}, nice=10)
         for region in ("primary", "dr"):
@@ -576,6 +580,7 @@ class Lab:
             "s3": {"endpoint_url": f"http://127.0.0.1:{ports['moto']}", "bucket": "kerp-backups"},
             "supervisor": {"url": f"http://127.0.0.1:{ports['supervisor']}"},
             "popbill": {"url": f"http://127.0.0.1:{ports['popbill']}"},
+            "metrics": {"url": f"http://127.0.0.1:{ports['metrics']}/metrics" if "metrics" in ports else None},
             "logs": str(self.logs),
             "pids": st.get("pids", {}),
             "scale": st.get("scale", 1),

@@ -88,6 +88,20 @@ def test_ci_smoke_passes_and_writes_every_report_file(drill_lab, tmp_path):
     assert {"fault", "failover", "check", "note"} <= kinds
     journal = json.loads((out / "journal.json").read_text())
     assert journal["status"] == "completed"
+    # the detector sampled the plan's indicators during the drill: a region loss is at least level 3
+    det = report["detector"]
+    assert det["expected_level"] == 3 and det["max_level"] >= 3, {k: det[k] for k in ("max_level", "expected_level")}
+    assert det["match"] is (det["max_level"] == 3)
+    levels = [x["level"] for x in det["samples"]]
+    assert levels[0] == 0, levels  # sampling started with the workload, before the fault
+    peak = det["peak"]["indicators"]
+    assert peak["database_primary"] == {**peak["database_primary"], "healthy": False, "weight": 10}
+    assert sum(i["weight"] for i in peak.values() if i["healthy"] is False) == det["peak"]["failed_weight"]
+    assert any(e["kind"] == "detector" for e in report["timeline"])
+    assert "Disaster level" in (out / "report.html").read_text()
+    # the lab's metrics endpoint serves the detector's latest sample
+    metrics = httpx.get(drill_lab.topology()["metrics"]["url"], timeout=5).text
+    assert "kerp_disaster_level{region=" in metrics and "kerp_indicator_database_primary{" in metrics
     assert_lab_on_primary(drill_lab)
 
 
