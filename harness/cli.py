@@ -151,6 +151,9 @@ def run_cmd(
     allow_env: list[str] = typer.Option([], "--allow-env", metavar="NAME",
                                         help="Allow faults in this non-lab environment (repeatable; also "
                                              "DRILL_ALLOWED_ENVIRONMENTS); its file must allow them too."),
+    tier: Optional[str] = typer.Option(None, "--tier", metavar="platinum|gold|silver",
+                                       help="Judge every service also against this customer tier's RTO/RPO "
+                                            "(platinum 1h/15m, gold 4h/1h, silver 8h/4h)."),
 ) -> None:
     """Run a drill: bring the lab up if needed, inject, fail over, measure RTO/RPO, validate, report.
 
@@ -165,7 +168,7 @@ def run_cmd(
         code = runner.run(target, report_dir=report_dir, dry_run=dry_run, approvals=tuple(approve),
                           plan_overrides=str(plan_overrides) if plan_overrides else None,
                           state_dir=str(state_dir) if state_dir else None, console=err,
-                          environment=env, allow_env=tuple(allow_env))
+                          environment=env, allow_env=tuple(allow_env), tier=tier)
     except HarnessError as e:
         _fail(e)
     raise typer.Exit(code)

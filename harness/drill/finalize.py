@@ -9,6 +9,7 @@ from typing import Any
 from harness.core import checklist as checklist_core
 from harness.core import detector as detector_core
 from harness.core import measure
+from harness.core.functions import business_functions
 from harness.core.durations import format_duration
 from harness.core.report import build_report, redact
 from harness.drill import detector as drill_detector
@@ -109,7 +110,8 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         rpo_notes = {svc: why_not for svc in (x.name for x in plan.services)}
     # a drill that injects nothing by design (tabletop) has no objectives to judge
     judged = s.config.get("drill_expects_fault", True) is not False
-    objectives = measure.objective_results(plan, rtos, rpos, tier=s.config.get("tier"),
+    tier = s.config.get("drill_tier") or None
+    objectives = measure.objective_results(plan, rtos, rpos, tier=tier,
                                            catalog=[svc.name for svc in plan.services] if judged else None,
                                            rpo_basis=basis, notes=rpo_notes)
     # post_test checklist evidence that comes from the measurements
@@ -161,6 +163,11 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         extra["approvals"] = sorted(s.approvals)
     if s.recorder is not None:
         extra["dry_run_calls"] = s.recorder.calls
+    if tier:
+        t = plan.tier(tier)
+        extra["tier"] = {"name": t.name, "rto_s": t.rto_s, "rpo_s": t.rpo_s, "availability": t.availability,
+                         "dr_mode": t.dr_mode}
+    extra["business_functions"] = business_functions(plan, [o.to_dict() for o in objectives], tier)
     extra["detector"] = _detector(s, plan, fault_t)
     extra["notes"] = list(s.notes)
     extra["series"]["detector"] = [{"t": x["t"], "level": x["level"]} for x in extra["detector"]["samples"]]

@@ -115,7 +115,7 @@ def __getattr__(name: str) -> Any:
 
 def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, approvals: tuple[str, ...] = (),
         plan_overrides: str | None = None, state_dir: str | None = None, console=None,
-        environment: str | None = None, allow_env: tuple[str, ...] = ()) -> int:
+        environment: str | None = None, allow_env: tuple[str, ...] = (), tier: str | None = None) -> int:
     """Run one drill and return its exit code (the report says why).
 
     Everything that can be refused is checked before the lab is touched (target, plan overrides, --approve
@@ -140,6 +140,13 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     cfg = _resolved_configuration(experiment) if experiment is not None else {}
     # the run's plan, once (a bad override or plan file is a usage error, exit 2, before the lab is touched)
     plan = load_plan(cfg.get("drill_plan"), overrides=overrides)
+    if tier is not None:
+        tiers = [x.name for x in plan.tiers]
+        if tier not in tiers:
+            raise UsageError(f"--tier {tier!r} is not a tier of the plan ({', '.join(tiers)})")
+        if experiment is None:
+            raise UsageError("--tier applies to experiments and profiles, not to features")
+        cfg["drill_tier"] = experiment["configuration"]["drill_tier"] = tier
     gates = known_gates(plan)
     for gate in approvals:
         if gate not in gates:

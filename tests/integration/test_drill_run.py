@@ -109,13 +109,23 @@ def test_impossible_rto_makes_the_drill_exit_3(drill_lab, tmp_path):
     overrides = tmp_path / "impossible.yaml"
     overrides.write_text("services:\n  authentication:\n    rto: 1ms\n")
     out = tmp_path / "report"
-    r = drill("run", "ci-smoke", "--report-dir", str(out), "--plan-overrides", str(overrides), state=drill_lab.state)
+    r = drill("run", "ci-smoke", "--report-dir", str(out), "--plan-overrides", str(overrides), "--tier", "platinum",
+              state=drill_lab.state)
     assert r.returncode == 3, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["exit_code"] == 3 and report["status"] == "failed"
     auth = next(o for o in report["objectives"] if o["service"] == "authentication")
     assert auth["met"] is False and auth["rto_target_s"] == pytest.approx(0.001)
     assert "RTO" in auth["reason"]
+    # --tier platinum (1h/15m) tightens the catalog's own targets (voucher 120m/60m, tax invoices 180m/60m)
+    assert report["tier"]["name"] == "platinum"
+    by = {o["service"]: o for o in report["objectives"]}
+    assert by["voucher-service"]["rto_target_s"] == 3600 and by["voucher-service"]["rpo_target_s"] == 900
+    assert by["tax-invoice-service"]["rto_target_s"] == 3600
+    assert by["tax-invoice-service"]["targets"]["rto_from"] == "tier platinum"
+    fns = {f["function"]: f for f in report["business_functions"]}
+    assert fns["tax invoice issuing"]["status"] == "probed" and fns["tax invoice issuing"]["rto_target_s"] == 3600
+    assert fns["report generation"]["status"] == "not_modelled"
     assert "objectives missed" in (out / "report.md").read_text()
     assert_lab_on_primary(drill_lab)
 
