@@ -1,5 +1,4 @@
-"""The plan's business functions (section 2.1) against what a drill measures: each probed through a catalog service, or
-marked not modelled."""
+"""The plan's business functions (section 2.1) against what a drill measures: probed through a catalog service, or not modelled."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The disaster-level detector in every drill: a thread started with the workload samples the plan's indicators
-onto the timeline (kind "detector") and pushes each sample to the lab's metrics endpoint."""
+"""The disaster-level detector in every drill: a sampler thread puts the plan's indicators on the timeline and the metrics endpoint."""
 
 from __future__ import annotations
 

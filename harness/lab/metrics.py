@@ -1,4 +1,4 @@
-"""The lab's metrics endpoint: the detector's latest sample as Prometheus gauges (`kerp_disaster_level{region}`, one gauge per indicator).
+"""The lab's metrics endpoint: the detector's latest sample as Prometheus gauges (`kerp_disaster_level{region}`, one per indicator).
 
 Like a Prometheus Pushgateway: the detector (one implementation, in the failover layer) PUTs each sample as
 JSON to `/detector`; `GET /metrics` serves the text exposition of the latest one, with its timestamp
