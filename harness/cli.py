@@ -141,9 +141,11 @@ def run_cmd(
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report "
                                                                          "(default reports/<run-id>/)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Record the planned faults, inject nothing."),
-    approve: list[str] = typer.Option([], "--approve", help="Approve a gate of the plan (repeatable): "
-                                                            "dr_region_switch, data_restore_from_backup, "
-                                                            "database_point_in_time_recovery."),
+    approve: list[str] = typer.Option([], "--approve", metavar="GATE[=WHO]",
+                                      help="Approve a gate of the plan (repeatable): dr_region_switch, "
+                                           "data_restore_from_backup, database_point_in_time_recovery; =WHO "
+                                           "names the approver (recorded with the time in the timeline and "
+                                           "report)."),
     plan_overrides: Optional[Path] = typer.Option(None, "--plan-overrides",
                                                   help="YAML merged over the plan (e.g. tighter objectives)."),
     state_dir: Optional[Path] = StateDir,

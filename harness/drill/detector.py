@@ -7,6 +7,7 @@ import time
 from typing import Any, Callable
 
 from harness.core import detector as core_detector
+from harness.core import escalation
 from harness.failover.runbook import detect_level
 from harness.safety import guard
 from harness.targets import _lab
@@ -102,8 +103,21 @@ def start(session: Any, configuration: dict | None) -> Sampler | None:
     interval = float((configuration or {}).get("drill_detector_interval_s", DEFAULT_INTERVAL_S) or 0)
     if interval <= 0 or guard.is_dry_run(configuration):
         return None
-    session.detector = Sampler(session, configuration, interval).start()
-    session.event("note", "detector started", interval_s=interval)
+    plan = guard.plan(configuration)
+    scale = escalation.time_scale((configuration or {}).get("drill_time_scale"))
+    clock = escalation.EscalationClock.for_plan(plan, scale)
+
+    def escalate(smp: core_detector.LevelSample | None) -> None:
+        """The escalation matrix on the drill clock, driven by the level just sampled."""
+        if smp is None:
+            return
+        for step in clock.observe(smp.t, smp.level):
+            d = step.to_dict()
+            session.timeline.append("escalation", f"called L{step.level} {step.who}",
+                                    {k: v for k, v in d.items() if k != "t"}, t=step.t)
+
+    session.detector = Sampler(session, configuration, interval, extra=(escalate,)).start()
+    session.event("note", "detector started", interval_s=interval, time_scale=scale)
     return session.detector
 
 

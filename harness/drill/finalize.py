@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.core import checklist as checklist_core
 from harness.core import detector as detector_core
+from harness.core import escalation as escalation_core
 from harness.core import measure
 from harness.core.functions import business_functions
 from harness.core.durations import format_duration
@@ -161,6 +162,9 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         extra["writes_by_kind"] = {f: wc.to_dict() for f, wc in other_writes.items()}
     if s.approvals:
         extra["approvals"] = sorted(s.approvals)
+    if s.approvers:
+        extra["approvers"] = [{k: v for k, v in a.items() if k != "t"} for a in s.approvers]
+    extra["escalation"] = _escalation(s, plan, rtos)
     if s.recorder is not None:
         extra["dry_run_calls"] = s.recorder.calls
     if tier:
@@ -184,6 +188,32 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         report["error"] = s.refused
     _run_rules(s, report)
     return report
+
+
+def _escalation(s: DrillSession, plan, rtos) -> dict[str, Any]:
+    """report.json `escalation`: the time scale, the matrix's calls on the drill clock (from the timeline), the decision
+    time of every gate the run passed (the approving level's response time) and the RTO with and without it."""
+    try:
+        scale = escalation_core.time_scale(s.config.get("drill_time_scale"))
+    except ConfigError as e:
+        s.note(f"escalation not judged: {e}")
+        scale = escalation_core.DEFAULT_TIME_SCALE
+    steps = [{"t": e.t, **e.data} for e in s.timeline.of_kind("escalation")]
+    gates = list(dict.fromkeys(str(e.data.get("gate")) for e in s.timeline.of_kind("failover")
+                               if e.event == "approved" and e.data.get("gate")))
+    decisions = []
+    for gate in gates:
+        try:
+            d = escalation_core.decision(plan, gate, scale)
+        except ConfigError as e:
+            s.note(str(e))
+            continue
+        d["approved_by"] = next((a["who"] for a in s.approvers if a["gate"] == gate), None)
+        decisions.append(d)
+    return {"time_scale": scale, "steps": steps, "decisions": decisions,
+            "decision_time_s": sum(d["plan_s"] for d in decisions),
+            "decision_time_drill_s": round(sum(d["drill_s"] for d in decisions), 3),
+            "rto": escalation_core.rto_with_decisions([(r.service, r.rto_s) for r in rtos], decisions, scale)}
 
 
 def _detector(s: DrillSession, plan, fault_t: float | None) -> dict[str, Any]:

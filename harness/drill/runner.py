@@ -102,6 +102,21 @@ def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
 SESSION_KEYS = ("drill_expects_fault", "drill_expected_level", "drill_tier", "drill_time_scale")
 
 
+def split_approvals(approvals: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """`--approve GATE[=WHO]` values -> (gate names, {gate: who}); an empty WHO after '=' is a usage error."""
+    names: list[str] = []
+    who: dict[str, str] = {}
+    for a in approvals:
+        gate, eq, name = a.partition("=")
+        gate, name = gate.strip(), name.strip()
+        if eq and not name:
+            raise UsageError(f"--approve {a!r}: no approver after '=' (GATE=WHO, e.g. dr_region_switch=cto)")
+        names.append(gate)
+        if name:
+            who[gate] = name
+    return tuple(dict.fromkeys(names)), who
+
+
 def known_gates(plan=None) -> tuple[str, ...]:
     """The approval gates of the plan (the packaged one unless given)."""
     return tuple(g.name for g in (plan or guard.plan()).gates)
@@ -125,6 +140,7 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     from rich.console import Console
 
     console = console or Console(stderr=True)
+    approvals, approvers = split_approvals(approvals)
     t = resolve_target(target)
     env = load_environment(environment)  # a bad environment file: exit 2, before the lab is touched
     if t.kind == "feature" and env.name != "lab":
@@ -165,6 +181,9 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
                                                    **{k: cfg[k] for k in SESSION_KEYS if k in cfg}})
         s.approvals |= set(approvals)
+        for gate in approvals:
+            s.record_approval(gate, approvers.get(gate) or "operator (unnamed: --approve GATE=WHO names them)",
+                              "--approve")
         printer.secrets = s.secrets
         _begin_environment(s, env, env_secrets, dry_run)
         # the run context travels in the configuration: every activity (and the preflight) finds it by run id
@@ -172,6 +191,9 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
         if guard.lab_approvals(cfg):
             s.note(f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'}): "
                    f"{', '.join(sorted(guard.lab_approvals(cfg)))}")
+            for gate in sorted(guard.lab_approvals(cfg) - set(approvals)):
+                s.record_approval(gate, f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'})",
+                                  "lab")
         if str(cfg.get("drill_environment") or "lab") == "lab":
             drill_session.register_lab_secrets(s, cfg.get("drill_state_dir"))
         console.print(f"[bold]drill[/] run [cyan]{s.run_id}[/] ({t.run_kind}) → {s.report_dir}", highlight=False)

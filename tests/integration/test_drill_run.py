@@ -62,7 +62,8 @@ def assert_lab_on_primary(lab) -> None:
 
 def test_ci_smoke_passes_and_writes_every_report_file(drill_lab, tmp_path):
     out = tmp_path / "report"
-    r = drill("run", "ci-smoke", "--report-dir", str(out), state=drill_lab.state)
+    r = drill("run", "ci-smoke", "--report-dir", str(out), "--approve", "dr_region_switch=Kim (CTO)",
+              state=drill_lab.state)
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("report.json", "report.md", "report.html", "junit.xml", "journal.json", "timeline.jsonl"):
         assert (out / name).is_file(), name
@@ -99,6 +100,17 @@ def test_ci_smoke_passes_and_writes_every_report_file(drill_lab, tmp_path):
     assert sum(i["weight"] for i in peak.values() if i["healthy"] is False) == det["peak"]["failed_weight"]
     assert any(e["kind"] == "detector" for e in report["timeline"])
     assert "Disaster level" in (out / "report.html").read_text()
+    # who approved, when; the escalation matrix on the drill clock; RTO with and without the CTO's decision time
+    assert report["approvers"][0]["gate"] == "dr_region_switch" and report["approvers"][0]["who"] == "Kim (CTO)"
+    assert any(e["event"] == "approval: dr_region_switch by Kim (CTO)" for e in report["timeline"])
+    esc = report["escalation"]
+    assert esc["steps"][0]["level"] == 1 and esc["steps"][0]["who"] == "On-Call Engineer"
+    assert any(e["kind"] == "escalation" for e in report["timeline"])
+    (dec,) = esc["decisions"]
+    assert (dec["who"], dec["plan_s"], dec["approved_by"]) == ("CTO / Engineering Director", 3600.0, "Kim (CTO)")
+    assert dec["drill_s"] == pytest.approx(3600 * esc["time_scale"])
+    for row in esc["rto"]:
+        assert row["rto_with_decision_s"] == pytest.approx(row["rto_s"] + 3600, abs=0.01)
     # the lab's metrics endpoint serves the detector's latest sample
     metrics = httpx.get(drill_lab.topology()["metrics"]["url"], timeout=5).text
     assert "kerp_disaster_level{region=" in metrics and "kerp_indicator_database_primary{" in metrics
