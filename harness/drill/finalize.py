@@ -13,7 +13,9 @@ from harness.core import measure
 from harness.core.functions import business_functions
 from harness.core.durations import format_duration
 from harness.core.report import build_report, redact
+from harness.core.timeline import iso
 from harness.drill import detector as drill_detector
+from harness.failover import policy as failover_policy
 from harness.drill.session import DrillSession
 from harness.errors import ConfigError
 from harness.errors import ExitCode
@@ -172,6 +174,7 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         extra["tier"] = {"name": t.name, "rto_s": t.rto_s, "rpo_s": t.rpo_s, "availability": t.availability,
                          "dr_mode": t.dr_mode}
     extra["business_functions"] = business_functions(plan, [o.to_dict() for o in objectives], tier)
+    extra["decisions"] = [{"t": iso(e.t), "ts": e.t, **e.data} for e in s.timeline.of_kind("decision")]
     extra["detector"] = _detector(s, plan, fault_t)
     extra["notes"] = list(s.notes)
     extra["series"]["detector"] = [{"t": x["t"], "level": x["level"]} for x in extra["detector"]["samples"]]
@@ -260,6 +263,7 @@ def write(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
           refused: bool = False) -> dict[str, Any]:
     """Build the report and write every report file into the session's report dir."""
     drill_detector.stop(s)  # a run that never reached stop_workload
+    failover_policy.stop_policy(configuration={"drill_run_id": s.run_id})  # idempotent
     s.event("note", "writing the report")  # marks the phase (an interruption test waits for it)
     s.ended_at = s.ended_at or time.time()
     report = build(s, plan, journal=journal, error=error, refused=refused)
