@@ -103,6 +103,9 @@ def start(session: Any, configuration: dict | None) -> Sampler | None:
     interval = float((configuration or {}).get("drill_detector_interval_s", DEFAULT_INTERVAL_S) or 0)
     if interval <= 0 or guard.is_dry_run(configuration):
         return None
+    if str((configuration or {}).get("drill_environment") or "lab") != "lab":  # the indicators read the lab
+        session.note("detector not sampled: its indicators read the embedded lab only")
+        return None
     plan = guard.plan(configuration)
     scale = escalation.time_scale((configuration or {}).get("drill_time_scale"))
     clock = escalation.EscalationClock.for_plan(plan, scale)

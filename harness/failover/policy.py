@@ -221,6 +221,10 @@ def start_policy(interval_s: float = DEFAULT_INTERVAL_S, window_s: float = 1.0, 
     drill_time_scale): the probes' error rate over the last `window_s`, their p99 over `latency_window_s` (default the
     same). `overrides` {rule: {"threshold": v}} replaces a drill threshold. Rollback: stop_policy."""
     rid = _run_id(configuration)
+    if guard.is_dry_run(configuration):  # nothing is injected, so nothing to evaluate; nothing may act
+        return {"started": False, "dry_run": True}
+    if str((configuration or {}).get("drill_environment") or "lab") != "lab":
+        raise HarnessError("the failover policy engine measures the embedded lab only")
     with _lock:
         if rid in _engines:
             return {"started": False, "reason": "already running"}
@@ -248,6 +252,8 @@ def wait_for_decision(rule: str, outcome: str = core_policy.FIRED, timeout_s: fl
     """Probe: wait until the policy engine decided `rule` with `outcome` (fired, not_fired, refused); the decision.
     HarnessError when it did not within `timeout_s`."""
     rid = _run_id(configuration)
+    if guard.is_dry_run(configuration):
+        return {"rule": rule, "outcome": None, "dry_run": True}
     deadline = time.monotonic() + float(timeout_s)
     while True:
         with _lock:

@@ -58,3 +58,14 @@ def test_approve_gate_equals_who():
         ("dr_region_switch", "data_restore_from_backup"), {"dr_region_switch": "Kim (CTO)"})
     with pytest.raises(UsageError, match="no approver after '='"):
         split_approvals(("dr_region_switch=",))
+
+
+def test_validate_names_bad_automation_keys():
+    from harness.drill.validate import drill_configuration_problems
+
+    assert drill_configuration_problems({"drill_time_scale": 0.01, "drill_expected_level": "region failure",
+                                         "drill_tier": "gold", "drill_detector_interval_s": 0}) == []
+    bad = drill_configuration_problems({"drill_time_scale": 5, "drill_expected_level": 9, "drill_tier": "bronze",
+                                        "drill_detector_interval_s": -1})
+    assert [p.split(":")[0] for p in bad] == ["configuration.drill_time_scale", "configuration.drill_expected_level",
+                                              "configuration.drill_tier", "configuration.drill_detector_interval_s"]
