@@ -6,9 +6,8 @@ import time
 
 from harness.safety import guard
 from harness.failover.failback import fail_back
+from harness.failover.planes import planes_for
 from harness.targets import _lab
-from harness.targets.app import ops as app_ops
-from harness.targets.redis.actions import kill as kill_valkey
 
 __all__ = ["fail_region"]
 
@@ -23,16 +22,12 @@ def fail_region(region: str = "primary", configuration: dict | None = None, secr
         return inj.to_dict()
     t = _lab.resolve(configuration)
     t0 = time.time()
-    steps = []
-    # the data layer dies first and hard, as in a real region loss: whatever WAL the standby had not
-    # received yet is gone, and the ledger measures exactly that; the apps die with their region after
-    node = t.node(region)
-    pg_pid = node.pid()
-    node.kill()
-    steps.append({"step": "postgresql SIGKILL", "pid": pg_pid, "at_s": round(time.time() - t0, 3)})
-    rd_pid = kill_valkey(t, region)
-    steps.append({"step": "valkey SIGKILL", "pid": rd_pid, "at_s": round(time.time() - t0, 3)})
     with t.http() as http:
-        app_ops.scale(http, t.supervisor_url, region, 0)
-    steps.append({"step": "apps scaled to 0", "at_s": round(time.time() - t0, 3)})
-    return {"region": region, "fault_id": inj.entry.id, "injected_at": inj.entry.injected_at, "steps": steps}
+        planes = planes_for(t, http, configuration)
+        # the data layer dies first and hard, as in a real region loss: whatever WAL the standby had not
+        # received yet is gone, and the ledger measures exactly that; the apps die with their region after
+        steps = planes.data.kill(region)
+        planes.apps.scale(region, 0, wait=False)
+    steps.append({"step": "apps scaled to 0", "via": planes.apps.via, "at_s": round(time.time() - t0, 3)})
+    return {"region": region, "fault_id": inj.entry.id, "injected_at": inj.entry.injected_at, "steps": steps,
+            "planes": planes.describe()}

@@ -10,8 +10,11 @@ from harness.safety import context as run_context
 from harness.safety import guard
 from harness.errors import HarnessError, LabError
 from harness.failover.failback import fail_back
+from harness.failover.planes import RegionPlanes, planes_for
 from harness.targets import _lab, toxiproxy
 from harness.targets.app import ops as app_ops
+from harness.targets.kubernetes import ops as k8s_ops
+from harness.targets.kubernetes import probes as k8s_probes
 from harness.targets.postgres import ops as pg_ops
 from harness.targets.redis import ops as rd_ops
 from harness.targets.router import ops as router_ops
@@ -115,6 +118,7 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
     verify_timeout = float(cfg.get("drill_verify_timeout_s") or 30)
     services: list[dict[str, Any]] = []
     with t.http(timeout=3.0) as http:
+        planes = planes_for(t, http, configuration)
         # 1. detect
         det = _detect(t, from_region, http, needed, float(detect_timeout_s), interval)
         clock.lap("detect")
@@ -128,24 +132,23 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
                            gate=GATE, regions=(to_region,), components=("postgresql", "redis", "app", "router"),
                            configuration=configuration, details={"from_region": from_region})
         # 3. data layer: PostgreSQL, then Valkey
-        pg = pg_ops.promote(lambda: t.pg(to_region))
+        pg = planes.data.promote_database(to_region)
         _event(configuration, "promoted", component="postgresql", region=to_region, seconds=pg["seconds"],
-               already_primary=pg["already_primary"])
-        with t.redis(to_region) as rc:
-            rd_changed = rd_ops.promote(rc)
-        _event(configuration, "promoted", component="redis", region=to_region, already_master=not rd_changed)
+               already_primary=pg["already_primary"], via=planes.data.via)
+        rd = planes.data.promote_cache(to_region)
+        _event(configuration, "promoted", component="redis", region=to_region, already_master=rd["already_master"],
+               via=planes.data.via)
         clock.lap("promote")
-        # 4. authentication / api-gateway: scale the DR apps, traffic follows the router's health checks
-        app_ops.scale(http, t.supervisor_url, to_region, DR_REPLICAS)
-        app_ops.wait_scaled(http, t.supervisor_url, to_region, DR_REPLICAS)
-        _event(configuration, "scaled", region=to_region, replicas=DR_REPLICAS)
+        # 4. authentication / api-gateway: scale the DR apps, traffic follows the global endpoint's health checks
+        planes.apps.scale(to_region, DR_REPLICAS)
+        _event(configuration, "scaled", region=to_region, replicas=DR_REPLICAS, via=planes.apps.via)
         clock.lap("scale")
-        flip = _wait_switch(t, http, to_region, switch_timeout)
+        flip = planes.traffic.switch(to_region, switch_timeout)
         clock.lap("switch")
         _event(configuration, "traffic_switched", t=flip.get("at_epoch"), region=to_region, mode=flip.get("mode"),
-               reason=flip.get("reason"))
+               reason=flip.get("reason"), via=planes.traffic.via)
         # 5. fence the old region: traffic pinned to the new one, its apps stay at 0, its database cannot write
-        fence = _fence(t, http, from_region, to_region)
+        fence = _fence(planes, from_region, to_region)
         clock.lap("fence")
         _event(configuration, "fenced", region=from_region, **fence)
         # 6. verify every service through the global endpoint, in recovery order
@@ -162,60 +165,19 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
             "fault_id": inj.entry.id if inj.entry else None}
 
 
-def _fence(t: _lab.LabTarget, http: Any, region: str, serving: str) -> dict[str, Any]:
-    """Keep the failed region out after the switch: the global endpoint pinned to `serving` (manual mode, the
-    gate is approved), `region`'s apps scaled to 0, and its PostgreSQL stopped (`pg_ctl stop -m fast`) if it
-    still runs as a writable primary. A hung (SIGSTOPped) server is left as it is: it cannot write, and
-    resume_primary / fail_back will not let it serve again. Returns what was done."""
-    out: dict[str, Any] = {}
-    st = router_ops.state(http, t.router_url)
-    if st["mode"] != "manual" or st["active_region"] != serving:
-        router_ops.set_active(http, t.router_url, serving)
-    out["router"] = f"pinned to {serving} (manual)"
-    app_ops.scale(http, t.supervisor_url, region, 0)
+def _fence(planes: RegionPlanes, region: str, serving: str) -> dict[str, Any]:
+    """Keep the failed region out after the switch: the global endpoint pinned to `serving` (the gate is
+    approved), `region`'s apps scaled to 0, and its database kept from writing. Returns what was done."""
+    out: dict[str, Any] = {"router": planes.traffic.pin(serving)}
+    planes.apps.scale(region, 0, wait=False)
     out["apps"] = 0
-    node = t.node(region)
-    if pg_ops.is_paused(node):
-        out["postgresql"] = "paused (hung): left stopped"
-    elif pg_ops.running(node):
-        def writable() -> bool:
-            with t.pg(region, timeout=1) as c:
-                return pg_ops.writable(c)
-
-        if _lab.quiet(writable, False):
-            # read-only first (no write slips in), then: did it take writes the new primary lacks?
-            pg_ops.fence_writes(lambda: t.pg(region), True)
-            with t.pg(region) as old, t.pg(serving) as new:
-                div = pg_ops.divergence(old, new)
-            own = {tbl: len(d["a_only"]) + len(d["differ"]) for tbl, d in div.items() if d["a_only"] or d["differ"]}
-            node.stop(mode="fast", timeout=30)
-            out["postgresql"] = "was a writable primary: stopped (pg_ctl stop -m fast)"
-            if own:  # fail_back must not rewind these away: it refuses while this note is there
-                out["own_rows"] = own
-                out["marker"] = str(pg_ops.mark_diverged(node, own, serving))
-        else:
-            out["postgresql"] = "running, not writable: left running"
-    else:
-        out["postgresql"] = "down"
+    out.update(planes.data.fence_database(region, serving))
     return out
 
 
-def _wait_switch(t: _lab.LabTarget, http: Any, region: str, timeout_s: float) -> dict[str, Any]:
-    """Wait for the router's own failover to `region`; flip by hand (gate approved) if it has not after timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        st = router_ops.state(http, t.router_url)
-        if st["active_region"] == region and st.get("routing_region", region) == region:
-            return router_ops.last_flip_to(st, region) or {"at_epoch": time.time(), "mode": st["mode"],
-                                                            "reason": "already active"}
-        time.sleep(0.1)
-    router_ops.set_active(http, t.router_url, region)
-    st = router_ops.state(http, t.router_url)
-    return router_ops.last_flip_to(st, region) or {"at_epoch": time.time(), "mode": "manual"}
-
-
 # --- disaster level -------------------------------------------------------------------------------
-def _indicators(t: _lab.LabTarget, http: Any, lag_target_s: float) -> dict[str, tuple[bool | None, str]]:
+def _indicators(t: _lab.LabTarget, http: Any, lag_target_s: float,
+                configuration: dict | None = None) -> dict[str, tuple[bool | None, str]]:
     out: dict[str, tuple[bool | None, str]] = {}
     try:
         active = router_ops.state(http, t.router_url)["active_region"]
@@ -262,6 +224,17 @@ def _indicators(t: _lab.LabTarget, http: Any, lag_target_s: float) -> dict[str, 
         ok = ok and len(app_ops.alive_replicas(st, active)) > 0
         return ok, "app replicas alive " + ", ".join(parts)
 
+    def kube_nodes() -> tuple[bool, str]:
+        """lab-cloud: from the Kubernetes API, every node Ready and schedulable, pods ready per region."""
+        parts, ok = [], True
+        with k8s_ops.cluster(configuration, lab=t) as c:
+            for r in _lab.REGIONS:
+                rd = k8s_probes.region_readiness(c, r)
+                parts.append(f"{r} nodes {rd['nodes_ready']}/{rd['nodes']} pods {rd['pods_ready']}/{rd['desired']}")
+                ok = ok and rd["nodes_ready"] == rd["nodes"] and rd["pods_ready"] >= rd["desired"]
+                ok = ok and (r != active or rd["pods_ready"] > 0)
+        return ok, "kubernetes ready: " + ", ".join(parts)
+
     def api() -> tuple[bool, str]:
         h = app_ops.global_health(http, t.router_url)
         return h["ok"], f"global endpoint /health {h['status']}"
@@ -273,9 +246,10 @@ def _indicators(t: _lab.LabTarget, http: Any, lag_target_s: float) -> dict[str, 
         r = http.get(t.popbill_proxy_url + "/health", timeout=2.0)
         return r.status_code == 200, f"popbill via fault proxy {r.status_code}"
 
+    kube = str((configuration or {}).get("drill_environment_kind") or "lab") == "lab-cloud"
     for name, fn in (("database_primary", db_primary), ("database_replica", db_replica),
-                     ("redis_cluster", redis_cluster), ("kubernetes_nodes", nodes), ("api_health", api),
-                     ("external_apis", external)):
+                     ("redis_cluster", redis_cluster), ("kubernetes_nodes", kube_nodes if kube else nodes),
+                     ("api_health", api), ("external_apis", external)):
         check(name, fn)
     return out
 
@@ -286,7 +260,7 @@ def detect_level(configuration: dict | None = None, secrets: dict | None = None)
     t = _lab.resolve(configuration)
     lag_target = next((r.lag_target_s for r in plan.replication if r.component == "database"), 60.0)
     with t.http(timeout=2.0) as http:
-        ind = _indicators(t, http, lag_target)
+        ind = _indicators(t, http, lag_target, configuration)
     known = {i.name for i in plan.indicators}
     decision = plan_disaster_level(plan, {k: v[0] for k, v in ind.items() if k in known})
     return {**decision.to_dict(),

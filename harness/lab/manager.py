@@ -19,6 +19,10 @@ from harness.lab import paths, procs
 from harness.lab.postgres import DB_NAME, PgNode, PgRuntime, runtime
 
 STATE_FILE = "lab.json"
+KUBECONFIG_FILE = "kubeconfig"
+KUBE_NAMESPACE = "kerp"
+KUBE_DEPLOYMENT = "kerp-app"
+KUBE_NODES_PER_REGION = 2
 TOPOLOGY_FILE = "topology.json"
 APP_SLOTS = 3
 PRIMARY_REPLICAS = 2
@@ -40,8 +44,11 @@ PORT_NAMES = (
      "router"]
     + [f"proxy_{p}" for p in PROXIES]
     + [f"app_{r}_{i}" for r in ("primary", "dr") for i in range(APP_SLOTS)]
-    + ["metrics"]
+    + [f"kubeapi_{r}" for r in ("primary", "dr")]  # one emulated Kubernetes cluster per region
 )
+
+# -- status page (docs/ARCHITECTURE.md "Status page"): its port and process, kept apart from the others' --
+PORT_NAMES = PORT_NAMES + ["status_page"]
 
 #: every process the lab records in its state, by pid key, with the name a user reads in messages
 COMPONENTS = {
@@ -52,8 +59,15 @@ COMPONENTS = {
     "redis_dr": "valkey dr",
     "supervisor": "app supervisor",
     "router": "region router",
-    "metrics": "metrics endpoint",
+    "kubeapi": "Kubernetes API",
 }
+COMPONENTS["status_page"] = "status page"
+
+# -- metrics endpoint (harness/lab/metrics.py: the detector's latest sample as Prometheus gauges) --
+PORT_NAMES = PORT_NAMES + ["metrics"]
+COMPONENTS["metrics"] = "metrics endpoint"
+#: how often the status page probes each service, and how many results in a row make an outage
+STATUS_PAGE_PROBES = {"interval_s": 0.5, "timeout_s": 1.0, "window": 2, "slow_s": 1.0}
 
 #: how long `down` waits for the ports of stopped servers to close
 PORTS_CLOSE_TIMEOUT_S = 3.0
@@ -277,11 +291,12 @@ class Lab:
                                     str(ports["popbill"])])
         self._spawn(st, "metrics", [py, "-m", "harness.lab.metrics", "--host", "127.0.0.1", "--port",
                                     str(ports["metrics"])])
-        self._spawn(st, "moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])],
-                    env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"}, nice=10)
+        self._spawn(st, "moto", self._aws_control_plane_command(ports["moto"]),
+                    env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"})  # niced inside, see harness.lab.awscp
         for region in ("primary", "dr"):
             (self.state / f"redis-{region}").mkdir(parents=True, exist_ok=True)
             self._spawn(st, f"redis_{region}", self.valkey_command(region, st, valkey))
+        self._start_kubeapi(st)
         # 2. PostgreSQL primary, schema and seed data, then the standby from a base backup
         nodes = self.pg_nodes(st)
         progress("initialising PostgreSQL primary")
@@ -330,6 +345,89 @@ class Lab:
             progress("waiting for replication and the global endpoint")
             self._wait_ready(st, timeout)
             aws.result()
+        st["aws"] = getattr(self, "_aws_ids", None)  # written here: the state's other writers hold their own copy
+        self._wait_kubeapi(st, timeout)  # up long before (the supervisor's controller retries until it answers)
+        self._start_status_page(st, progress, timeout)
+
+    # -- Kubernetes API (one emulated cluster per region, kubeapi.py; the supervisor is its controller) ------
+    def _kube_url(self, ports: dict[str, int], region: str) -> str:
+        return f"http://127.0.0.1:{ports[f'kubeapi_{region}']}"
+
+    def _start_kubeapi(self, st: dict[str, Any]) -> None:
+        """One process, one emulated cluster per region; it writes the kubeconfig once it listens."""
+        ports = st["ports"]
+        self._spawn(st, "kubeapi", [sys.executable, "-m", "harness.lab.kubeapi", "--host", "127.0.0.1",
+                                    "--kubeconfig", str(self.state / KUBECONFIG_FILE), "--namespace", KUBE_NAMESPACE]
+                    + [a for region in ("primary", "dr") for a in ("--cluster", f"{region}={ports[f'kubeapi_{region}']}")],
+                    nice=10)  # off the start-up critical path: the apps do not wait for it
+
+    def _wait_kubeapi(self, st: dict[str, Any], timeout: float) -> None:
+        for region in ("primary", "dr"):
+            self._wait_port(f"Kubernetes API ({region})", st["ports"][f"kubeapi_{region}"], timeout, "kubeapi")
+        if not procs.wait_until(lambda: (self.state / KUBECONFIG_FILE).exists(), timeout):
+            raise LabError(f"the Kubernetes API wrote no kubeconfig within {timeout:.0f} s; log: {self.logs / 'kubeapi.log'}")
+
+    def _kube_supervisor_block(self, ports: dict[str, int]) -> dict[str, Any]:
+        return {"clusters": {r: self._kube_url(ports, r) for r in ("primary", "dr")},
+                "namespace": KUBE_NAMESPACE, "deployment": KUBE_DEPLOYMENT, "nodes_per_region": KUBE_NODES_PER_REGION}
+
+    def _kube_topology(self, ports: dict[str, int]) -> dict[str, Any] | None:
+        if "kubeapi_primary" not in ports:
+            return None  # a lab started before the Kubernetes API existed
+        return {"api_url": self._kube_url(ports, "primary"),
+                "api_urls": {r: self._kube_url(ports, r) for r in ("primary", "dr")},
+                "kubeconfig": str(self.state / KUBECONFIG_FILE),
+                "contexts": {"primary": "primary", "dr": "dr"},
+                "namespace": KUBE_NAMESPACE, "deployment": KUBE_DEPLOYMENT,
+                "label_selector": f"app={KUBE_DEPLOYMENT}"}
+
+    def _kube_health(self, st: dict[str, Any]) -> dict[str, Any]:
+        """Each region's API answers and its Deployment exists (with its ready replicas)."""
+        import httpx
+
+        out: dict[str, Any] = {}
+        ports = st.get("ports", {})
+        for region in ("primary", "dr"):
+            if f"kubeapi_{region}" not in ports:
+                continue
+            h: dict[str, Any] = {"url": self._kube_url(ports, region), "alive": False}
+            try:
+                r = httpx.get(f"{h['url']}/apis/apps/v1/namespaces/{KUBE_NAMESPACE}/deployments/{KUBE_DEPLOYMENT}", timeout=1)
+                if r.status_code == 200:
+                    dep = r.json()
+                    h.update(alive=True, replicas=dep["spec"].get("replicas"),
+                             ready_replicas=(dep.get("status") or {}).get("readyReplicas", 0))
+                else:
+                    h["error"] = f"deployment {KUBE_DEPLOYMENT}: HTTP {r.status_code}"
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                h["error"] = str(e) or type(e).__name__
+            out[f"kubernetes_{region}"] = h
+        return out
+
+    # -- the status page (a lab component like the router; stopped by `down` with every recorded pid) --------
+    def _start_status_page(self, st: dict[str, Any], progress: Progress, timeout: float) -> None:
+        import psycopg
+
+        from harness.lab.kerp.seed import lab_credentials
+
+        ports = st["ports"]
+        with psycopg.connect(self.pg_nodes(st)["primary"].dsn, connect_timeout=3) as c:
+            row = c.execute("SELECT min(id) FROM vouchers WHERE request_id LIKE 'seed-%'").fetchone()
+        cred = lab_credentials(st.get("scale", 1))[0]
+        cfg = {"global_endpoint": f"http://127.0.0.1:{ports['router']}", "credentials": [cred.email, cred.password],
+               "voucher_id": int(row[0]) if row and row[0] is not None else 1, **STATUS_PAGE_PROBES}
+        path = self.state / "statuspage.json"
+        path.write_text(json.dumps(cfg, indent=2))
+        progress("starting the status page")
+        self._spawn(st, "status_page", [sys.executable, "-m", "harness.lab.statuspage", "--host", "127.0.0.1",
+                                        "--port", str(ports["status_page"]), "--config", str(path)])
+        self._wait_port("status page", ports["status_page"], timeout, "status_page")
+
+    @staticmethod
+    def _status_page_topology(ports: dict[str, int]) -> dict[str, Any]:
+        if "status_page" not in ports:  # a lab started before the status page existed
+            return {}
+        return {"status_page": {"url": f"http://127.0.0.1:{ports['status_page']}"}}
 
     # -- single Valkey nodes (used by the redis target to restart a killed node) ----------
     def valkey_command(self, region: str, st: dict[str, Any] | None = None, valkey: Path | None = None,
@@ -397,7 +495,8 @@ class Lab:
                 "command": cmd,
                 "env": {"PYTHONUNBUFFERED": "1"},
             }
-        cfg = {"regions": regions, "log_dir": str(self.logs), "restart_delay_s": 0.2}
+        cfg = {"regions": regions, "log_dir": str(self.logs), "restart_delay_s": 0.2,
+               "kubernetes": self._kube_supervisor_block(ports)}
         path = self.state / "supervisor.json"
         path.write_text(json.dumps(cfg, indent=2))
         return path
@@ -418,11 +517,32 @@ class Lab:
         path.write_text(json.dumps(cfg, indent=2))
         return path
 
+    # -- AWS control plane (moto + reconciler, harness.lab.awscp) ----------------------------------
+    def _aws_control_plane_command(self, port: int) -> list[str]:
+        """moto with the lab's hooks and reconciler in one process (its pid key stays "moto"); it creates the
+        backup resources and the control plane itself as soon as it serves (in parallel with PostgreSQL)."""
+        return [sys.executable, "-m", "harness.lab.awscp", "--host", "127.0.0.1", "--port", str(port),
+                "--state-dir", str(self.state), "--provision"]
+
     def _provision_aws(self, port: int, timeout: float) -> None:
+        """Wait until the control-plane process has created the AWS resources; keep their ids."""
         self._wait_port("moto (S3/AWS)", port, timeout, "moto")
         from harness.lab import aws
 
-        aws.provision(f"http://127.0.0.1:{port}")
+        ids = self.state / aws.IDS_FILE
+        st = self._read_state() or {}
+        if not procs.wait_until(lambda: ids.exists() or not self._pid_alive(st, "moto"), timeout, interval=0.05):
+            raise LabError(f"the AWS control plane was not provisioned within {timeout:.0f} s; "
+                           f"log: {self.logs / 'moto.log'}")
+        if not ids.exists():
+            raise LabError(f"moto (AWS control plane) exited during start-up; log: {self.logs / 'moto.log'}")
+        cp = json.loads(ids.read_text())
+        if "error" in cp:
+            raise LabError(f"provisioning the AWS control plane failed: {cp['error']}; log: {self.logs / 'moto.log'}")
+        self._aws_ids = cp
+
+    def _aws_topology(self, st: dict[str, Any]) -> dict[str, Any] | None:
+        return st.get("aws")
 
     def _wait_ready(self, st: dict[str, Any], timeout: float) -> None:
         import httpx
@@ -509,7 +629,7 @@ class Lab:
         shutil.rmtree(self.server_root, ignore_errors=True)
         for name in ("redis-primary", "redis-dr"):
             shutil.rmtree(self.state / name, ignore_errors=True)
-        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret"):
+        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret", KUBECONFIG_FILE, "aws-controlplane.json", "aws-ids.json"):
             try:
                 (self.state / name).unlink()
             except FileNotFoundError:
@@ -578,12 +698,15 @@ class Lab:
                                           "upstream": f"127.0.0.1:{ports[up]}", "stands_for": up}
                                       for n, up in PROXIES.items()}},
             "s3": {"endpoint_url": f"http://127.0.0.1:{ports['moto']}", "bucket": "kerp-backups"},
+            "aws": self._aws_topology(st),
             "supervisor": {"url": f"http://127.0.0.1:{ports['supervisor']}"},
             "popbill": {"url": f"http://127.0.0.1:{ports['popbill']}"},
+            "kubernetes": self._kube_topology(ports),
             "metrics": {"url": f"http://127.0.0.1:{ports['metrics']}/metrics" if "metrics" in ports else None},
             "logs": str(self.logs),
             "pids": st.get("pids", {}),
             "scale": st.get("scale", 1),
+            **self._status_page_topology(ports),
         }
 
     def _app_urls(self, ports: dict[str, int]) -> dict[str, list[str]]:
@@ -603,6 +726,7 @@ class Lab:
             health[name] = {"pid": pid, "alive": self._pid_alive(st, name)}
         health.update(self._pg_health(st))
         health.update(self._redis_health(st))
+        health.update(self._kube_health(st))
         # no recorded router (a start that broke off early): reported as not alive
         health.setdefault("router", {"pid": None, "alive": False})["active_region"] = topo["router"]["active_region"]
         try:

@@ -11,13 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError, LabError
+from harness.lab.kubecontroller import KubeController, KubeSpec
 
 log = logging.getLogger("harness.lab.supervisor")
 
@@ -70,6 +71,7 @@ class SupervisorConfig:
     log_dir: Path
     restart_delay_s: float = 0.2
     max_restart_delay_s: float = 5.0
+    kubernetes: KubeSpec | None = None  # set: each region is a Deployment in a Kubernetes API (kubecontroller.py)
 
     @classmethod
     def from_json(cls, data: Any, *, base_dir: Path | None = None) -> SupervisorConfig:
@@ -126,7 +128,11 @@ class SupervisorConfig:
             raise ConfigError(f"supervisor config: bad restart_delay_s: {e}") from e
         if delay < 0 or max_delay < delay:
             raise ConfigError(f"supervisor config: restart_delay_s {delay} must be >= 0 and <= max_restart_delay_s {max_delay}")
-        return cls(regions=tuple(regions), log_dir=log_dir, restart_delay_s=delay, max_restart_delay_s=max_delay)
+        kube = None
+        if data.get("kubernetes") is not None:
+            kube = KubeSpec.from_json(data["kubernetes"], {r.name for r in regions})
+        return cls(regions=tuple(regions), log_dir=log_dir, restart_delay_s=delay, max_restart_delay_s=max_delay,
+                   kubernetes=kube)
 
 
 def load_config(path: str) -> SupervisorConfig:
@@ -219,12 +225,18 @@ class Supervisor:
         self.replicas = {r.name: [Replica(r.name, i, s) for i, s in enumerate(r.slots)] for r in config.regions}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # hooks of the Kubernetes controller (kubecontroller.py), when the config has a `kubernetes` block
+        self.can_start: Callable[[Replica], bool] = lambda rep: True
+        self.pod_of: Callable[[str, int], dict[str, Any] | None] = lambda region, slot: None
+        self.controller = KubeController(self, config.kubernetes) if config.kubernetes else None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
-        self.reconcile()
+        self.reconcile()  # the apps first: their Pods follow on the controller's first tick
+        if self.controller is not None:
+            await self.controller.start()
         self._task = asyncio.create_task(self._loop(), name="supervisor reconcile")
 
     async def stop(self) -> None:
@@ -233,6 +245,8 @@ class Supervisor:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.controller is not None:
+            await self.controller.stop()
         await asyncio.gather(*(self._terminate(r) for reps in self.replicas.values() for r in reps))
 
     async def _loop(self) -> None:
@@ -263,7 +277,8 @@ class Supervisor:
                         delay = min(self.config.max_restart_delay_s, self.config.restart_delay_s * 2 ** (rep.quick_failures - 1))
                         rep.next_start_at = now + delay
                         log.warning("%s/%d (pid %s) exited with %s; restart in %.2fs", region, rep.slot, pid, rep.exit_code, delay)
-                if rep.slot < desired and rep.proc is None and not rep.stopping and now >= rep.next_start_at:
+                if rep.slot < desired and rep.proc is None and not rep.stopping and now >= rep.next_start_at \
+                        and self.can_start(rep):
                     try:
                         self._spawn(rep)
                     except SupervisorError as e:
@@ -340,7 +355,8 @@ class Supervisor:
         return {
             "desired": desired,
             "slots": len(reps),
-            "replicas": [r.to_json() for r in reps if r.slot < desired or r.alive or r.stopping],
+            "replicas": [{**r.to_json(), **(self.pod_of(region, r.slot) or {})}
+                         for r in reps if r.slot < desired or r.alive or r.stopping],
         }
 
     def state(self) -> dict[str, Any]:
@@ -353,10 +369,27 @@ class Supervisor:
             raise UnknownRegionError(f"unknown region {region!r}; known: {', '.join(sorted(self.replicas))}") from None
 
     async def scale(self, region: str, replicas: Any) -> dict[str, Any]:
-        """Set a region's desired replicas: start the missing slots now, stop the highest ones (and wait)."""
+        """Set a region's desired replicas (through its Deployment when there is a Kubernetes API)."""
         reps = self._region(region)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= len(reps):
             raise ConfigError(f"replicas {replicas!r} for region {region!r} must be an integer in 0..{len(reps)}")
+        if self.controller is not None:
+            await self.controller.set_replicas(region, replicas)
+        else:
+            await self.apply_scale(region, replicas)
+        return self.region_state(region)
+
+    async def kill_replica(self, rep: Replica) -> None:
+        """Stop a replica whose Pod was deleted; the reconcile loop starts its replacement at once (no backoff)."""
+        await self._terminate(rep)
+        rep.next_start_at = 0.0
+        rep.quick_failures = 0
+        if rep.slot < self.desired[rep.region]:
+            rep.restarts += 1
+
+    async def apply_scale(self, region: str, replicas: int) -> dict[str, Any]:
+        """Run `replicas` processes in a region: start the missing slots now, stop the highest ones (and wait)."""
+        reps = self._region(region)
         self.desired[region] = replicas
         now = time.time()
         for rep in reps:
@@ -414,6 +447,8 @@ def build_app(supervisor: Supervisor) -> Any:
             return JSONResponse({"error": str(e)}, status_code=404)
         except ConfigError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
+        except LabError as e:  # the Kubernetes API did not take the new spec.replicas
+            return JSONResponse({"error": str(e)}, status_code=503)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -450,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Kubernetes API call otherwise
     try:
         config = load_config(args.config)
     except HarnessError as e:

@@ -114,6 +114,9 @@ def test_ci_smoke_passes_and_writes_every_report_file(drill_lab, tmp_path):
     # the lab's metrics endpoint serves the detector's latest sample
     metrics = httpx.get(drill_lab.topology()["metrics"]["url"], timeout=5).text
     assert "kerp_disaster_level{region=" in metrics and "kerp_indicator_database_primary{" in metrics
+    from tests.integration._allure import assert_experiment_allure_result
+
+    assert_experiment_allure_result(out)  # one Allure result, a step per activity, tags, attachments
     assert_lab_on_primary(drill_lab)
 
 
