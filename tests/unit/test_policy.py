@@ -71,3 +71,23 @@ def test_second_failover_inside_the_cooldown_is_refused_with_the_time_it_clears(
     later.observe(140.0, {"connection_failure": True})
     (ok,) = later.observe(140.7, {"connection_failure": True})
     assert ok.outcome == "fired"  # after the cooldown the same failover goes ahead
+
+
+def test_report_md_shows_level_escalation_and_decisions():
+    from harness.report.markdown import render_markdown
+
+    report = {"run_id": "r", "kind": "monthly-chaos", "status": "passed", "exit_code": 0, "objectives": [],
+              "detector": {"max_level": 4, "max_level_name": "catastrophic", "expected_level": 3,
+                           "expected_level_name": "major", "match": False, "note": "weight 35"},
+              "escalation": {"time_scale": 0.01, "steps": [{"level": 1, "who": "On-Call Engineer", "plan_offset_s": 0,
+                                                             "drill_offset_s": 0, "reason": "opened"}],
+                             "decisions": [{"gate": "dr_region_switch", "level": 3, "who": "CTO", "plan_s": 3600,
+                                            "drill_s": 36, "approved_by": "Kim"}],
+                             "rto": [{"service": "authentication", "rto_s": 3.0, "rto_with_decision_s": 3603.0,
+                                      "rto_with_decision_drill_s": 39.0}]},
+              "decisions": [{"rule": "error_rate", "measured": 1.0, "threshold": 0.5, "held_s": 3.2,
+                             "drill_duration_s": 3.0, "action": "rollback", "outcome": "fired", "reason": "held"}]}
+    md = render_markdown(report)
+    assert "Highest level 4 (catastrophic), the scenario's level 3 (major): MISMATCH." in md
+    assert "| L1 | On-Call Engineer |" in md and "approved by Kim" in md and "| authentication | 3s | 1h3s | 39s |" in md
+    assert "| error_rate | 1.0 | 0.5 | 3.2s / 3s | rollback | fired | held |" in md
