@@ -115,6 +115,17 @@ class _KubeResponse:
         self.reason = "OK (dry run)"
         self.data = data
 
+    def read(self) -> bytes:  # kubernetes >= 32 (RESTResponse) reads before deserializing
+        return self.data
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.getheaders()
+
+    @property
+    def response(self) -> "_KubeResponse":  # _preload_content=False callers take the raw response
+        return self
+
     def getheaders(self) -> dict[str, str]:
         return {"content-type": "application/json"}
 

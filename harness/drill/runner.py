@@ -268,6 +268,16 @@ def _nothing_leaves(s):
     return intercept_process(s.recorder)
 
 
+def _dry_mode(s):
+    """A dry run against a real environment: probes are not run (their answers would be the recorder's empty
+    ones, so no steady state can be judged); actions run with every call recorded and none sent."""
+    if s.recorder is None or s.environment is None or s.environment.embedded:
+        return None
+    from chaoslib.types import Dry
+
+    return Dry.PROBES
+
+
 def _load_overrides(path: str | None) -> dict | None:
     if not path:
         return None
@@ -334,6 +344,8 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
         return _finish(s, None, None, console)
     try:
         with Runner(Strategy.DEFAULT) as runner, _nothing_leaves(s):
+            if _dry_mode(s) is not None:
+                experiment["dry"] = _dry_mode(s)
             journal = runner.run(experiment, settings=settings)
     except KeyboardInterrupt:
         s.aborted = True
@@ -377,6 +389,8 @@ def _note_failed_activities(s, journal: dict | None) -> None:
             if refusal is not None:
                 s.refused = last
                 s.note(f"refused by safety in {name}: {last}")
+            elif _dry_mode(s) is not None:  # it ran on the recorder's empty answers: what it would call is the point
+                s.note(f"dry run: activity {name} did not complete on recorded (empty) answers, not judged: {last}")
             elif s.harness_error is None:
                 s.harness_error = f"activity {name} failed: {last}"
                 s.note(f"activity {name} failed: {last}")
