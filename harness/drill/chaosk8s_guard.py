@@ -103,10 +103,11 @@ def _check_kubeconfig(configuration: Mapping[str, Any] | None) -> None:
     if not env.embedded:
         return  # `drill run --env FILE` pointed KUBECONFIG at the environment's kubeconfig
     want = str((k8s_ops.cluster(configuration).data.get("kubernetes") or {}).get("kubeconfig") or "")
+    from chaosk8s import get_config_path
     from kubernetes.config import kube_config
 
-    for used in {os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config")),
-                 os.path.expanduser(str(kube_config.KUBE_CONFIG_DEFAULT_LOCATION))}:
+    # chaosk8s checks the file at KUBECONFIG, the kubernetes client loads the one it saw at import
+    for used in {get_config_path(), os.path.expanduser(str(kube_config.KUBE_CONFIG_DEFAULT_LOCATION))}:
         if os.path.realpath(used) != os.path.realpath(want):
             raise SafetyRefusal(f"not injecting: chaostoolkit-kubernetes would use kubeconfig {used}, not the "
                                 f"lab's {want} (set KUBECONFIG={want} before the run)")
