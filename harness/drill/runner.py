@@ -269,9 +269,10 @@ def _nothing_leaves(s):
 
 
 def _dry_mode(s):
-    """A dry run against a real environment: probes are not run (their answers would be the recorder's empty
-    ones, so no steady state can be judged); actions run with every call recorded and none sent."""
-    if s.recorder is None or s.environment is None or s.environment.embedded:
+    """A dry run through APIs (every environment but the plain lab): probes are not run (the clients' answers
+    are the recorder's empty ones, so no steady state can be judged); actions run with every call recorded and
+    none sent."""
+    if s.recorder is None or s.environment is None or s.environment.kind == "lab":
         return None
     from chaoslib.types import Dry
 
