@@ -107,10 +107,17 @@ def test_cordon_is_a_guarded_fault_and_uncordon_its_rollback(lab: dict[str, Any]
     entry = next(e for e in guard.ledger(cfg).active() if e.id == out["fault_id"])
     assert entry.revert_func.endswith("uncordon_node")
     assert probes.nodes_ready("primary", configuration=cfg)["ready"] == 1
+    # under lab-cloud the detector's kubernetes_nodes indicator reads the API: a cordoned node is not ready
+    from harness.failover.runbook import detect_level
+
+    ind = detect_level(configuration=cfg)["indicators"]["kubernetes_nodes"]
+    assert ind["healthy"] is False and ind["detail"].startswith("kubernetes ready: primary nodes 1/2 pods 2/2")
     back = actions.uncordon_node("primary-node-1", "primary", configuration=cfg)
     assert back["uncordoned"] == ["primary-node-1"] and out["fault_id"] in back["reverted"]
     assert actions.uncordon_node("primary-node-1", "primary", configuration=cfg)["uncordoned"] == []  # idempotent
     assert probes.nodes_ready("primary", configuration=cfg)["ready"] == 2
+    ind = detect_level(configuration=cfg)["indicators"]["kubernetes_nodes"]
+    assert ind == {"healthy": True, "detail": "kubernetes ready: primary nodes 2/2 pods 2/2, dr nodes 2/2 pods 0/0"}
 
 
 def test_deleted_pod_is_replaced_and_ready_again(lab: dict[str, Any], cfg: dict[str, Any]) -> None:
