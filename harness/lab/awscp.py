@@ -227,13 +227,16 @@ class Controller:
         def failover() -> None:
             import redis
 
-            from harness.targets.redis import ops
-
+            # the lab's own REPLICAOF (the lab sits below the targets: it never imports them)
             with redis.Redis(port=ports[f"redis_{new_region}"], socket_timeout=5) as c:
-                ops.promote(c)
+                if c.info("replication").get("role") != "master":
+                    c.execute_command("REPLICAOF", "NO", "ONE")
             try:
                 with redis.Redis(port=ports[f"redis_{old_region}"], socket_timeout=5) as c:
-                    ops.replicate(c, ports[f"redis_{new_region}"])
+                    c.execute_command("REPLICAOF", "127.0.0.1", str(ports[f"redis_{new_region}"]))
+                    deadline = time.monotonic() + 15
+                    while c.info("replication").get("master_link_status") != "up" and time.monotonic() < deadline:
+                        time.sleep(0.05)
             except redis.RedisError as e:  # the old master is down: it rejoins when the lab restores it
                 _log(f"elasticache: old master {old_region} not re-pointed: {e}")
             rg.status = "available"
