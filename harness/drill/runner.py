@@ -180,6 +180,7 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     topology = ensure_lab(console, state_dir) if env.embedded else None
     # lab-cloud needs a lab serving its APIs; a real run needs its secrets (a dry run sends nothing, needs none)
     _, env_secrets = resolve_references(env, topology=topology, strict=env.embedded or not dry_run)
+    _point_chaosk8s(experiment, env, topology)
     with drill_session.SIGNALS:
         printer = _printer(console)
         s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(printer,),
@@ -205,6 +206,33 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
             drill_session.register_lab_secrets(s, cfg.get("drill_state_dir"))
         console.print(f"[bold]drill[/] run [cyan]{s.run_id}[/] ({t.run_kind}) → {s.report_dir}", highlight=False)
         return _run_experiment(s, t, experiment, cfg, dry_run, console)
+
+
+def _point_chaosk8s(experiment: dict, env, topology: dict | None) -> None:
+    """chaostoolkit-kubernetes builds its own clients from KUBECONFIG (read when kubernetes.config is first
+    imported) and the KUBERNETES_CONTEXT of an activity's secrets: point both at the environment (the embedded
+    lab: its own kubeconfig), before any chaosk8s import. Secret scopes `kubernetes-<region>` get the
+    environment's context of that region; configuration `kerp_namespace` its namespace."""
+    data, _ = resolve_references(env, topology=topology, strict=False)
+    kube = dict(data.get("kubernetes") or {})
+    lab_kube = (topology or {}).get("kubernetes") or {} if env.embedded else {}
+    kubeconfig = kube.get("kubeconfig") or lab_kube.get("kubeconfig")
+    if not kubeconfig or "${" in str(kubeconfig):
+        return
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    loaded = sys.modules.get("kubernetes.config.kube_config")
+    if loaded is not None:  # imported already (by the lab's health checks): same effect as KUBECONFIG before it
+        loaded.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
+    contexts = {r: (v or {}).get("kubernetes_context") for r, v in (data.get("regions") or {}).items()}
+    contexts = {r: c or (lab_kube.get("contexts") or {}).get(r) for r, c in contexts.items()}
+    for region, context in contexts.items():
+        scope = (experiment.get("secrets") or {}).get(f"kubernetes-{region}")
+        if isinstance(scope, dict) and context and "${" not in str(context):
+            scope["KUBERNETES_CONTEXT"] = context
+    namespace = kube.get("namespace") or lab_kube.get("namespace")
+    cfg = experiment.get("configuration") or {}
+    if "kerp_namespace" in cfg and namespace and "${" not in str(namespace):
+        cfg["kerp_namespace"] = namespace
 
 
 def _apply_environment(experiment: dict, env, allow_env: tuple[str, ...]) -> None:
@@ -280,6 +308,17 @@ def _nothing_leaves(s):
     return intercept_process(s.recorder)
 
 
+def _dry_mode(s):
+    """A dry run through APIs (every environment but the plain lab): probes are not run (the clients' answers
+    are the recorder's empty ones, so no steady state can be judged); actions run with every call recorded and
+    none sent."""
+    if s.recorder is None or s.environment is None or s.environment.kind == "lab":
+        return None
+    from chaoslib.types import Dry
+
+    return Dry.PROBES
+
+
 def _load_overrides(path: str | None) -> dict | None:
     if not path:
         return None
@@ -346,6 +385,8 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
         return _finish(s, None, None, console)
     try:
         with Runner(Strategy.DEFAULT) as runner, _nothing_leaves(s):
+            if _dry_mode(s) is not None:
+                experiment["dry"] = _dry_mode(s)
             journal = runner.run(experiment, settings=settings)
     except KeyboardInterrupt:
         s.aborted = True
@@ -389,6 +430,8 @@ def _note_failed_activities(s, journal: dict | None) -> None:
             if refusal is not None:
                 s.refused = last
                 s.note(f"refused by safety in {name}: {last}")
+            elif _dry_mode(s) is not None:  # it ran on the recorder's empty answers: what it would call is the point
+                s.note(f"dry run: activity {name} did not complete on recorded (empty) answers, not judged: {last}")
             elif s.harness_error is None:
                 s.harness_error = f"activity {name} failed: {last}"
                 s.note(f"activity {name} failed: {last}")

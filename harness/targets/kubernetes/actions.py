@@ -165,5 +165,7 @@ def wait_pods_ready(region: str = "primary", label_selector: str | None = None, 
             return True
 
         ops.wait_until(ready, timeout_s, f"deployments of {region} ready")
-    reverted = guard.mark_reverted("delete_pod", f"pod:{region}:{label_selector}", configuration) if label_selector else []
+    # our delete_pod and chaosk8s terminate_pods (recorded by the drill control) on this selector
+    reverted = (guard.mark_reverted(("delete_pod", "terminate_pods"), f"pod:{region}:{label_selector}", configuration)
+                if label_selector else [])
     return {"region": region, "ready": True, "reverted": reverted}
