@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from harness.errors import UsageError
+from harness.failover.planes_aws import aws_data, route53_traffic
 from harness.targets import _lab
 from harness.targets.app import ops as app_ops
 from harness.targets.postgres import ops as pg_ops
@@ -73,6 +74,16 @@ class RegionPlanes:
 
     def describe(self) -> dict[str, str]:
         return {"apps": self.apps.via, "data": self.data.via, "traffic": self.traffic.via}
+
+    def restore(self, home: str) -> dict[str, Any]:
+        """After the lab's own failback: each plane that keeps a shape of its own (a cloud API's view of the lab)
+        shows the starting shape again (planes with a `restore` method)."""
+        out: dict[str, Any] = {}
+        for name in ("apps", "data", "traffic"):
+            fn = getattr(getattr(self, name), "restore", None)
+            if fn is not None:
+                out[name] = fn(home)
+        return out
 
 
 # -- the embedded lab through its own adapters --------------------------------------------------------
@@ -177,9 +188,16 @@ def _lab_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] |
     return RegionPlanes(LabApps(t, http), LabData(t), LabTraffic(t, http))
 
 
+def _lab_cloud_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
+    """The lab through its cloud APIs: data through RDS and ElastiCache, traffic through Route 53 (the lab's AWS
+    control plane); apps through the lab's supervisor until the Kubernetes apps plane lands."""
+    return RegionPlanes(LabApps(t, http), aws_data(t, http, configuration), route53_traffic(t, http, configuration))
+
+
 #: environment kind -> the planes the runbook acts through (configuration drill_environment_kind; default lab)
 PLANES: dict[str, Callable[[_lab.LabTarget, Any, Mapping[str, Any] | None], RegionPlanes]] = {
     "lab": _lab_planes,
+    "lab-cloud": _lab_cloud_planes,
 }
 
 

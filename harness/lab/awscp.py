@@ -231,9 +231,11 @@ class Controller:
 
             with redis.Redis(port=ports[f"redis_{new_region}"], socket_timeout=5) as c:
                 ops.promote(c)
+            # the lab's replicas link as the lab links them: primary -> dr through the replication fault proxy
+            link = ports.get("proxy_redis_replication") if (new_region, old_region) == ("primary", "dr") else None
             try:
                 with redis.Redis(port=ports[f"redis_{old_region}"], socket_timeout=5) as c:
-                    ops.replicate(c, ports[f"redis_{new_region}"])
+                    ops.replicate(c, link or ports[f"redis_{new_region}"])
             except redis.RedisError as e:  # the old master is down: it rejoins when the lab restores it
                 _log(f"elasticache: old master {old_region} not re-pointed: {e}")
             rg.status = "available"
