@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from harness.errors import UsageError
 from harness.failover.planes_aws import aws_data, route53_traffic
+from harness.failover.planes_kubernetes import kubernetes_apps
 from harness.targets import _lab
 from harness.targets.app import ops as app_ops
 from harness.targets.postgres import ops as pg_ops
@@ -189,9 +190,10 @@ def _lab_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] |
 
 
 def _lab_cloud_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
-    """The lab through its cloud APIs: data through RDS and ElastiCache, traffic through Route 53 (the lab's AWS
-    control plane); apps through the lab's supervisor until the Kubernetes apps plane lands."""
-    return RegionPlanes(LabApps(t, http), aws_data(t, http, configuration), route53_traffic(t, http, configuration))
+    """The embedded lab through its cloud APIs only: apps scaled as Kubernetes Deployments, data through RDS and
+    ElastiCache, traffic through Route 53 (the lab's AWS control plane reconciles each call to the real processes)."""
+    return RegionPlanes(kubernetes_apps(t, http, configuration), aws_data(t, http, configuration),
+                        route53_traffic(t, http, configuration))
 
 
 #: environment kind -> the planes the runbook acts through (configuration drill_environment_kind; default lab)

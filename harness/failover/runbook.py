@@ -13,6 +13,8 @@ from harness.failover.failback import fail_back
 from harness.failover.planes import RegionPlanes, planes_for
 from harness.targets import _lab, toxiproxy
 from harness.targets.app import ops as app_ops
+from harness.targets.kubernetes import ops as k8s_ops
+from harness.targets.kubernetes import probes as k8s_probes
 from harness.targets.postgres import ops as pg_ops
 from harness.targets.redis import ops as rd_ops
 from harness.targets.router import ops as router_ops
@@ -174,7 +176,8 @@ def _fence(planes: RegionPlanes, region: str, serving: str) -> dict[str, Any]:
 
 
 # --- disaster level -------------------------------------------------------------------------------
-def _indicators(t: _lab.LabTarget, http: Any, lag_target_s: float) -> dict[str, tuple[bool | None, str]]:
+def _indicators(t: _lab.LabTarget, http: Any, lag_target_s: float,
+                configuration: dict | None = None) -> dict[str, tuple[bool | None, str]]:
     out: dict[str, tuple[bool | None, str]] = {}
     try:
         active = router_ops.state(http, t.router_url)["active_region"]
@@ -221,6 +224,17 @@ def _indicators(t: _lab.LabTarget, http: Any, lag_target_s: float) -> dict[str, 
         ok = ok and len(app_ops.alive_replicas(st, active)) > 0
         return ok, "app replicas alive " + ", ".join(parts)
 
+    def kube_nodes() -> tuple[bool, str]:
+        """lab-cloud: from the Kubernetes API, every node Ready and schedulable, pods ready per region."""
+        parts, ok = [], True
+        with k8s_ops.cluster(configuration, lab=t) as c:
+            for r in _lab.REGIONS:
+                rd = k8s_probes.region_readiness(c, r)
+                parts.append(f"{r} nodes {rd['nodes_ready']}/{rd['nodes']} pods {rd['pods_ready']}/{rd['desired']}")
+                ok = ok and rd["nodes_ready"] == rd["nodes"] and rd["pods_ready"] >= rd["desired"]
+                ok = ok and (r != active or rd["pods_ready"] > 0)
+        return ok, "kubernetes ready: " + ", ".join(parts)
+
     def api() -> tuple[bool, str]:
         h = app_ops.global_health(http, t.router_url)
         return h["ok"], f"global endpoint /health {h['status']}"
@@ -232,9 +246,10 @@ def _indicators(t: _lab.LabTarget, http: Any, lag_target_s: float) -> dict[str, 
         r = http.get(t.popbill_proxy_url + "/health", timeout=2.0)
         return r.status_code == 200, f"popbill via fault proxy {r.status_code}"
 
+    kube = str((configuration or {}).get("drill_environment_kind") or "lab") == "lab-cloud"
     for name, fn in (("database_primary", db_primary), ("database_replica", db_replica),
-                     ("redis_cluster", redis_cluster), ("kubernetes_nodes", nodes), ("api_health", api),
-                     ("external_apis", external)):
+                     ("redis_cluster", redis_cluster), ("kubernetes_nodes", kube_nodes if kube else nodes),
+                     ("api_health", api), ("external_apis", external)):
         check(name, fn)
     return out
 
@@ -245,7 +260,7 @@ def detect_level(configuration: dict | None = None, secrets: dict | None = None)
     t = _lab.resolve(configuration)
     lag_target = next((r.lag_target_s for r in plan.replication if r.component == "database"), 60.0)
     with t.http(timeout=2.0) as http:
-        ind = _indicators(t, http, lag_target)
+        ind = _indicators(t, http, lag_target, configuration)
     known = {i.name for i in plan.indicators}
     decision = plan_disaster_level(plan, {k: v[0] for k, v in ind.items() if k in known})
     return {**decision.to_dict(),

@@ -90,11 +90,13 @@ def test_references_resolve_from_the_process_environment_and_the_lab_topology():
     topo = {"router": {"url": "http://127.0.0.1:4100"},
             "regions": {r: {"postgres": {"dsn": f"postgresql://127.0.0.1:{p}/kerp"}, "redis": {"url": f"redis://x:{p}"}}
                         for r, p in (("primary", 1), ("dr", 2))},
-            "kubernetes": {"kubeconfig": "/tmp/kc", "contexts": {"primary": "primary", "dr": "dr"}, "namespace": "kerp"},
+            "kubernetes": {"kubeconfig": "/tmp/kc", "contexts": {"primary": "primary", "dr": "dr"}, "namespace": "kerp",
+                           "deployment": "kerp-app"},
             "aws": {"endpoint_url": "http://127.0.0.1:4200", "regions": {"primary": "ap-northeast-2", "dr": "ap-northeast-1"}}}
     data, _ = resolve_references(cloud, topology=topo)
     assert data["global_endpoint"] == "http://127.0.0.1:4100"
     assert data["regions"]["dr"]["kubernetes_context"] == "dr" and data["aws"]["endpoint_url"] == "http://127.0.0.1:4200"
+    assert set(data["kubernetes"]["deployments"].values()) == {"kerp-app"}  # the lab's one Deployment serves all
     del topo["kubernetes"]
     with pytest.raises(LabError, match="the running lab's topology has no kubernetes.contexts.primary"):
         resolve_references(cloud, topology=topo)
