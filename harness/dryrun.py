@@ -115,6 +115,17 @@ class _KubeResponse:
         self.reason = "OK (dry run)"
         self.data = data
 
+    @property
+    def response(self) -> "_KubeResponse":  # kubernetes-client >= 35 (RESTResponse) reads through these
+        return self
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.getheaders()
+
+    def read(self) -> bytes:
+        return self.data
+
     def getheaders(self) -> dict[str, str]:
         return {"content-type": "application/json"}
 

@@ -252,6 +252,9 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
     """
     home = _lab.check_region(to_region)
     away = _lab.other(home)
+    if guard.dry_run_elsewhere(configuration):  # nothing was changed: nothing to bring back, nothing touched
+        _event(configuration, "planned", dry_run=True, to_region=home, steps=["fail back to " + home])
+        return {"changed": False, "dry_run": True, "to_region": home}
     t = _lab.resolve(configuration)
     t0 = time.monotonic()
     before = lab_shape(t, home)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from harness.errors import UsageError
-from harness.failover.planes_aws import aws_data, route53_traffic
+from harness.failover.planes_aws import aws_data, aws_target, route53_traffic
 from harness.failover.planes_kubernetes import kubernetes_apps
 from harness.targets import _lab
 from harness.targets.app import ops as app_ops
@@ -192,14 +192,24 @@ def _lab_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] |
 def _lab_cloud_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
     """The embedded lab through its cloud APIs only: apps scaled as Kubernetes Deployments, data through RDS and
     ElastiCache, traffic through Route 53 (the lab's AWS control plane reconciles each call to the real processes)."""
-    return RegionPlanes(kubernetes_apps(t, http, configuration), aws_data(t, http, configuration),
-                        route53_traffic(t, http, configuration))
+    aws = aws_target(configuration)
+    return RegionPlanes(kubernetes_apps(t, http, configuration), aws_data(t, http, configuration, aws),
+                        route53_traffic(t, http, configuration, aws))
+
+
+def _aws_planes(t: _lab.LabTarget | None, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
+    """A real AWS environment: apps as EKS Deployments, data through RDS and ElastiCache, traffic through Route 53
+    (no lab anywhere: `t` is None)."""
+    aws = aws_target(configuration)
+    return RegionPlanes(kubernetes_apps(t, http, configuration), aws_data(t, http, configuration, aws),
+                        route53_traffic(t, http, configuration, aws))
 
 
 #: environment kind -> the planes the runbook acts through (configuration drill_environment_kind; default lab)
 PLANES: dict[str, Callable[[_lab.LabTarget, Any, Mapping[str, Any] | None], RegionPlanes]] = {
     "lab": _lab_planes,
     "lab-cloud": _lab_cloud_planes,
+    "aws": _aws_planes,
 }
 
 

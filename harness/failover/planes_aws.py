@@ -12,7 +12,7 @@ from harness.safety import context as run_context
 from harness.targets.aws import _aws, actions, probes
 from harness.targets.postgres import ops as pg_ops
 
-__all__ = ["AwsData", "Route53Traffic", "aws_data", "route53_traffic"]
+__all__ = ["AwsData", "Route53Traffic", "aws_data", "aws_target", "route53_traffic"]
 
 WAIT_S = 120.0
 
@@ -43,11 +43,11 @@ class AwsData:
     via: str = "aws rds and elasticache"
 
     def kill(self, region: str) -> list[dict[str, Any]]:
-        """A region's data layer lost, as the RDS API can show it: its instance stopped (the lab reconciles the
-        stop to `pg_ctl stop -m fast` of the real server). ElastiCache has no call that takes a node down: the
-        cache stays until the runbook fails it over."""
+        """A region's data layer lost, as the RDS API can show it: its instance stopped, not waited for (a region
+        is lost at once; the lab reconciles the stop to `pg_ctl stop -m fast` of the real server). ElastiCache has
+        no call that takes a node down: the cache stays until the runbook fails it over."""
         t0 = time.time()
-        res = actions.stop_instance(self.t, region, wait=True, timeout_s=WAIT_S)
+        res = actions.stop_instance(self.t, region, wait=False, timeout_s=WAIT_S)
         _event(self.configuration, self.via, "rds:StopDBInstance", resource=res["id"], region=region)
         return [{"step": "rds stop_db_instance", "id": res["id"], "status": res["status"], "via": self.via,
                  "at_s": round(time.time() - t0, 3)}]
@@ -147,11 +147,19 @@ class Route53Traffic:
         return res
 
 
-def aws_data(t: Any, http: Any, configuration: Mapping[str, Any] | None) -> AwsData:
-    """The data plane through RDS and ElastiCache of the run's environment (`t`, the lab target, is not used)."""
-    return AwsData(_aws.resolve(configuration), configuration)
+def aws_data(t: Any, http: Any, configuration: Mapping[str, Any] | None,
+             aws: _aws.AwsTarget | None = None) -> AwsData:
+    """The data plane through RDS and ElastiCache of the run's environment (`t`, the lab target, is not used;
+    `aws`: an AwsTarget whose clients the planes share)."""
+    return AwsData(aws or _aws.resolve(configuration), configuration)
 
 
-def route53_traffic(t: Any, http: Any, configuration: Mapping[str, Any] | None) -> Route53Traffic:
+def route53_traffic(t: Any, http: Any, configuration: Mapping[str, Any] | None,
+                    aws: _aws.AwsTarget | None = None) -> Route53Traffic:
     """The traffic plane through Route 53 of the run's environment."""
-    return Route53Traffic(_aws.resolve(configuration), http, configuration)
+    return Route53Traffic(aws or _aws.resolve(configuration), http, configuration)
+
+
+def aws_target(configuration: Mapping[str, Any] | None) -> _aws.AwsTarget:
+    """One AwsTarget (clients built once) for the planes of one runbook step."""
+    return _aws.resolve(configuration)
