@@ -148,14 +148,15 @@ def _kube_resource(path: str) -> str:
 
 
 def _kube_request(recorder: DryRunRecorder, host_of: Any) -> Any:
-    from urllib.parse import urlsplit
+    from urllib.parse import parse_qsl, urlsplit
 
     def request(self_or_none: Any, method: str, url: str, query_params: Any = None, headers: Any = None,
                 body: Any = None, post_params: Any = None, _preload_content: bool = True,
                 _request_timeout: Any = None) -> _KubeResponse:
         parts = urlsplit(url)
         recorder.record("kubernetes", "kubernetes", method.upper(), _kube_resource(parts.path),
-                        {"path": parts.path, "query": dict(query_params or []), "body": body},
+                        # kubernetes-client >= 35 puts the query into the URL, older ones pass query_params
+                        {"path": parts.path, "query": dict(query_params or parse_qsl(parts.query)), "body": body},
                         host=host_of(parts))
         reply: dict[str, Any] = {"items": [], "metadata": {}}
         if isinstance(body, dict):
