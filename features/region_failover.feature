@@ -1,3 +1,4 @@
+@dr_drill
 Feature: Region failover drill
   K-ERP's DR plan, level 3 (major) disaster: the whole primary region is lost.
   The plan's checklist is executed against the embedded lab: pre_test evidence,
@@ -8,6 +9,7 @@ Feature: Region failover drill
     Given the embedded lab is up
     And a drill of kind "region-failover" is recording
 
+  @disaster_level_3
   Scenario: The primary region is lost under load and K-ERP recovers in the DR region
     # pre_test
     Given a recent backup of the primary database exists

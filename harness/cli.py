@@ -151,13 +151,21 @@ def run_cmd(
     allow_env: list[str] = typer.Option([], "--allow-env", metavar="NAME",
                                         help="Allow faults in this non-lab environment (repeatable; also "
                                              "DRILL_ALLOWED_ENVIRONMENTS); its file must allow them too."),
+    lang: str = typer.Option("en", "--lang", envvar="DRILL_LANG", metavar="en|ko",
+                             help="Language of report.md, report.html, the console summary and the notifications "
+                                  "(en or ko; report.json is the same in both)."),
 ) -> None:
     """Run a drill: bring the lab up if needed, inject, fail over, measure RTO/RPO, validate, report.
 
     Exit code: 0 passed, 3 objectives missed, 4 integrity violation, 5 refused by safety, 130 interrupted.
     """
     from harness.drill import runner
+    from harness.report.i18n import check_lang
 
+    try:
+        lang = check_lang(lang)
+    except HarnessError as e:
+        _fail(e)
     if plan_overrides is not None and not plan_overrides.is_file():
         _fail(UsageError(f"--plan-overrides {str(plan_overrides)!r} "
                          + ("is not a file" if plan_overrides.exists() else "does not exist")))
@@ -165,7 +173,7 @@ def run_cmd(
         code = runner.run(target, report_dir=report_dir, dry_run=dry_run, approvals=tuple(approve),
                           plan_overrides=str(plan_overrides) if plan_overrides else None,
                           state_dir=str(state_dir) if state_dir else None, console=err,
-                          environment=env, allow_env=tuple(allow_env))
+                          environment=env, allow_env=tuple(allow_env), lang=lang)
     except HarnessError as e:
         _fail(e)
     raise typer.Exit(code)
@@ -302,6 +310,8 @@ def _print_topology(topo: dict) -> None:
     t.add_row("router (global endpoint)", topo["router"]["url"], f"active region: {topo['router']['active_region']}")
     t.add_row("fault proxy", topo["toxiproxy"]["url"], h("toxiproxy"))
     t.add_row("s3 / aws (moto)", topo["s3"]["endpoint_url"], h("moto"))
+    if topo.get("status_page"):
+        t.add_row("status page", topo["status_page"]["url"], h("status_page"))
     kube = topo.get("kubernetes")
     if kube:
         for region, url in kube.get("api_urls", {}).items():
@@ -585,6 +595,127 @@ def backup_restore(
     if not json_out:
         out.print(f"restored {key} into database {into!r} in {res.seconds:.1f} s; integrity checks pass "
                   f"(the live kerp database was not touched; drop {into!r} when done)", soft_wrap=True)
+
+
+# --- run history, trend, cadence, Allure (harness/report/history.py, trend.py, cadence.py, allure_html.py) ---------
+ReportsDir = typer.Option(Path("reports"), "--reports-dir", envvar="DRILL_REPORTS_DIR",
+                          help="The reports root (run dirs, history.sqlite; default ./reports).")
+report_app = typer.Typer(no_args_is_help=True, help="Reports across runs: the Allure HTML report.")
+app.add_typer(report_app, name="report")
+
+
+def _history_runs(reports_dir: Path):
+    import os
+
+    from harness.report import history
+
+    return history.runs(Path(os.environ["DRILL_HISTORY"]) if os.environ.get("DRILL_HISTORY")
+                        else reports_dir / history.STORE_NAME)
+
+
+@app.command("history")
+def history_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many runs (newest first)."),
+    reports_dir: Path = ReportsDir,
+) -> None:
+    """Recorded runs, newest first: run id, kind, environment, status, exit code, start, duration, RTO/RPO per
+    service (from reports/history.sqlite, written by every drill)."""
+    try:
+        runs = _history_runs(reports_dir)[:limit]
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json([r.to_dict() for r in runs])
+        return
+    from harness.core.durations import format_duration
+
+    fmt = lambda v: "-" if v is None else format_duration(v)  # noqa: E731
+    for r in runs:
+        objs = ", ".join(f"{o.service} {fmt(o.rto_s)}/{fmt(o.rpo_s)}" for o in r.objectives)
+        out.print(f"{r.run_id}  {r.kind:<22} {r.environment:<8} {r.status:<7} exit {r.exit_code:<3} {r.started_at}  "
+                  f"{fmt(r.duration_s):>6}  {'dry run' if r.dry_run else 'RTO/RPO: ' + (objs or '-')}",
+                  markup=False, soft_wrap=True)
+
+
+@app.command("trend")
+def trend_cmd(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The HTML page (default REPORTS/trend.html)."),
+    json_out: bool = typer.Option(False, "--json", help="Print p50/p95 per scenario and the regressions as JSON."),
+    reports_dir: Path = ReportsDir,
+) -> None:
+    """HTML page of RTO and RPO per service over the recorded runs, p50/p95 per scenario, and a regression flag for
+    a run worse than the recent p95 of its scenario. Exit 0 (a regression is shown, not an error)."""
+    from harness.report import trend
+
+    try:
+        runs = _history_runs(reports_dir)
+        page = output or reports_dir / "trend.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(trend.render_trend_html(runs), encoding="utf-8")
+    except HarnessError as e:
+        _fail(e)
+    except OSError as e:
+        _fail(UsageError(f"--output {str(output or page)!r} cannot be written: {e.strerror or e}"))
+    data = trend.trend_data(runs)
+    if json_out:
+        _print_json({**data, "page": str(page)})
+        return
+    for g in data["regressions"]:
+        out.print(f"REGRESSION {g['run_id']} ({g['kind']}) {g['service']} {g['metric']} {g['value_s']} s > recent "
+                  f"p95 {g['recent_p95_s']} s", markup=False, soft_wrap=True)
+    out.print(f"trend of {data['runs']} runs: {page}", markup=False, soft_wrap=True)
+
+
+@app.command("cadence")
+def cadence_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print the status of every test type as JSON."),
+    reports_dir: Path = ReportsDir,
+) -> None:
+    """The last run of each of the plan's test types (tabletop, simulation, full, chaos) and which are overdue per
+    the plan's cadence. Exit 0 whatever is overdue (the list says it)."""
+    from harness.config import load_plan
+    from harness.report import cadence, history
+
+    try:
+        plan = load_plan()
+        try:
+            runs = _history_runs(reports_dir)
+        except history.HistoryError:
+            if (reports_dir / history.STORE_NAME).exists():
+                raise
+            runs = []  # nothing recorded yet: every test type is overdue
+        rows = cadence.cadence(plan.test_types, runs)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        _print_json([c.to_dict() for c in rows])
+        return
+    for c in rows:
+        out.print(c.line(), markup=False, soft_wrap=True)
+
+
+@report_app.command("allure")
+def report_allure_cmd(
+    runs: Optional[list[str]] = typer.Argument(None, metavar="[RUNS_OR_DIRS]...",
+                                               help="Run ids under the reports root, report dirs or allure-results "
+                                                    "dirs (default: every run with Allure results)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Where index.html goes (default REPORTS/allure-report)."),
+    reports_dir: Path = ReportsDir,
+) -> None:
+    """One single-file Allure HTML report of the runs, built offline by the pinned Allure CLI (Node: npm ci in
+    tools/allure), with the history of earlier builds (REPORTS/allure-history.jsonl). Exit 1 without Node/Java."""
+    from harness.report import allure_html
+
+    try:
+        dirs = allure_html.results_dirs(list(runs or []), reports_dir)
+        built = allure_html.build(dirs, output or reports_dir / "allure-report",
+                                  reports_dir / allure_html.HISTORY_NAME)
+    except HarnessError as e:
+        _fail(e)
+    out.print(f"allure {built.allure_version}: {len(built.results)} result dir(s) -> {built.index}", markup=False,
+              soft_wrap=True)
 
 
 def _given_value(argv: list[str], param) -> Optional[str]:

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Every drill records itself in a run history (harness/report/history.py): the tests' runs go to a throwaway one,
+# not the checkout's reports/history.sqlite (a test about the history names its own).
+os.environ.setdefault("DRILL_HISTORY", str(Path(tempfile.mkdtemp(prefix="drill-test-history-")) / "history.sqlite"))
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -201,7 +201,7 @@ def after_experiment_control(context: dict, state: Any = None, configuration: di
 
             from harness.report.console import print_summary
 
-            print_summary(report, Console(stderr=True))
+            print_summary(report, Console(stderr=True), lang=report.get("_lang"))
     finally:
         if _state.get("held"):
             signals.release()

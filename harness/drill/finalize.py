@@ -10,9 +10,12 @@ from harness.core import checklist as checklist_core
 from harness.core import measure
 from harness.core.durations import format_duration
 from harness.core.report import build_report, redact
+from harness.drill import records
 from harness.drill.session import DrillSession
 from harness.errors import ExitCode
 from harness.report import write_report
+from harness.report import notify
+from harness.report.i18n import lang_from
 
 #: What each data-bearing service's RPO is measured on: service -> (op f, rpo_basis).
 #: voucher-service: the ledger writers' vouchers; tax-invoice-service: the invoices its probe had
@@ -147,7 +150,8 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
                            for svc in (x.name for x in plan.services)},
         "environment": {**(s.environment.to_report() if s.environment is not None else {"name": "lab", "kind": "lab"}),
                         "python": platform.python_version(), "host": platform.node(),
-                        "topology": {k: v for k, v in (s.topology or {}).items() if k in ("router", "s3", "toxiproxy")}},
+                        "topology": {k: v for k, v in (s.topology or {}).items()
+                                     if k in ("router", "s3", "toxiproxy", "status_page")}},
         "notes": list(s.notes),
         "summary": summary,
         "final_read_region": s.final_read_region,
@@ -201,14 +205,33 @@ def write(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
     """Build the report and write every report file into the session's report dir."""
     s.event("note", "writing the report")  # marks the phase (an interruption test waits for it)
     s.ended_at = s.ended_at or time.time()
+    lang = lang_from(s.config)
     report = build(s, plan, journal=journal, error=error, refused=refused)
-    paths = write_report(report, s.report_dir, journal=journal, secrets=sorted(s.secrets))
+    notifications = _notify(s, plan, redact(report, s.secrets), lang)
+    if notifications is not None:
+        report["notifications"] = notifications
+    paths = write_report(report, s.report_dir, journal=journal, secrets=sorted(s.secrets), lang=lang)
     if _interrupted_while_writing(s, report):  # the files say what happened: interrupted (exit 130)
         report = build(s, plan, journal=journal, error=error, refused=refused)
-        paths = write_report(report, s.report_dir, journal=journal, secrets=sorted(s.secrets))
+        if notifications is not None:  # already sent: not again
+            report["notifications"] = notifications
+        paths = write_report(report, s.report_dir, journal=journal, secrets=sorted(s.secrets), lang=lang)
     report["_paths"] = {k: str(v) for k, v in paths.items()}
+    report["_lang"] = lang
+    records.record_run(report, s.report_dir, journal)  # allure-results/ and the run history
     s.report = report
     return report
+
+
+def _notify(s: DrillSession, plan, report: dict[str, Any], lang: str) -> list[dict[str, Any]] | None:
+    """The plan's notifications of this drill (outbox, SMTP, webhook as configured); a failure to notify is a
+    note, never a different verdict."""
+    try:
+        cfg = notify.NotifyConfig.from_sources(s.config)
+        return notify.dispatch(report, plan, s.report_dir, cfg, lang)
+    except Exception as e:  # communication must not cost the report
+        s.note(f"notifications not sent: {type(e).__name__}: {e}")
+        return None
 
 
 def _interrupted_while_writing(s: DrillSession, report: dict[str, Any]) -> bool:

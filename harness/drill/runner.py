@@ -25,6 +25,8 @@ from harness.lab.manager import Lab
 from harness.lab.paths import state_dir as lab_state
 from harness.report import write_report
 from harness.report.console import print_summary
+from harness.report.i18n import check_lang
+from harness.report.notify import NOTIFY_PREFIX, NotifyConfig
 from harness.safety import context as run_context
 from harness.safety import guard
 from harness.safety.fault_ledger import FaultLedger, ledger_path
@@ -111,7 +113,7 @@ def __getattr__(name: str) -> Any:
 
 def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, approvals: tuple[str, ...] = (),
         plan_overrides: str | None = None, state_dir: str | None = None, console=None,
-        environment: str | None = None, allow_env: tuple[str, ...] = ()) -> int:
+        environment: str | None = None, allow_env: tuple[str, ...] = (), lang: str | None = None) -> int:
     """Run one drill and return its exit code (the report says why).
 
     Everything that can be refused is checked before the lab is touched (target, plan overrides, --approve
@@ -144,8 +146,10 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
         if gate not in gates:
             raise UsageError(f"--approve {gate!r} is not a gate of the plan ({', '.join(gates)})")
     check_report_dir(report_dir)
+    lang = check_lang(lang or cfg.get("drill_lang"))
+    NotifyConfig.from_sources(cfg)  # a bad notification setting: exit 2, before the lab is touched
     if experiment is None:
-        return _run_feature(t, report_dir, approvals, plan_overrides, dry_run, console)
+        return _run_feature(t, report_dir, approvals, plan_overrides, dry_run, console, lang)
 
     guard.ledger(cfg).refuse_if_active()  # faults of an earlier run still in place: `drill recover` first
     topology = ensure_lab(console, state_dir) if env.embedded else None
@@ -155,7 +159,9 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
         printer = _printer(console)
         s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(printer,),
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
-                                                   **{k: cfg[k] for k in ("drill_expects_fault",) if k in cfg}})
+                                                   "drill_lang": lang,
+                                                   **{k: cfg[k] for k in cfg if k == "drill_expects_fault"
+                                                      or k.startswith(NOTIFY_PREFIX)}})
         s.approvals |= set(approvals)
         printer.secrets = s.secrets
         _begin_environment(s, env, env_secrets, dry_run)
@@ -338,7 +344,7 @@ def _finish(s, journal: dict | None, error: BaseException | None, console) -> in
             report = finalize.write(s, s.plan, journal=journal, error=error, refused=bool(s.refused))
         finally:
             drill_session.end()
-    _summarise(report, console)
+    _summarise(report, console, report.get("_lang"))
     return int(report["exit_code"])
 
 
@@ -389,9 +395,9 @@ def _note_steady_state(s, journal: dict | None, dry_run: bool) -> None:
         return
 
 
-def _summarise(report: dict, console) -> None:
+def _summarise(report: dict, console, lang: str | None = None) -> None:
     paths = {k: Path(v) for k, v in report.get("_paths", {}).items()}
-    print_summary(report, console, paths=paths)
+    print_summary(report, console, paths=paths, lang=lang)
 
 
 #: how long `drill run X.feature` waits for the scenario's teardown (rollback + report) after a signal
@@ -399,7 +405,7 @@ FEATURE_STOP_TIMEOUT_S = 180.0
 
 
 def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...], plan_overrides: str | None,
-                 dry_run: bool, console) -> int:
+                 dry_run: bool, console, lang: str = "en") -> int:
     """A .feature file runs through pytest-bdd; its steps write the report; the exit code comes from it and
     from pytest's.
 
@@ -414,13 +420,13 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     rdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update({"DRILL_REPORT_DIR": str(rdir.resolve()), "DRILL_RUN_ID": rid, "DRILL_FEATURE": str(t.path),
-                "DRILL_APPROVALS": ",".join(approvals), "DRILL_STATE_DIR": str(state),
+                "DRILL_APPROVALS": ",".join(approvals), "DRILL_STATE_DIR": str(state), "DRILL_LANG": lang,
                 "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})  # only pytest-bdd and drill's steps (_feature_command)
     if plan_overrides:
         env["DRILL_PLAN_OVERRIDES"] = str(Path(plan_overrides).resolve())
     if dry_run:
         env["DRILL_DRY_RUN"] = "1"
-    cmd = _feature_command(rdir.resolve())
+    cmd = _feature_command(rdir.resolve(), rootdir=t.path.parent)
     console.print(f"[bold]drill[/] run [cyan]{rid}[/] (feature {t.path.name}) → {rdir}", highlight=False)
     rc, signals, killed = _run_child(cmd, Path.cwd(), env)
     problems: list[str] = []
@@ -440,26 +446,36 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
         code = ExitCode.INTERRUPTED
     elif code == ExitCode.PASSED and (rc != 0 or problems):
         why = "; ".join(problems) or f"pytest exited {rc}: a step or the scenario failed"
-        code = _fail_report(report, rdir, why)
+        code = _fail_report(report, rdir, why, lang)
     report["_paths"] = {"json": str(report_path), "md": str(rdir / "report.md"), "html": str(rdir / "report.html")}
-    _summarise(report, console)
+    _summarise(report, console, lang)
     return code
 
 
-def _feature_command(rdir: Path) -> list[str]:
+def _feature_command(rdir: Path, rootdir: Path | None = None) -> list[str]:
     """pytest on the packaged scenario binding with the packaged steps as plugins, from any directory: no pytest
-    configuration or conftest of the cwd or a checkout, no other installed pytest plugin (autoload is off)."""
+    configuration or conftest of the cwd or a checkout, no other installed pytest plugin (autoload is off). The
+    rootdir is the feature's folder (allure-pytest-bdd names the result's path relative to it)."""
     import importlib.util
 
     from harness.steps import PLUGINS
 
     binding = importlib.util.find_spec("harness.drill.scenario_binding")
     steps = [f"harness.steps.{name}" for name in PLUGINS]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-c", os.devnull, "--rootdir", str(rdir), "--noconftest",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-c", os.devnull, "--rootdir", str(rootdir or rdir), "--noconftest",
            "-p", "no:cacheprovider", "-p", "pytest_bdd.plugin"]
     for name in steps:
         cmd += ["-p", name]
+    cmd += _allure_options(rdir)
     return cmd + [str(binding.origin), "--junitxml", str(rdir / "pytest-junit.xml")]
+
+
+def _allure_options(rdir: Path) -> list[str]:
+    """allure-pytest-bdd writes the scenario's Allure result (Given/When/Then steps, tags as labels) into the
+    report dir; the drill's files are attached to it by the scenario's teardown (harness.report.allure)."""
+    from harness.report.allure import RESULTS_DIR
+
+    return ["-p", "allure_pytest_bdd.plugin", "--alluredir", str(rdir / RESULTS_DIR)]
 
 
 def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str], bool]:
@@ -499,10 +515,13 @@ def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, lis
             signal.signal(sig, h)
 
 
-def _fail_report(report: dict, rdir: Path, why: str) -> int:
+def _fail_report(report: dict, rdir: Path, why: str, lang: str = "en") -> int:
     """The scenario failed although its report said passed: rewrite the report as a harness error (exit 1)."""
     report.update(status="failed", exit_code=ExitCode.HARNESS_ERROR,
                   error=(report.get("error") + "; " if report.get("error") else "") + why)
     report.pop("_paths", None)
-    write_report(report, rdir)
+    write_report(report, rdir, lang=lang)
+    from harness.drill.records import record_history
+
+    record_history(report, rdir)  # the history row says failed too
     return ExitCode.HARNESS_ERROR

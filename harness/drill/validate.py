@@ -13,6 +13,8 @@ from typing import Any
 
 from harness.config import load_plan, read_yaml
 from harness.errors import HarnessError, UsageError
+from harness.report.i18n import LANGS
+from harness.report.notify import NOTIFY_PREFIX, NotifyConfig
 
 __all__ = ["StepDef", "ValidationResult", "drill_configuration_problems", "experiment_problems",
            "experiment_shape_problems", "find_steps_dir", "load_experiment_file", "load_step_definitions",
@@ -280,6 +282,12 @@ def drill_configuration_problems(cfg: Mapping[str, Any]) -> list[str]:
             bad(key, "true or false")
         elif key in _STRINGS and not isinstance(v, str):
             bad(key, "a string")
+        elif key == "drill_lang" and v not in LANGS:
+            bad(key, " or ".join(LANGS))
+    try:  # the notification settings, as `drill run` reads them (the environment aside)
+        NotifyConfig.from_sources({k: v for k, v in cfg.items() if k.startswith(NOTIFY_PREFIX)}, environ={})
+    except UsageError as e:
+        out.append(f"configuration: {e}")
     return out
 
 

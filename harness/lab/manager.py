@@ -47,6 +47,9 @@ PORT_NAMES = (
     + [f"kubeapi_{r}" for r in ("primary", "dr")]  # one emulated Kubernetes cluster per region
 )
 
+# -- status page (docs/ARCHITECTURE.md "Status page"): its port and process, kept apart from the others' --
+PORT_NAMES = PORT_NAMES + ["status_page"]
+
 #: every process the lab records in its state, by pid key, with the name a user reads in messages
 COMPONENTS = {
     "toxiproxy": "fault proxy",
@@ -58,6 +61,9 @@ COMPONENTS = {
     "router": "region router",
     "kubeapi": "Kubernetes API",
 }
+COMPONENTS["status_page"] = "status page"
+#: how often the status page probes each service, and how many results in a row make an outage
+STATUS_PAGE_PROBES = {"interval_s": 0.5, "timeout_s": 1.0, "window": 2, "slow_s": 1.0}
 
 #: how long `down` waits for the ports of stopped servers to close
 PORTS_CLOSE_TIMEOUT_S = 3.0
@@ -335,6 +341,7 @@ class Lab:
             aws.result()
         st["aws"] = getattr(self, "_aws_ids", None)  # written here: the state's other writers hold their own copy
         self._wait_kubeapi(st, timeout)  # up long before (the supervisor's controller retries until it answers)
+        self._start_status_page(st, progress, timeout)
 
     # -- Kubernetes API (one emulated cluster per region, kubeapi.py; the supervisor is its controller) ------
     def _kube_url(self, ports: dict[str, int], region: str) -> str:
@@ -390,6 +397,31 @@ class Lab:
                 h["error"] = str(e) or type(e).__name__
             out[f"kubernetes_{region}"] = h
         return out
+
+    # -- the status page (a lab component like the router; stopped by `down` with every recorded pid) --------
+    def _start_status_page(self, st: dict[str, Any], progress: Progress, timeout: float) -> None:
+        import psycopg
+
+        from harness.lab.kerp.seed import lab_credentials
+
+        ports = st["ports"]
+        with psycopg.connect(self.pg_nodes(st)["primary"].dsn, connect_timeout=3) as c:
+            row = c.execute("SELECT min(id) FROM vouchers WHERE request_id LIKE 'seed-%'").fetchone()
+        cred = lab_credentials(st.get("scale", 1))[0]
+        cfg = {"global_endpoint": f"http://127.0.0.1:{ports['router']}", "credentials": [cred.email, cred.password],
+               "voucher_id": int(row[0]) if row and row[0] is not None else 1, **STATUS_PAGE_PROBES}
+        path = self.state / "statuspage.json"
+        path.write_text(json.dumps(cfg, indent=2))
+        progress("starting the status page")
+        self._spawn(st, "status_page", [sys.executable, "-m", "harness.lab.statuspage", "--host", "127.0.0.1",
+                                        "--port", str(ports["status_page"]), "--config", str(path)])
+        self._wait_port("status page", ports["status_page"], timeout, "status_page")
+
+    @staticmethod
+    def _status_page_topology(ports: dict[str, int]) -> dict[str, Any]:
+        if "status_page" not in ports:  # a lab started before the status page existed
+            return {}
+        return {"status_page": {"url": f"http://127.0.0.1:{ports['status_page']}"}}
 
     # -- single Valkey nodes (used by the redis target to restart a killed node) ----------
     def valkey_command(self, region: str, st: dict[str, Any] | None = None, valkey: Path | None = None,
@@ -667,6 +699,7 @@ class Lab:
             "logs": str(self.logs),
             "pids": st.get("pids", {}),
             "scale": st.get("scale", 1),
+            **self._status_page_topology(ports),
         }
 
     def _app_urls(self, ports: dict[str, int]) -> dict[str, list[str]]:

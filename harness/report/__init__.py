@@ -40,8 +40,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_report(report: Mapping[str, Any], out_dir: Path, *, journal: Mapping[str, Any] | None = None,
-                 secrets: Iterable[str] = ()) -> dict[str, Path]:
+                 secrets: Iterable[str] = (), lang: str | None = None) -> dict[str, Path]:
     """Write report.json, report.md, report.html, junit.xml (and journal.json when given) into `out_dir`.
+
+    report.md and report.html are written in `lang` (en, the default, or ko); report.json never changes with it.
 
     Secret values are redacted from every file: the given `secrets` plus literal values in the
     journal's experiment `secrets` block. Returns {"json", "md", "html", "junit"[, "journal"]} -> path.
@@ -50,7 +52,7 @@ def write_report(report: Mapping[str, Any], out_dir: Path, *, journal: Mapping[s
     out_dir.mkdir(parents=True, exist_ok=True)
     values = normalise_secrets(list(secrets or ()) + journal_secret_values(journal))
     safe = redact(dict(report), values)
-    view = build_view(safe)
+    view = build_view(safe, lang)
 
     texts = {
         "json": ("report.json", _dump_json(safe)),

@@ -10,6 +10,7 @@ import jinja2
 from markupsafe import Markup
 
 from .chart import render_timeline_svg
+from .i18n import checklist_text, service_label
 from .model import WRITE_EXPLANATION, WRITE_FIELDS, View, build_view, rpo_line, writes_line
 
 log = logging.getLogger(__name__)
@@ -23,23 +24,28 @@ _ENV = jinja2.Environment(
 )
 
 
-def render_html(report: Mapping[str, Any], *, view: View | None = None, generated_at: str | None = None) -> str:
-    """Render the report dict (already redacted) as one HTML page with no external references."""
-    v = view or build_view(report)
+def render_html(report: Mapping[str, Any], *, view: View | None = None, generated_at: str | None = None,
+                lang: str | None = None) -> str:
+    """Render the report dict (already redacted) as one HTML page with no external references, in `lang`."""
+    v = view or build_view(report, lang)
+    t = v.t
     try:
         chart = Markup(render_timeline_svg(report))
         chart_error = ""
     except Exception as e:  # a broken chart must not cost the whole report
         log.warning("timeline chart could not be drawn: %s", e, exc_info=True)
-        chart, chart_error = Markup(""), f"The timeline chart could not be drawn: {e}"
+        chart, chart_error = Markup(""), t("The timeline chart could not be drawn: {e}", e=e)
     fields = [f for f in WRITE_FIELDS if f in v.writes] + [f for f in v.writes if f not in WRITE_FIELDS]
     return _ENV.get_template("report.html.j2").render(
         v=v,
+        _=t,
+        service_label=lambda svc: service_label(svc, v.lang),
+        checklist_text=lambda item: checklist_text(item, v.lang),
         chart=chart,
         chart_error=chart_error,
         write_fields=fields,
-        writes_line=writes_line(v.writes, v.writes_measured),
-        write_explanation=WRITE_EXPLANATION,
-        rpo_line=rpo_line(v.rpo),
+        writes_line=writes_line(v.writes, v.writes_measured, t),
+        write_explanation=t(WRITE_EXPLANATION),
+        rpo_line=rpo_line(v.rpo, t),
         generated_at=generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from .i18n import checklist_text, service_label
 from .model import (
     WRITE_EXPLANATION,
     WRITE_FIELDS,
@@ -28,102 +29,111 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
     return lines
 
 
-def _mark(status: Any) -> str:
+def _mark(status: Any, t=None) -> str:
     s = str(status or "").lower()
-    return _STATUS_MARK.get(s, s or "?")
+    if s in _STATUS_MARK:
+        icon, word = _STATUS_MARK[s].split(" ", 1)
+        return f"{icon} {t(word) if t else word}"
+    return s or "?"
 
 
-def render_markdown(report: Mapping[str, Any], *, view: View | None = None) -> str:
-    """Render the report dict (already redacted) as Markdown."""
-    v = view or build_view(report)
+def render_markdown(report: Mapping[str, Any], *, view: View | None = None, lang: str | None = None) -> str:
+    """Render the report dict (already redacted) as Markdown, in `lang` (en, ko; the view's language if given)."""
+    v = view or build_view(report, lang)
+    t = v.t
     out: list[str] = []
     icon = {"passed": "\u2705", "missed": "\u274c", "failed": "\u274c", "aborted": "\u26d4"}[v.verdict_class]
-    out.append(f"# Drill report: {v.kind or 'drill'}")
+    out.append("# " + t("Drill report: {kind}", kind=v.kind or "drill"))
     out.append("")
-    out.append(f"## {icon} {v.verdict} (exit code {v.exit_code})")
+    out.append(f"## {icon} {t(v.verdict)} ({t('exit code {code}', code=v.exit_code)})")
     out.append("")
     if v.summary:
         out += [v.summary, ""]
     out += _table(["", ""], [
-        ("Run", f"`{v.run_id}`"),
-        ("Kind", v.kind),
-        ("Target", v.target),
-        *([("Environment", v.environment_label)] if v.environment_label else []),
-        ("Started", v.started),
-        ("Ended", v.ended),
-        ("Duration", v.duration),
+        (t("Run"), f"`{v.run_id}`"),
+        (t("Kind"), v.kind),
+        (t("Target"), v.target),
+        *([(t("Environment"), v.environment_label)] if v.environment_label else []),
+        (t("Started"), v.started),
+        (t("Ended"), v.ended),
+        (t("Duration"), v.duration),
     ])
     out.append("")
 
-    out += ["## Recovery objectives", ""]
+    out += ["## " + t("Recovery objectives"), ""]
     if v.objectives:
         c = v.counts["objectives"]
-        out += [f"{c['met']} of {c['total']} services met their objectives.", ""]
+        out += [t("{met} of {total} services met their objectives.", met=c["met"], total=c["total"]), ""]
         out += _table(
-            ["Service", "Priority", "RTO target", "RTO measured", "RPO target", "RPO measured", "RPO basis", "Result"],
-            [(o.service, o.priority, o.rto_target, o.rto_measured, o.rpo_target, o.rpo_measured, o.rpo_basis,
-              ("\u2705 met" if o.met else ("\u274c missed: " + o.reason if o.met is False else o.result)))
+            [t(h) for h in ("Service", "Priority", "RTO target", "RTO measured", "RPO target", "RPO measured",
+                            "RPO basis", "Result")],
+            [(service_label(o.service, v.lang), o.priority, o.rto_target, o.rto_measured, o.rpo_target,
+              o.rpo_measured, o.rpo_basis,
+              ("\u2705 " + t("met") if o.met else
+               ("\u274c " + t("missed: {reason}", reason=o.reason) if o.met is False else t(o.result))))
              for o in v.objectives])
     else:
-        out.append("No objectives were measured in this run.")
+        out.append(t("No objectives were measured in this run."))
     out.append("")
 
     if v.phases:
-        out += ["### RTO phase breakdown", "", "Time from fault injection to each phase, per service.", ""]
-        out += _table(["Service"] + [c.replace("_", " ") for c in v.phase_columns], [(s, *vals) for s, vals in v.phases])
+        out += ["### " + t("RTO phase breakdown"), "", t("Time from fault injection to each phase, per service."), ""]
+        out += _table([t("Service")] + [c.replace("_", " ") for c in v.phase_columns],
+                      [(s, *vals) for s, vals in v.phases])
         out.append("")
     if v.probe_stats:
-        out += ["### Probe latency", ""]
-        out += _table(["Service", "Probes", "Errors", "p50", "p95", "max"],
+        out += ["### " + t("Probe latency"), ""]
+        out += _table([t("Service"), t("Probes"), t("Errors"), "p50", "p95", "max"],
                       [(p["service"], p["count"], p["errors"], p["p50"], p["p95"], p["max"]) for p in v.probe_stats])
         out.append("")
 
-    out += ["## Writes during the drill", "", writes_line(v.writes, v.writes_measured), ""]
+    out += ["## " + t("Writes during the drill"), "", writes_line(v.writes, v.writes_measured, t), ""]
     if v.writes and v.writes_measured:
         fields = [f for f in WRITE_FIELDS if f in v.writes] + [f for f in v.writes if f not in WRITE_FIELDS]
-        out += _table([f.capitalize() for f in fields], [[v.writes.get(f) for f in fields]])
+        out += _table([t(f.capitalize()) if f in WRITE_FIELDS else f.capitalize() for f in fields],
+                      [[v.writes.get(f) for f in fields]])
         for name, keys in v.write_keys.items():
             out += ["", f"{name.replace('_', ' ').capitalize()}: " + ", ".join(f"`{k}`" for k in keys)]
-        out += ["", f"_{WRITE_EXPLANATION}_", ""]
-    line = rpo_line(v.rpo)
+        out += ["", f"_{t(WRITE_EXPLANATION)}_", ""]
+    line = rpo_line(v.rpo, t)
     if line:
         out += [line, ""]
 
-    out += ["## Data integrity", ""]
+    out += ["## " + t("Data integrity"), ""]
     if v.integrity:
-        out += _table(["Check", "Status", "Details"],
-                      [(i.get("check", "?"), _mark(i.get("status")), i.get("details", "")) for i in v.integrity])
+        out += _table([t("Check"), t("Status"), t("Details")],
+                      [(i.get("check", "?"), _mark(i.get("status"), t), i.get("details", "")) for i in v.integrity])
     else:
-        out.append("No integrity checks were run.")
+        out.append(t("No integrity checks were run."))
     out.append("")
 
-    out += ["## Checklist", ""]
+    out += ["## " + t("Checklist"), ""]
     if v.checklist_by_phase:
         for _phase, title, items in v.checklist_by_phase:
             out += [f"### {title}", ""]
-            out += _table(["Item", "Expected", "Observed", "Status"],
-                          [(i.get("item", "?"), i.get("expected", ""), i.get("observed", ""), _mark(i.get("status")))
+            out += _table([t("Item"), t("Expected"), t("Observed"), t("Status")],
+                          [(*checklist_text(i, v.lang), i.get("observed", ""), _mark(i.get("status"), t))
                            for i in items])
             out.append("")
     else:
-        out += ["No checklist items were recorded.", ""]
+        out += [t("No checklist items were recorded."), ""]
 
-    out += ["## Key events", ""]
+    out += ["## " + t("Key events"), ""]
     if v.key_events:
-        out += _table(["Time", "Since fault", "Kind", "Event", "Details"],
+        out += _table([t("Time"), t("Since fault"), t("Kind"), t("Event"), t("Details")],
                       [(e.clock, e.offset, e.kind, e.event, e.detail) for e in v.key_events])
         if v.key_events_omitted:
-            out += ["", f"{v.key_events_omitted} more events are in report.json."]
+            out += ["", t("{n} more events are in report.json.", n=v.key_events_omitted)]
     else:
-        out.append("No faults, failovers, checks or notes were recorded.")
+        out.append(t("No faults, failovers, checks or notes were recorded."))
     out.append("")
 
     if v.dry_run_calls:
-        out += ["## API calls of the dry run (none was sent)", ""]
-        out += _table(["API", "Operation", "Resource", "Parameters"], v.dry_run_calls) + [""]
+        out += ["## " + t("API calls of the dry run (none was sent)"), ""]
+        out += _table([t("API"), t("Operation"), t("Resource"), t("Parameters")], v.dry_run_calls) + [""]
     if v.notes:
-        out += ["## Notes", ""] + [f"- {_cell(n)}" for n in v.notes] + [""]
+        out += ["## " + t("Notes"), ""] + [f"- {_cell(n)}" for n in v.notes] + [""]
     if v.environment:
-        out += ["## Environment", ""] + _table(["Key", "Value"], v.environment) + [""]
-    out.append("_Full data in report.json, the timeline chart in report.html, CI results in junit.xml._")
+        out += ["## " + t("Environment"), ""] + _table([t("Key"), t("Value")], v.environment) + [""]
+    out.append(t("_Full data in report.json, the timeline chart in report.html, CI results in junit.xml._"))
     return "\n".join(out) + "\n"

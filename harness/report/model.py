@@ -13,6 +13,8 @@ from harness.core.measure import RTO_PHASE_ORDER
 from harness.core.plan import CHECKLIST_PHASES
 from harness.core.report import WRITE_FIELDS
 
+from .i18n import Translator, translator
+
 __all__ = ["CHECKLIST_PHASES", "RTO_PHASE_ORDER", "WRITE_FIELDS", "View", "build_view", "fmt_duration", "verdict"]
 
 # Verdict headlines (the md/html banner and the console use exactly these).
@@ -172,7 +174,7 @@ def _within(measured: Any, target: Any) -> bool | None:
         return None
 
 
-def objective_row(o: Mapping[str, Any]) -> ObjectiveRow:
+def objective_row(o: Mapping[str, Any], t: Translator | None = None) -> ObjectiveRow:
     """Format one objective; `reason` says in words why it was missed (empty when met).
 
     The core's own `reason` is used when the objective carries one (it is written with the same
@@ -180,6 +182,7 @@ def objective_row(o: Mapping[str, Any]) -> ObjectiveRow:
     measure (`measured: false`) shows "not measured"; a stateless one (`rpo_basis: "stateless"`)
     has no RPO to show.
     """
+    t = t or translator()
     rto_m, rto_t = o.get("rto_measured_s"), o.get("rto_target_s")
     rpo_m, rpo_t = o.get("rpo_measured_s"), o.get("rpo_target_s")
     measured = o.get("measured") is not False
@@ -194,28 +197,28 @@ def objective_row(o: Mapping[str, Any]) -> ObjectiveRow:
         reasons.append(str(o["reason"]))
     else:
         if not measured:
-            reasons.append("not measured in this run")
+            reasons.append(t("not measured in this run"))
         elif rto_m is None and rto_t is not None:
-            reasons.append("service never recovered")
+            reasons.append(t("service never recovered"))
         elif rto_ok is False:
-            reasons.append(f"RTO {fmt_duration(rto_m)} exceeds target {fmt_duration(rto_t)}")
+            reasons.append(t("RTO {m} exceeds target {t}", m=fmt_duration(rto_m), t=fmt_duration(rto_t)))
         if measured and rpo_m is None and rpo_t is not None and rto_m is not None and not stateless:
-            reasons.append("RPO not measured")
+            reasons.append(t("RPO not measured"))
         elif rpo_ok is False and rpo_m is not None:
-            reasons.append(f"RPO {fmt_duration(rpo_m)} exceeds target {fmt_duration(rpo_t)}")
+            reasons.append(t("RPO {m} exceeds target {t}", m=fmt_duration(rpo_m), t=fmt_duration(rpo_t)))
     if met is False and not reasons:
-        reasons.append("objective not met")
+        reasons.append(t("objective not met"))
     result = "met" if met else ("missed" if met is False else "not judged")
     if not measured:
-        rto_text = NOT_MEASURED
+        rto_text = t(NOT_MEASURED)
     elif rto_t is not None:
-        rto_text = fmt_duration(rto_m, missing="not recovered")
+        rto_text = fmt_duration(rto_m, missing=t("not recovered"))
     else:
         rto_text = fmt_duration(rto_m)
     if stateless and rpo_m is None:
-        rpo_text = "n/a (stateless)"
+        rpo_text = t("n/a (stateless)")
     elif rpo_m is None and (not measured or o.get("rpo_basis") == "not_measured"):
-        rpo_text = NOT_MEASURED
+        rpo_text = t(NOT_MEASURED)
     else:
         rpo_text = fmt_duration(rpo_m)
     return ObjectiveRow(
@@ -280,6 +283,9 @@ class View:
     environment_label: str = ""
     #: API calls a dry run would have made (none was sent): (api, operation, resource, params as JSON)
     dry_run_calls: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: the reader's language (harness.report.i18n) and its translator
+    lang: str = "en"
+    t: Translator = field(default_factory=translator)
 
 
 MAX_KEY_EVENTS = 200
@@ -316,12 +322,13 @@ def _count(items: list[Any], key: str = "status") -> dict[str, int]:
     return out
 
 
-def build_view(report: Mapping[str, Any]) -> View:
-    """Compute the presentation model of a (redacted) report dict."""
+def build_view(report: Mapping[str, Any], lang: str | None = None) -> View:
+    """Compute the presentation model of a (redacted) report dict, for readers of `lang` (en, ko)."""
+    tr = translator(lang)
     started, ended = parse_time(report.get("started_at")), parse_time(report.get("ended_at"))
     duration = fmt_duration(ended - started) if started is not None and ended is not None else "\u2014"
     v = verdict(report)
-    objectives = [objective_row(o) for o in report.get("objectives") or [] if isinstance(o, Mapping)]
+    objectives = [objective_row(o, tr) for o in report.get("objectives") or [] if isinstance(o, Mapping)]
     raw_writes = dict(report.get("writes") or {})
     # counts go in the table; the capped key lists (lost_keys, ...) are named below it
     writes = {k: v for k, v in raw_writes.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -337,7 +344,7 @@ def build_view(report: Mapping[str, Any]) -> View:
         if p not in CHECKLIST_PHASES and p not in others:
             others.append(p)
     grouped = [
-        (p, PHASE_TITLES.get(p, p.replace("_", " ").capitalize()), [i for i in checklist if str(i.get("phase") or "other") == p])
+        (p, tr(PHASE_TITLES[p]) if p in PHASE_TITLES else p.replace("_", " ").capitalize(), [i for i in checklist if str(i.get("phase") or "other") == p])
         for p in known + others
     ]
 
@@ -411,32 +418,38 @@ def build_view(report: Mapping[str, Any]) -> View:
         integrity=integrity, checklist_by_phase=grouped, phase_columns=columns, phases=phases,
         probe_stats=probe_stats, key_events=events, key_events_omitted=omitted, notes=notes,
         environment=environment, counts=counts, fault_t=ft, environment_label=env_label, dry_run_calls=calls,
+        lang=tr.lang, t=tr,
     )
 
 
-def writes_line(writes: Mapping[str, Any], measured: bool | None = None) -> str:
+def writes_line(writes: Mapping[str, Any], measured: bool | None = None, t: Translator | None = None) -> str:
     """One sentence about the write ledger for the reader in a hurry ("not measured" without a final read)."""
+    t = t or translator()
     if measured is None:
         measured = writes.get("measured") is not False
     if not measured:
-        return ("Writes were not measured: no final read happened in this run, so nothing can be said "
-                "about lost writes.")
+        return t("Writes were not measured: no final read happened in this run, so nothing can be said "
+                 "about lost writes.")
     if not writes:
-        return "No writes were recorded."
+        return t("No writes were recorded.")
     lost = writes.get("lost") or 0
     unexpected = writes.get("unexpected") or 0
     ack = writes.get("acknowledged", 0)
     if lost or unexpected:
-        return (f"{lost} of {ack} acknowledged writes were lost and {unexpected} unexpected records appeared.")
-    return f"All {ack} acknowledged writes survived; no unexpected records."
+        return t("{lost} of {ack} acknowledged writes were lost and {unexpected} unexpected records appeared.",
+                 lost=lost, ack=ack, unexpected=unexpected)
+    return t("All {ack} acknowledged writes survived; no unexpected records.", ack=ack)
 
 
-def rpo_line(rpo: Mapping[str, Any]) -> str:
+def rpo_line(rpo: Mapping[str, Any], t: Translator | None = None) -> str:
     """One sentence about the measured RPO (empty when no RPO block was given)."""
     if not rpo:
         return ""
-    text = f"Measured RPO {fmt_duration(rpo.get('rpo_s'))}, {rpo.get('lost', 0)} acknowledged write(s) lost"
+    t = t or translator()
+    text = t("Measured RPO {rpo}, {lost} acknowledged write(s) lost", rpo=fmt_duration(rpo.get("rpo_s")),
+             lost=rpo.get("lost", 0))
     before, surviving = rpo.get("last_ack_before_fault"), rpo.get("last_surviving_ack")
     if before is not None or surviving is not None:
-        text += f" (last acknowledged write before the fault: {fmt_clock(before) or '—'}; last one that survived: {fmt_clock(surviving) or '—'})"
+        text += t(" (last acknowledged write before the fault: {before}; last one that survived: {surviving})",
+                  before=fmt_clock(before) or "—", surviving=fmt_clock(surviving) or "—")
     return text + "."

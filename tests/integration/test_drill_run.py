@@ -88,6 +88,9 @@ def test_ci_smoke_passes_and_writes_every_report_file(drill_lab, tmp_path):
     assert {"fault", "failover", "check", "note"} <= kinds
     journal = json.loads((out / "journal.json").read_text())
     assert journal["status"] == "completed"
+    from tests.integration._allure import assert_experiment_allure_result
+
+    assert_experiment_allure_result(out)  # one Allure result, a step per activity, tags, attachments
     assert_lab_on_primary(drill_lab)
 
 

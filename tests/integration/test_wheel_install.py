@@ -36,7 +36,8 @@ def installed(tmp_path_factory):
     # build from a copy: a stale build/ of the checkout must not leak into the wheel, and nothing is left behind
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", "reports", ".drill", ".lab"))
+        ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", "reports", ".drill", ".lab",
+        "node_modules"))
     built = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(src)],
                  cwd=tmp, env=dict(os.environ), timeout=600)
     assert built.returncode == 0, built.stderr[-3000:]
@@ -52,7 +53,7 @@ def installed(tmp_path_factory):
     # the new venv's own; .pth files there are not processed, so an editable install of drill is not either
     (purelib / "zz_drill_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "DRILL_STATE_DIR",
-                                                              "DRILL_REPORTS_DIR", "VIRTUAL_ENV")}
+                                                              "DRILL_REPORTS_DIR", "DRILL_HISTORY", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     inst = _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheels[0])],
                 cwd=tmp, env=env, timeout=300)
@@ -109,8 +110,9 @@ def test_every_profile_and_a_users_feature_run_from_any_directory(installed, tmp
         # ci-smoke for real: brings the lab up, default report dir under the cwd
         r = _run([drill, "run", "ci-smoke"], cwd=work, env=env, timeout=600)
         assert r.returncode == 0, r.stderr[-4000:]
-        (rdir,) = (work / "reports").iterdir()
+        (rdir,) = [d for d in (work / "reports").iterdir() if d.is_dir()]
         report = _reports_ok(rdir, "ci-smoke")
+        assert (work / "reports" / "history.sqlite").is_file()  # the run history, beside the run dirs
         assert not report.get("dry_run") and report["writes"]["acknowledged"] > 0
         assert (rdir / "journal.json").is_file()
         # the other profiles resolve their experiment from the package; --dry-run keeps them short

@@ -8,6 +8,7 @@ the `test` extra. A module counts as used when it is imported, located with impo
 from __future__ import annotations
 
 import ast
+import json
 import re
 import sys
 import tomllib
@@ -22,7 +23,8 @@ NOT_SHIPPED = ("tests", "bench", "conftest.py")
 #: tools every virtualenv has (the wheel test runs `python -m pip`), not dependencies
 TOOLING = {"pip"}
 #: runtime dependencies the code never names as a module, and why they are needed
-USED_WITHOUT_IMPORT = {"chaostoolkit": "the `chaos` command that runs the experiments outside drill"}
+USED_WITHOUT_IMPORT = {"chaostoolkit": "the `chaos` command that runs the experiments outside drill",
+                       "allure-pytest-bdd": "the pytest plugin `drill run X.feature` loads (-p allure_pytest_bdd.plugin)"}
 
 
 @cache
@@ -56,9 +58,35 @@ def used_modules(tree: ast.AST) -> set[str]:
               and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("find_spec", "import_module")):
             found.add(node.args[0].value)
         elif isinstance(node, ast.List):
+            # `[sys.executable, "-m", "x"]` runs module x; `["pg_ctl", "stop", "-m", "smart"]` is another tool's flag
             items = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
-            found |= {m for flag, m in zip(items, items[1:]) if flag == "-m" and isinstance(m, str)}
+            runs_python = [isinstance(e, (ast.Name, ast.Attribute))  # sys.executable, python
+                           or (isinstance(e, ast.Constant) and Path(str(e.value)).name.startswith("python"))
+                           for e in node.elts]
+            found |= {m for py, flag, m in zip([False, *runs_python], items, items[1:])
+                      if flag == "-m" and isinstance(m, str) and py}
     return {m.split(".")[0] for m in found}
+
+
+def experiment_modules() -> dict[str, set[str]]:
+    """{top-level module: experiments} of the Python providers and controls the shipped experiments name (chaosk8s,
+    chaosaws ... are used by the experiments, not imported by the code)."""
+    out: dict[str, set[str]] = {}
+
+    def walk(node, f):
+        if isinstance(node, dict):
+            prov = node.get("provider")
+            if isinstance(prov, dict) and prov.get("type") == "python" and isinstance(prov.get("module"), str):
+                out.setdefault(prov["module"].split(".")[0], set()).add(f)
+            for v in node.values():
+                walk(v, f)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, f)
+
+    for f in sorted((ROOT / "experiments").glob("*.json")):
+        walk(json.loads(f.read_text()), str(f.relative_to(ROOT)))
+    return {m: fs for m, fs in out.items() if m not in FIRST_PARTY}
 
 
 @cache
@@ -91,6 +119,7 @@ def test_what_ships_uses_only_runtime_dependencies():
     uses = third_party(SHIPPED)
     assert {"psutil", "pytest", "pytest_bdd", "chaoslib"} <= set(uses)  # the scan sees real imports
     assert _undeclared(uses, runtime) == []
+    assert _undeclared(experiment_modules(), runtime) == []  # what the shipped experiments run
 
 
 def test_tests_and_benches_use_only_declared_dependencies():
@@ -101,7 +130,7 @@ def test_tests_and_benches_use_only_declared_dependencies():
 def test_every_runtime_dependency_is_used():
     runtime, _ = declared()
     dists = packages_distributions()
-    provided = {_norm(d) for m in third_party(SHIPPED) for d in dists.get(m, [])}
+    provided = {_norm(d) for m in [*third_party(SHIPPED), *experiment_modules()] for d in dists.get(m, [])}
     assert sorted(runtime - provided - set(USED_WITHOUT_IMPORT)) == []
 
 

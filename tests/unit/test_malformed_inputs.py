@@ -199,6 +199,7 @@ CASES: list[tuple[str, str, int, str]] = [
     ("cli-calibrate-delay-huge", "calibrate --delay-ms 99999", USAGE, "--delay-ms 99999"),
     ("cli-calibrate-delay-word", "calibrate --delay-ms fast", USAGE, "--delay-ms 'fast'"),
     ("cli-calibrate-report-dir", "calibrate --report-dir /proc/x", USAGE, "--report-dir '/proc/x'"),
+    ("cli-run-lang-unknown", "run ci-smoke --lang fr", USAGE, "--lang 'fr'"),
     ("cli-lab-scale-zero", "lab up --scale 0", USAGE, "'--scale'"),
     ("cli-lab-scale-word", "lab up --scale big", USAGE, "'big'"),
     ("cli-lab-scale-huge", "lab up --scale 1001", USAGE, "'1001'"),
