@@ -59,6 +59,11 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
     The replication lag is measured once per run before its fault: a steady-state probe of this run that
     measured it already (`replica_lag_within_plan`) is the evidence, so the two cannot disagree."""
     s = drill_session.current()
+    if guard.dry_run_elsewhere(configuration):
+        for item in PRE_TEST_OBSERVERS:
+            s.observe(item, None, f"dry run against {s.environment.name if s.environment else 'a real environment'}: "
+                                  "not observed (nothing is sent)")
+        return {"dry_run": True}
     results = observe_pre_test(PRE_TEST_OBSERVERS, max_backup_age_s, configuration=configuration)
     # snapshot of the tables the workload never writes, for the integrity check afterwards
     import psycopg
@@ -171,6 +176,10 @@ def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_inte
     """Start the ledger writers and the per-service probes through the global endpoint."""
     s = drill_session.current()
     cfg = configuration or {}
+    if guard.dry_run_elsewhere(configuration):
+        s.event("note", "workload planned, not started (dry run against a real environment: nothing is sent)",
+                dry_run=True)
+        return {"dry_run": True, "writers": writers}
     topo = _topology(configuration)
     s.topology = topo
     wl = Workload.from_topology(topo, s.timeline, run_id=s.run_id, writers=int(cfg.get("drill_writers", writers)),
@@ -201,6 +210,8 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
     `s.final_keys_by_f`.
     """
     s = drill_session.current()
+    if s.workload is None and guard.dry_run_elsewhere(configuration):
+        return {"dry_run": True}
     if s.workload is None:
         raise HarnessError("stop_workload: the workload was never started in this drill")
     wl = s.workload
@@ -244,6 +255,9 @@ def validate_integrity(configuration: dict | None = None, secrets: dict | None =
     import psycopg
 
     s = drill_session.current()
+    if guard.dry_run_elsewhere(configuration):
+        s.event("note", "integrity checks planned, not run (dry run against a real environment)", dry_run=True)
+        return {"dry_run": True, "checks": 0, "failed": []}
     topo = _topology(configuration)
     dsn = find_primary_dsn(topo)
     with psycopg.connect(dsn, connect_timeout=3) as conn:

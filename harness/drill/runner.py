@@ -154,8 +154,11 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     if state_dir:
         os.environ["DRILL_STATE_DIR"] = str(Path(state_dir).resolve())
     experiment = _load_experiment(t, dry_run, approvals) if t.kind != "feature" else None
+    unprobed = None
     if experiment is not None:
         _apply_environment(experiment, env, allow_env)
+        if dry_run and not env.embedded:  # its probes would read the real system: a dry run sends nothing
+            unprobed = experiment.pop("steady-state-hypothesis", None)
     cfg = _resolved_configuration(experiment) if experiment is not None else {}
     # the run's plan, once (a bad override or plan file is a usage error, exit 2, before the lab is touched)
     plan = load_plan(cfg.get("drill_plan"), overrides=overrides)
@@ -194,6 +197,9 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
                               "--approve")
         printer.secrets = s.secrets
         _begin_environment(s, env, env_secrets, dry_run)
+        if unprobed:
+            s.note(f"steady state not probed: a dry run against {env.name} sends nothing "
+                   f"({len(unprobed.get('probes') or [])} probes skipped)")
         # the run context travels in the configuration: every activity (and the preflight) finds it by run id
         cfg[run_context.RUN_ID_KEY] = experiment["configuration"][run_context.RUN_ID_KEY] = s.run_id
         if guard.lab_approvals(cfg):

@@ -31,7 +31,8 @@ def scale_deployments(c: ops.Cluster, region: str, replicas: int, wait: bool = T
     apps = c.apps(region)
     before = {}
     for name in names:
-        before[name] = int(apps.read_namespaced_deployment_scale(name, c.namespace).spec.replicas or 0)
+        spec = apps.read_namespaced_deployment_scale(name, c.namespace).spec  # None: a dry run's empty answer
+        before[name] = int(getattr(spec, "replicas", None) or 0)
         apps.patch_namespaced_deployment_scale(name, c.namespace, {"spec": {"replicas": replicas}})
     out: dict[str, Any] = {"region": region, "replicas": replicas, "deployments": list(names), "from": before}
     if wait:
