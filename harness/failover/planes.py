@@ -189,17 +189,10 @@ def _lab_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] |
     return RegionPlanes(LabApps(t, http), LabData(t), LabTraffic(t, http))
 
 
-def _lab_cloud_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
-    """The embedded lab through its cloud APIs only: apps scaled as Kubernetes Deployments, data through RDS and
-    ElastiCache, traffic through Route 53 (the lab's AWS control plane reconciles each call to the real processes)."""
-    aws = aws_target(configuration)
-    return RegionPlanes(kubernetes_apps(t, http, configuration), aws_data(t, http, configuration, aws),
-                        route53_traffic(t, http, configuration, aws))
-
-
-def _aws_planes(t: _lab.LabTarget | None, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
-    """A real AWS environment: apps as EKS Deployments, data through RDS and ElastiCache, traffic through Route 53
-    (no lab anywhere: `t` is None)."""
+def _cloud_planes(t: _lab.LabTarget | None, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
+    """A cloud through its APIs only: apps as Kubernetes (EKS) Deployments, data through RDS and ElastiCache,
+    traffic through Route 53. Under lab-cloud the lab's AWS control plane and Kubernetes controller reconcile
+    each call to the real processes; under aws there is no lab anywhere (`t` is None)."""
     aws = aws_target(configuration)
     return RegionPlanes(kubernetes_apps(t, http, configuration), aws_data(t, http, configuration, aws),
                         route53_traffic(t, http, configuration, aws))
@@ -208,8 +201,8 @@ def _aws_planes(t: _lab.LabTarget | None, http: Any, configuration: Mapping[str,
 #: environment kind -> the planes the runbook acts through (configuration drill_environment_kind; default lab)
 PLANES: dict[str, Callable[[_lab.LabTarget, Any, Mapping[str, Any] | None], RegionPlanes]] = {
     "lab": _lab_planes,
-    "lab-cloud": _lab_cloud_planes,
-    "aws": _aws_planes,
+    "lab-cloud": _cloud_planes,
+    "aws": _cloud_planes,
 }
 
 
