@@ -141,9 +141,11 @@ def run_cmd(
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report "
                                                                          "(default reports/<run-id>/)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Record the planned faults, inject nothing."),
-    approve: list[str] = typer.Option([], "--approve", help="Approve a gate of the plan (repeatable): "
-                                                            "dr_region_switch, data_restore_from_backup, "
-                                                            "database_point_in_time_recovery."),
+    approve: list[str] = typer.Option([], "--approve", metavar="GATE[=WHO]",
+                                      help="Approve a gate of the plan (repeatable): dr_region_switch, "
+                                           "data_restore_from_backup, database_point_in_time_recovery; =WHO "
+                                           "names the approver (recorded with the time in the timeline and "
+                                           "report)."),
     plan_overrides: Optional[Path] = typer.Option(None, "--plan-overrides",
                                                   help="YAML merged over the plan (e.g. tighter objectives)."),
     state_dir: Optional[Path] = StateDir,
@@ -154,6 +156,9 @@ def run_cmd(
     lang: str = typer.Option("en", "--lang", envvar="DRILL_LANG", metavar="en|ko",
                              help="Language of report.md, report.html, the console summary and the notifications "
                                   "(en or ko; report.json is the same in both)."),
+    tier: Optional[str] = typer.Option(None, "--tier", metavar="platinum|gold|silver",
+                                       help="Judge every service also against this customer tier's RTO/RPO "
+                                            "(platinum 1h/15m, gold 4h/1h, silver 8h/4h)."),
 ) -> None:
     """Run a drill: bring the lab up if needed, inject, fail over, measure RTO/RPO, validate, report.
 
@@ -173,7 +178,7 @@ def run_cmd(
         code = runner.run(target, report_dir=report_dir, dry_run=dry_run, approvals=tuple(approve),
                           plan_overrides=str(plan_overrides) if plan_overrides else None,
                           state_dir=str(state_dir) if state_dir else None, console=err,
-                          environment=env, allow_env=tuple(allow_env), lang=lang)
+                          environment=env, allow_env=tuple(allow_env), lang=lang, tier=tier)
     except HarnessError as e:
         _fail(e)
     raise typer.Exit(code)
@@ -365,6 +370,8 @@ def validate_cmd(
 @app.command("detect")
 def detect_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the level and the indicators as JSON."),
+    prometheus: bool = typer.Option(False, "--prometheus", help="Print the level and one gauge per indicator in "
+                                                                "the Prometheus text format (kerp_disaster_level)."),
     state_dir: Optional[Path] = StateDir,
     env: str = EnvName,
 ) -> None:
@@ -382,6 +389,23 @@ def detect_cmd(
     from harness.failover.runbook import detect_level
 
     cfg = {"drill_state_dir": str(state_dir)} if state_dir else {}
+    if json_out and prometheus:
+        _fail(UsageError("--json and --prometheus exclude each other"))
+    if prometheus:
+        import sys
+
+        from harness.drill import detector as drill_detector
+        from harness.lab.metrics import render
+
+        try:
+            smp = drill_detector.measure(cfg)
+        except HarnessError as e:
+            _fail(e)
+        except Exception as e:  # a client failing outside the per-indicator checks: one line
+            _fail(LabError(f"detection failed: {type(e).__name__}: {e}"))
+        drill_detector.push(cfg, smp)  # the lab's metrics endpoint serves the same sample
+        sys.stdout.write(render(smp.to_dict()).decode())
+        return
     try:
         res = detect_level(configuration=cfg)
         weights = {i.name: i.weight for i in guard.plan(cfg).indicators}

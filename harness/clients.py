@@ -14,6 +14,9 @@ __all__ = ["aws_endpoint_overrides", "boto3_session", "check_aws_endpoints", "ch
            "kubernetes_api", "preflight_aws", "recorder_of_run"]
 
 
+_LAB_CREDENTIALS = {"aws_access_key_id": "drill-lab", "aws_secret_access_key": "drill-lab"}
+
+
 def recorder_of_run(configuration: Mapping[str, Any] | None = None) -> DryRunRecorder | None:
     """The dry-run recorder of the run `configuration` names (drill_run_id); None outside a run or when it is
     not a dry run."""
@@ -50,7 +53,8 @@ def boto3_session(environment: Environment, recorder: DryRunRecorder | None = No
     recorder = recorder if recorder is not None else recorder_of_run(configuration)
     data = _resolved(environment, topology, strict=False)
     aws_region = _unresolved_check(environment, "aws_region", _region(data, region).get("aws_region"))
-    session = boto3.Session(region_name=aws_region)
+    # the embedded lab's moto takes any credentials; every other environment uses the caller's own chain
+    session = boto3.Session(region_name=aws_region, **(_LAB_CREDENTIALS if environment.embedded else {}))
     if recorder is not None:
         intercept_boto3(session, recorder)
     return session

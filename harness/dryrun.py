@@ -115,6 +115,17 @@ class _KubeResponse:
         self.reason = "OK (dry run)"
         self.data = data
 
+    def read(self) -> bytes:  # kubernetes >= 32 (RESTResponse) reads before deserializing
+        return self.data
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.getheaders()
+
+    @property
+    def response(self) -> "_KubeResponse":  # _preload_content=False callers take the raw response
+        return self
+
     def getheaders(self) -> dict[str, str]:
         return {"content-type": "application/json"}
 
@@ -137,14 +148,16 @@ def _kube_resource(path: str) -> str:
 
 
 def _kube_request(recorder: DryRunRecorder, host_of: Any) -> Any:
-    from urllib.parse import urlsplit
+    from urllib.parse import parse_qsl, urlsplit
 
     def request(self_or_none: Any, method: str, url: str, query_params: Any = None, headers: Any = None,
                 body: Any = None, post_params: Any = None, _preload_content: bool = True,
                 _request_timeout: Any = None) -> _KubeResponse:
         parts = urlsplit(url)
+        # kubernetes < 32 passes query_params; newer clients put the query in the URL
+        query = dict(query_params or []) or dict(parse_qsl(parts.query, keep_blank_values=True))
         recorder.record("kubernetes", "kubernetes", method.upper(), _kube_resource(parts.path),
-                        {"path": parts.path, "query": dict(query_params or []), "body": body},
+                        {"path": parts.path, "query": query, "body": body},
                         host=host_of(parts))
         reply: dict[str, Any] = {"items": [], "metadata": {}}
         if isinstance(body, dict):

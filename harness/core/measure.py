@@ -362,10 +362,12 @@ class ObjectiveResult:
     measured: bool = True
     outage_observed: bool | None = None
     note: str = ""
+    #: where the targets come from: the service's own, its priority class's, the customer tier's (None: no tier)
+    targets: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "service": self.service, "priority": self.priority,
+            "service": self.service, "priority": self.priority, "targets": dict(self.targets or {}),
             "rto_target_s": self.rto_target_s, "rto_measured_s": _round(self.rto_measured_s),
             "rpo_target_s": self.rpo_target_s, "rpo_measured_s": _round(self.rpo_measured_s),
             "met": self.met, "rto_met": self.rto_met, "rpo_met": self.rpo_met, "lost": self.lost,
@@ -378,6 +380,27 @@ def _rpo_for(rpo_: RpoResult | Mapping[str, RpoResult | None] | None, service: s
     if rpo_ is None or isinstance(rpo_, RpoResult):
         return rpo_
     return rpo_.get(service)
+
+
+def service_targets(plan: Plan, service: str, tier: str | None = None) -> dict[str, Any]:
+    """A service's RTO/RPO targets: the tightest of its own (catalog), its priority class's (P1 4h/1h, P2 8h/4h,
+    P3 24h/24h) and, when given, the customer tier's (platinum 1h/15m, gold 4h/1h, silver 8h/4h), with each source."""
+    svc = plan.service(service)
+    sources: list[tuple[str, float, float]] = [("service", svc.rto_s, svc.rpo_s)]
+    try:
+        p = plan.priority(svc.priority)
+        sources.append((f"priority {p.name}", p.rto_s, p.rpo_s))
+    except PlanError:
+        p = None
+    t = plan.tier(tier) if tier else None
+    if t is not None:
+        sources.append((f"tier {t.name}", t.rto_s, t.rpo_s))
+    rto_src = min(sources, key=lambda x: x[1])
+    rpo_src = min(sources, key=lambda x: x[2])
+    return {"rto_target_s": rto_src[1], "rpo_target_s": rpo_src[2], "rto_from": rto_src[0], "rpo_from": rpo_src[0],
+            "service_rto_s": svc.rto_s, "service_rpo_s": svc.rpo_s,
+            "priority_rto_s": p.rto_s if p else None, "priority_rpo_s": p.rpo_s if p else None,
+            "tier": t.name if t else None, "tier_rto_s": t.rto_s if t else None, "tier_rpo_s": t.rpo_s if t else None}
 
 
 def objective_results(plan: Plan, rtos: Iterable[RtoResult],
@@ -413,8 +436,8 @@ def objective_results(plan: Plan, rtos: Iterable[RtoResult],
         if name not in by_service and name not in required:
             continue
         svc = plan.service(name)
-        rto_target = min(svc.rto_s, t.rto_s) if t else svc.rto_s
-        rpo_target = min(svc.rpo_s, t.rpo_s) if t else svc.rpo_s
+        targets = service_targets(plan, name, tier)
+        rto_target, rpo_target = targets["rto_target_s"], targets["rpo_target_s"]
         r = by_service.get(name)
         rp = _rpo_for(rpo, name)
         basis = basis_of.get(name) or ("measured" if rp is not None else "not_measured")
@@ -427,7 +450,7 @@ def objective_results(plan: Plan, rtos: Iterable[RtoResult],
                 rto_met=False, rpo_met=(basis == "stateless") if rp is None else
                 (not rp.lower_bound and rp.rpo_s <= rpo_target and not (rpo_target == 0 and rp.lost)),
                 lost=rp.lost if rp is not None else 0, reason=why, rpo_basis=basis, measured=False,
-                note="; ".join(note_parts)))
+                note="; ".join(note_parts), targets=targets))
             continue
         reasons = []
         if r.rto_s is None:
@@ -460,7 +483,8 @@ def objective_results(plan: Plan, rtos: Iterable[RtoResult],
             service=name, priority=svc.priority, rto_target_s=rto_target, rto_measured_s=r.rto_s,
             rpo_target_s=rpo_target, rpo_measured_s=rp.rpo_s if rp is not None else None,
             met=rto_met and rpo_met, rto_met=rto_met, rpo_met=rpo_met, lost=lost, reason="; ".join(reasons),
-            rpo_basis=basis, measured=True, outage_observed=r.outage_observed, note="; ".join(note_parts)))
+            rpo_basis=basis, measured=True, outage_observed=r.outage_observed, note="; ".join(note_parts),
+            targets=targets))
     return out
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-EVENT_KINDS = ("fault", "failover", "probe", "check", "note", "op")
+EVENT_KINDS = ("fault", "failover", "probe", "check", "note", "op", "detector", "decision", "escalation")
 OP_TYPES = ("invoke", "ok", "fail", "indeterminate")
 
 

@@ -9,6 +9,7 @@ from harness import backup
 from harness.backup import catalog, retention
 from harness.checks import integrity
 from harness.core import measure
+from harness.drill import detector
 from harness.drill import session as drill_session
 from harness.errors import HarnessError
 from harness.lab.manager import Lab
@@ -59,6 +60,11 @@ def check_pre_test(max_backup_age_s: float = 25 * 3600, configuration: dict | No
     The replication lag is measured once per run before its fault: a steady-state probe of this run that
     measured it already (`replica_lag_within_plan`) is the evidence, so the two cannot disagree."""
     s = drill_session.current()
+    if guard.dry_run_elsewhere(configuration):
+        for item in PRE_TEST_OBSERVERS:
+            s.observe(item, None, f"dry run against {s.environment.name if s.environment else 'a real environment'}: "
+                                  "not observed (nothing is sent)")
+        return {"dry_run": True}
     results = observe_pre_test(PRE_TEST_OBSERVERS, max_backup_age_s, configuration=configuration)
     # snapshot of the tables the workload never writes, for the integrity check afterwards
     import psycopg
@@ -172,6 +178,10 @@ def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_inte
     """Start the ledger writers and the per-service probes through the global endpoint."""
     s = drill_session.current()
     cfg = configuration or {}
+    if guard.dry_run_elsewhere(configuration):
+        s.event("note", "workload planned, not started (dry run against a real environment: nothing is sent)",
+                dry_run=True)
+        return {"dry_run": True, "writers": writers}
     topo = _topology(configuration)
     s.topology = topo
     wl = Workload.from_topology(topo, s.timeline, run_id=s.run_id, writers=int(cfg.get("drill_writers", writers)),
@@ -179,6 +189,7 @@ def start_workload(writers: int = 4, rate_per_s: float | None = None, probe_inte
                                 probe_interval_s=float(cfg.get("drill_probe_interval_s", probe_interval_s)))
     s.workload = wl.start()
     s.event("note", "workload started", writers=writers, rate_per_s=rate_per_s, probe_interval_s=probe_interval_s)
+    detector.start(s, configuration)  # the disaster-level detector samples while the workload runs
     return {"writers": writers, "rate_per_s": rate_per_s}
 
 
@@ -201,6 +212,8 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
     `s.final_keys_by_f`.
     """
     s = drill_session.current()
+    if s.workload is None and guard.dry_run_elsewhere(configuration):
+        return {"dry_run": True}
     if s.workload is None:
         raise HarnessError("stop_workload: the workload was never started in this drill")
     wl = s.workload
@@ -217,6 +230,7 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
         if waiting:
             s.note(f"services not recovered within {recovery_timeout_s:.0f} s: {', '.join(waiting)}")
     time.sleep(settle_s)
+    detector.stop(s)
     counts = wl.stop()
     s.event("note", "workload stopped", **{k: v for k, v in counts.items() if isinstance(v, (dict, int))})
     topo = _topology(configuration)
@@ -243,6 +257,9 @@ def validate_integrity(configuration: dict | None = None, secrets: dict | None =
     import psycopg
 
     s = drill_session.current()
+    if guard.dry_run_elsewhere(configuration):
+        s.event("note", "integrity checks planned, not run (dry run against a real environment)", dry_run=True)
+        return {"dry_run": True, "checks": 0, "failed": []}
     topo = _topology(configuration)
     dsn = find_primary_dsn(topo)
     with psycopg.connect(dsn, connect_timeout=3) as conn:

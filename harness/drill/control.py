@@ -9,6 +9,7 @@ from typing import Any
 from harness.drill import session as drill_session
 from harness.errors import HarnessError, SafetyRefusal
 from harness.safety import context as run_context
+from harness.report.redact import NOT_SECRET_KEYS
 from harness.safety import guard
 
 _state: dict[str, Any] = {"owns_session": False, "signals": False, "held": False}
@@ -83,8 +84,9 @@ def _preflight(s: drill_session.DrillSession, experiment: dict, cfg: dict) -> No
 def _secret_values(secrets: Any) -> list[str]:
     out: list[str] = []
     if isinstance(secrets, dict):
-        for v in secrets.values():
-            out.extend(_secret_values(v))
+        for k, v in secrets.items():
+            if k not in NOT_SECRET_KEYS:
+                out.extend(_secret_values(v))
     elif isinstance(secrets, (list, tuple)):
         for v in secrets:
             out.extend(_secret_values(v))
@@ -93,13 +95,43 @@ def _secret_values(secrets: Any) -> list[str]:
     return out
 
 
-def before_activity_control(context: dict, **kwargs: Any) -> None:
+def before_activity_control(context: dict, configuration: dict | None = None, secrets: dict | None = None,
+                            experiment: dict | None = None, **kwargs: Any) -> None:
     s = drill_session.current(required=False)
     if s is not None:
         s.event("note", f"{context.get('type', 'activity')} started: {context.get('name')}")
+    _guard_chaosk8s(s, context, configuration, secrets, experiment)
 
 
-def after_activity_control(context: dict, state: Any = None, **kwargs: Any) -> None:
+def _guard_chaosk8s(s: drill_session.DrillSession | None, activity: dict, configuration: dict | None,
+                    secrets: dict | None, experiment: dict | None) -> None:
+    """A chaostoolkit-kubernetes fault action goes through the guard (ledger entry, our rollback). Refused (or
+    not resolvable): chaoslib skips it (the activity is made dry; chaoslib ignores a control's exception) and
+    the run is refused (exit 5) or failed (exit 1), as when one of our own activities is refused."""
+    from chaoslib.types import Dry
+
+    from harness.drill import chaosk8s_guard
+
+    rollback = any(a is activity for a in (experiment or {}).get("rollbacks") or [])
+    try:
+        chaosk8s_guard.before(activity, configuration, secrets, is_rollback=rollback)
+    except SafetyRefusal as e:
+        activity["dry"] = Dry.ACTIVITIES
+        if s is not None:
+            s.refused = s.refused or str(e)
+            s.note(f"refused by safety in {activity.get('name')}: {e} (not run)")
+    except HarnessError as e:
+        activity["dry"] = Dry.ACTIVITIES
+        if s is not None:
+            s.harness_error = s.harness_error or f"activity {activity.get('name')} not run: {e}"
+            s.note(f"activity {activity.get('name')} not run: {e}")
+
+
+def after_activity_control(context: dict, state: Any = None, configuration: dict | None = None,
+                           secrets: dict | None = None, **kwargs: Any) -> None:
+    from harness.drill import chaosk8s_guard
+
+    chaosk8s_guard.after(context, state, configuration, secrets)
     s = drill_session.current(required=False)
     if s is None:
         return

@@ -7,11 +7,18 @@ import time
 from typing import Any
 
 from harness.core import checklist as checklist_core
+from harness.core import detector as detector_core
+from harness.core import escalation as escalation_core
 from harness.core import measure
+from harness.core.functions import business_functions
 from harness.core.durations import format_duration
 from harness.core.report import build_report, redact
+from harness.core.timeline import iso
+from harness.drill import detector as drill_detector
+from harness.failover import policy as failover_policy
 from harness.drill import records
 from harness.drill.session import DrillSession
+from harness.errors import ConfigError
 from harness.errors import ExitCode
 from harness.report import write_report
 from harness.report import notify
@@ -109,7 +116,8 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         rpo_notes = {svc: why_not for svc in (x.name for x in plan.services)}
     # a drill that injects nothing by design (tabletop) has no objectives to judge
     judged = s.config.get("drill_expects_fault", True) is not False
-    objectives = measure.objective_results(plan, rtos, rpos, tier=s.config.get("tier"),
+    tier = s.config.get("drill_tier") or None
+    objectives = measure.objective_results(plan, rtos, rpos, tier=tier,
                                            catalog=[svc.name for svc in plan.services] if judged else None,
                                            rpo_basis=basis, notes=rpo_notes)
     # post_test checklist evidence that comes from the measurements
@@ -160,8 +168,22 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         extra["writes_by_kind"] = {f: wc.to_dict() for f, wc in other_writes.items()}
     if s.approvals:
         extra["approvals"] = sorted(s.approvals)
+    if s.approvers:
+        extra["approvers"] = [{k: v for k, v in a.items() if k != "t"} for a in s.approvers]
+    extra["escalation"] = _escalation(s, plan, rtos)
     if s.recorder is not None:
         extra["dry_run_calls"] = s.recorder.calls
+    if tier:
+        t = plan.tier(tier)
+        extra["tier"] = {"name": t.name, "rto_s": t.rto_s, "rpo_s": t.rpo_s, "availability": t.availability,
+                         "dr_mode": t.dr_mode}
+    extra["business_functions"] = business_functions(plan, [o.to_dict() for o in objectives], tier)
+    extra["decisions"] = [{"t": iso(e.t), "ts": e.t, **e.data} for e in s.timeline.of_kind("decision")]
+    extra["detector"] = _detector(s, plan, fault_t)
+    extra["notes"] = list(s.notes)
+    extra["series"]["detector"] = [{"t": x["t"], "level": x["level"]} for x in extra["detector"]["samples"]]
+    if extra["detector"].get("expected_level") is not None:
+        extra["series"]["expected_level"] = extra["detector"]["expected_level"]
     report = build_report(
         run_id=s.run_id, kind=s.kind, target=s.target, started_at=s.started_at, ended_at=ended_at,
         objectives=objectives, writes=writes, integrity=s.integrity, checklist=checklist, events=events,
@@ -173,6 +195,47 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
         report["error"] = s.refused
     _run_rules(s, report)
     return report
+
+
+def _escalation(s: DrillSession, plan, rtos) -> dict[str, Any]:
+    """report.json `escalation`: the time scale, the matrix's calls on the drill clock (from the timeline), the decision
+    time of every gate the run passed (the approving level's response time) and the RTO with and without it."""
+    try:
+        scale = escalation_core.time_scale(s.config.get("drill_time_scale"))
+    except ConfigError as e:
+        s.note(f"escalation not judged: {e}")
+        scale = escalation_core.DEFAULT_TIME_SCALE
+    steps = [{"t": e.t, **e.data} for e in s.timeline.of_kind("escalation")]
+    gates = list(dict.fromkeys(str(e.data.get("gate")) for e in s.timeline.of_kind("failover")
+                               if e.event == "approved" and e.data.get("gate")))
+    decisions = []
+    for gate in gates:
+        try:
+            d = escalation_core.decision(plan, gate, scale)
+        except ConfigError as e:
+            s.note(str(e))
+            continue
+        d["approved_by"] = next((a["who"] for a in s.approvers if a["gate"] == gate), None)
+        decisions.append(d)
+    return {"time_scale": scale, "steps": steps, "decisions": decisions,
+            "decision_time_s": sum(d["plan_s"] for d in decisions),
+            "decision_time_drill_s": round(sum(d["drill_s"] for d in decisions), 3),
+            "rto": escalation_core.rto_with_decisions([(r.service, r.rto_s) for r in rtos], decisions, scale)}
+
+
+def _detector(s: DrillSession, plan, fault_t: float | None) -> dict[str, Any]:
+    """report.json `detector`: the levels the run's sampler recorded against the scenario's expected level
+    (configuration `drill_expected_level`). A mismatch is noted, it does not fail the run: the level is the
+    plan's detector judging the lab, information for the people who own the weights, not an objective."""
+    try:
+        expected, why = detector_core.expected_level(plan, s.config.get("drill_expected_level"))
+    except ConfigError as e:
+        expected, why = None, ""
+        s.note(f"expected disaster level not judged: {e}")
+    doc = detector_core.summarize(plan, drill_detector.samples_of(s), expected, why, fault_t)
+    if doc["match"] is False and doc.get("note") and not any(n.startswith("detector reached level") for n in s.notes):
+        s.notes.append(doc["note"])
+    return doc
 
 
 def _summary(objectives, writes, integrity, fault_t, rpos=None, basis=None, dry_run=False) -> str:
@@ -203,6 +266,8 @@ def _summary(objectives, writes, integrity, fault_t, rpos=None, basis=None, dry_
 def write(s: DrillSession, plan, *, journal: dict | None = None, error: BaseException | None = None,
           refused: bool = False) -> dict[str, Any]:
     """Build the report and write every report file into the session's report dir."""
+    drill_detector.stop(s)  # a run that never reached stop_workload
+    failover_policy.stop_policy(configuration={"drill_run_id": s.run_id})  # idempotent
     s.event("note", "writing the report")  # marks the phase (an interruption test waits for it)
     s.ended_at = s.ended_at or time.time()
     lang = lang_from(s.config)

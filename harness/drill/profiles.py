@@ -40,7 +40,9 @@ PROFILES: dict[str, Profile] = {
                             "integrity, checklist, failback."),
         Profile("monthly-chaos", "Monthly chaos: components fail one at a time and self-heal", "monthly",
                 "monthly-chaos.json", {"drill_writers": 2, "drill_write_rate": 100, "drill_probe_interval_s": 0.1},
-                description="Replica kill (self-healing), 200 ms database latency, Popbill cut (fault isolation); "
+                description="Component faults under the plan's failover policy engine (drill clock 0.01): replica kill "
+                            "(self-healing), p99 -> scale_up, Popbill cut (fault isolation), error rate -> rollback, "
+                            "replication lag -> alert and promote, a second promotion refused by the cooldown; "
                             "every service must keep or regain its service; integrity validated."),
         Profile("semiannual-simulation", "Semiannual simulation: restore test, then failover and failback",
                 "every six months", "semiannual-simulation.json",

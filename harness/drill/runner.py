@@ -100,6 +100,25 @@ def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
     return topo
 
 
+#: experiment configuration keys the session (finalize, the report) reads
+SESSION_KEYS = ("drill_expects_fault", "drill_expected_level", "drill_tier", "drill_time_scale")
+
+
+def split_approvals(approvals: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """`--approve GATE[=WHO]` values -> (gate names, {gate: who}); an empty WHO after '=' is a usage error."""
+    names: list[str] = []
+    who: dict[str, str] = {}
+    for a in approvals:
+        gate, eq, name = a.partition("=")
+        gate, name = gate.strip(), name.strip()
+        if eq and not name:
+            raise UsageError(f"--approve {a!r}: no approver after '=' (GATE=WHO, e.g. dr_region_switch=cto)")
+        names.append(gate)
+        if name:
+            who[gate] = name
+    return tuple(dict.fromkeys(names)), who
+
+
 def known_gates(plan=None) -> tuple[str, ...]:
     """The approval gates of the plan (the packaged one unless given)."""
     return tuple(g.name for g in (plan or guard.plan()).gates)
@@ -113,7 +132,8 @@ def __getattr__(name: str) -> Any:
 
 def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, approvals: tuple[str, ...] = (),
         plan_overrides: str | None = None, state_dir: str | None = None, console=None,
-        environment: str | None = None, allow_env: tuple[str, ...] = (), lang: str | None = None) -> int:
+        environment: str | None = None, allow_env: tuple[str, ...] = (), lang: str | None = None,
+        tier: str | None = None) -> int:
     """Run one drill and return its exit code (the report says why).
 
     Everything that can be refused is checked before the lab is touched (target, plan overrides, --approve
@@ -123,6 +143,7 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     from rich.console import Console
 
     console = console or Console(stderr=True)
+    approvals, approvers = split_approvals(approvals)
     t = resolve_target(target)
     env = load_environment(environment)  # a bad environment file: exit 2, before the lab is touched
     if t.kind == "feature" and env.name != "lab":
@@ -133,11 +154,21 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     if state_dir:
         os.environ["DRILL_STATE_DIR"] = str(Path(state_dir).resolve())
     experiment = _load_experiment(t, dry_run, approvals) if t.kind != "feature" else None
+    unprobed = None
     if experiment is not None:
         _apply_environment(experiment, env, allow_env)
+        if dry_run and not env.embedded:  # its probes would read the real system: a dry run sends nothing
+            unprobed = experiment.pop("steady-state-hypothesis", None)
     cfg = _resolved_configuration(experiment) if experiment is not None else {}
     # the run's plan, once (a bad override or plan file is a usage error, exit 2, before the lab is touched)
     plan = load_plan(cfg.get("drill_plan"), overrides=overrides)
+    if tier is not None:
+        tiers = [x.name for x in plan.tiers]
+        if tier not in tiers:
+            raise UsageError(f"--tier {tier!r} is not a tier of the plan ({', '.join(tiers)})")
+        if experiment is None:
+            raise UsageError("--tier applies to experiments and profiles, not to features")
+        cfg["drill_tier"] = experiment["configuration"]["drill_tier"] = tier
     gates = known_gates(plan)
     for gate in approvals:
         if gate not in gates:
@@ -152,25 +183,62 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     topology = ensure_lab(console, state_dir) if env.embedded else None
     # lab-cloud needs a lab serving its APIs; a real run needs its secrets (a dry run sends nothing, needs none)
     _, env_secrets = resolve_references(env, topology=topology, strict=env.embedded or not dry_run)
+    _point_chaosk8s(experiment, env, topology)
     with drill_session.SIGNALS:
         printer = _printer(console)
         s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(printer,),
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
                                                    "drill_lang": lang,
-                                                   **{k: cfg[k] for k in cfg if k == "drill_expects_fault"
+                                                   **{k: cfg[k] for k in cfg if k in SESSION_KEYS
                                                       or k.startswith(NOTIFY_PREFIX)}})
         s.approvals |= set(approvals)
+        for gate in approvals:
+            s.record_approval(gate, approvers.get(gate) or "operator (unnamed: --approve GATE=WHO names them)",
+                              "--approve")
         printer.secrets = s.secrets
         _begin_environment(s, env, env_secrets, dry_run)
+        if unprobed:
+            s.note(f"steady state not probed: a dry run against {env.name} sends nothing "
+                   f"({len(unprobed.get('probes') or [])} probes skipped)")
         # the run context travels in the configuration: every activity (and the preflight) finds it by run id
         cfg[run_context.RUN_ID_KEY] = experiment["configuration"][run_context.RUN_ID_KEY] = s.run_id
         if guard.lab_approvals(cfg):
             s.note(f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'}): "
                    f"{', '.join(sorted(guard.lab_approvals(cfg)))}")
+            for gate in sorted(guard.lab_approvals(cfg) - set(approvals)):
+                s.record_approval(gate, f"lab pre-approval ({'profile ' + t.profile.name if t.profile else 'drill_lab_approvals'})",
+                                  "lab")
         if str(cfg.get("drill_environment") or "lab") == "lab":
             drill_session.register_lab_secrets(s, cfg.get("drill_state_dir"))
         console.print(f"[bold]drill[/] run [cyan]{s.run_id}[/] ({t.run_kind}) → {s.report_dir}", highlight=False)
         return _run_experiment(s, t, experiment, cfg, dry_run, console)
+
+
+def _point_chaosk8s(experiment: dict, env, topology: dict | None) -> None:
+    """chaostoolkit-kubernetes builds its own clients from KUBECONFIG (read when kubernetes.config is first
+    imported) and the KUBERNETES_CONTEXT of an activity's secrets: point both at the environment (the embedded
+    lab: its own kubeconfig), before any chaosk8s import. Secret scopes `kubernetes-<region>` get the
+    environment's context of that region; configuration `kerp_namespace` its namespace."""
+    data, _ = resolve_references(env, topology=topology, strict=False)
+    kube = dict(data.get("kubernetes") or {})
+    lab_kube = (topology or {}).get("kubernetes") or {} if env.embedded else {}
+    kubeconfig = kube.get("kubeconfig") or lab_kube.get("kubeconfig")
+    if not kubeconfig or "${" in str(kubeconfig):
+        return
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    loaded = sys.modules.get("kubernetes.config.kube_config")
+    if loaded is not None:  # imported already (by the lab's health checks): same effect as KUBECONFIG before it
+        loaded.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
+    contexts = {r: (v or {}).get("kubernetes_context") for r, v in (data.get("regions") or {}).items()}
+    contexts = {r: c or (lab_kube.get("contexts") or {}).get(r) for r, c in contexts.items()}
+    for region, context in contexts.items():
+        scope = (experiment.get("secrets") or {}).get(f"kubernetes-{region}")
+        if isinstance(scope, dict) and context and "${" not in str(context):
+            scope["KUBERNETES_CONTEXT"] = context
+    namespace = kube.get("namespace") or lab_kube.get("namespace")
+    cfg = experiment.get("configuration") or {}
+    if "kerp_namespace" in cfg and namespace and "${" not in str(namespace):
+        cfg["kerp_namespace"] = namespace
 
 
 def _apply_environment(experiment: dict, env, allow_env: tuple[str, ...]) -> None:
@@ -246,6 +314,17 @@ def _nothing_leaves(s):
     return intercept_process(s.recorder)
 
 
+def _dry_mode(s):
+    """A dry run through APIs (every environment but the plain lab): probes are not run (the clients' answers
+    are the recorder's empty ones, so no steady state can be judged); actions run with every call recorded and
+    none sent."""
+    if s.recorder is None or s.environment is None or s.environment.kind == "lab":
+        return None
+    from chaoslib.types import Dry
+
+    return Dry.PROBES
+
+
 def _load_overrides(path: str | None) -> dict | None:
     if not path:
         return None
@@ -312,6 +391,8 @@ def _run_experiment(s, t: Target, experiment: dict, cfg: dict[str, Any], dry_run
         return _finish(s, None, None, console)
     try:
         with Runner(Strategy.DEFAULT) as runner, _nothing_leaves(s):
+            if _dry_mode(s) is not None:
+                experiment["dry"] = _dry_mode(s)
             journal = runner.run(experiment, settings=settings)
     except KeyboardInterrupt:
         s.aborted = True
@@ -355,6 +436,8 @@ def _note_failed_activities(s, journal: dict | None) -> None:
             if refusal is not None:
                 s.refused = last
                 s.note(f"refused by safety in {name}: {last}")
+            elif _dry_mode(s) is not None:  # it ran on the recorder's empty answers: what it would call is the point
+                s.note(f"dry run: activity {name} did not complete on recorded (empty) answers, not judged: {last}")
             elif s.harness_error is None:
                 s.harness_error = f"activity {name} failed: {last}"
                 s.note(f"activity {name} failed: {last}")

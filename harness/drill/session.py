@@ -105,6 +105,10 @@ class DrillSession:
     recorder: Any = None
     #: (time, SafetyRefusal) for every refusal the guard raised in this run (typed: the journal keeps text only)
     refusals: list[tuple[float, SafetyRefusal]] = field(default_factory=list)
+    #: the disaster-level detector sampling during the workload (harness.drill.detector.Sampler)
+    detector: Any = None
+    #: who approved which gate and when: {"gate", "who", "t", "at", "source"}
+    approvers: list[dict[str, Any]] = field(default_factory=list)
 
     # -- recording helpers ----------------------------------------------------
     def event(self, kind: str, event: str, **data: Any) -> Event:
@@ -113,6 +117,12 @@ class DrillSession:
     def note(self, text: str, **data: Any) -> None:
         self.notes.append(text)
         self.timeline.append("note", text, data)
+
+    def record_approval(self, gate: str, who: str, source: str) -> None:
+        """Who approved `gate` and when (timeline + report `approvers`)."""
+        now = time.time()
+        self.approvers.append({"gate": gate, "who": who, "t": now, "at": iso(now), "source": source})
+        self.timeline.append("note", f"approval: {gate} by {who}", {"gate": gate, "who": who, "source": source}, t=now)
 
     def observe(self, item: str, ok: bool | None, observed: str) -> None:
         """Evidence for a checklist item (ok None = skipped)."""

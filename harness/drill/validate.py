@@ -282,6 +282,15 @@ def drill_configuration_problems(cfg: Mapping[str, Any]) -> list[str]:
             bad(key, "true or false")
         elif key in _STRINGS and not isinstance(v, str):
             bad(key, "a string")
+        elif key == "drill_detector_interval_s" and ((n := _number(v)) is None or n < 0):
+            bad(key, "a number of seconds >= 0 (0 turns the detector off)")
+        elif key == "drill_time_scale" and ((n := _number(v)) is None or not 0 < n <= 1):
+            bad(key, "a number in (0, 1]: drill seconds per plan second")
+        elif key == "drill_expected_level" and not (
+                (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 4) or (isinstance(v, str) and v.strip())):
+            bad(key, "a disaster level 0..4 or one of the plan's disaster-level examples")
+        elif key == "drill_tier" and v not in ("platinum", "gold", "silver"):
+            bad(key, "platinum, gold or silver")
         elif key == "drill_lang" and v not in LANGS:
             bad(key, " or ".join(LANGS))
     try:  # the notification settings, as `drill run` reads them (the environment aside)

@@ -229,6 +229,15 @@ def _mark_all(configuration: dict | None) -> list[str]:
     return ids
 
 
+def _restore_planes(t: _lab.LabTarget, home: str, configuration: dict | None) -> dict[str, Any]:
+    """The environment's planes that keep a view of their own (lab-cloud: RDS, ElastiCache, Route 53) show the
+    starting shape again once the lab is in it; nothing for the lab's own planes."""
+    from harness.failover.planes import planes_for
+
+    with t.http(timeout=5.0) as http:
+        return planes_for(t, http, configuration).restore(home)
+
+
 def fail_back(to_region: str = "primary", configuration: dict | None = None, secrets: dict | None = None) -> dict:
     """Restore the starting shape with `to_region` serving (idempotent; nothing to do when already in shape).
 
@@ -243,11 +252,16 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
     """
     home = _lab.check_region(to_region)
     away = _lab.other(home)
+    if guard.dry_run_elsewhere(configuration):  # nothing was changed: nothing to bring back, nothing touched
+        _event(configuration, "planned", dry_run=True, to_region=home, steps=["fail back to " + home])
+        return {"changed": False, "dry_run": True, "to_region": home}
     t = _lab.resolve(configuration)
     t0 = time.monotonic()
     before = lab_shape(t, home)
     if before["ok"]:
-        return {"changed": False, "shape": before, "reverted": _mark_all(configuration), "seconds": 0.0}
+        planes = _restore_planes(t, home, configuration)
+        return {"changed": False, "shape": before, "reverted": _mark_all(configuration), "seconds": 0.0,
+                **({"planes": planes} if planes else {})}
     _event(configuration, "failback_started", to_region=home, shape=before)
     steps: list[dict[str, Any]] = []
     kept_aside: dict[str, str] = {}
@@ -349,6 +363,9 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
     if not after["ok"]:
         raise LabError(f"failback finished but the lab is not in shape: "
                        f"{', '.join(k for k, v in after.items() if not v and k != 'ok')}")
+    planes = _restore_planes(t, home, configuration)
+    if planes:
+        step("cloud APIs show the starting shape", **planes)
     seconds = round(time.monotonic() - t0, 3)
     reverted = _mark_all(configuration)
     _event(configuration, "failback_complete", to_region=home, seconds=seconds, data_check=data_check,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from harness.errors import UsageError
+from harness.failover.planes_aws import aws_data, aws_target, route53_traffic
 from harness.failover.planes_kubernetes import kubernetes_apps
 from harness.targets import _lab
 from harness.targets.app import ops as app_ops
@@ -74,6 +75,16 @@ class RegionPlanes:
 
     def describe(self) -> dict[str, str]:
         return {"apps": self.apps.via, "data": self.data.via, "traffic": self.traffic.via}
+
+    def restore(self, home: str) -> dict[str, Any]:
+        """After the lab's own failback: each plane that keeps a shape of its own (a cloud API's view of the lab)
+        shows the starting shape again (planes with a `restore` method)."""
+        out: dict[str, Any] = {}
+        for name in ("apps", "data", "traffic"):
+            fn = getattr(getattr(self, name), "restore", None)
+            if fn is not None:
+                out[name] = fn(home)
+        return out
 
 
 # -- the embedded lab through its own adapters --------------------------------------------------------
@@ -178,15 +189,20 @@ def _lab_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] |
     return RegionPlanes(LabApps(t, http), LabData(t), LabTraffic(t, http))
 
 
-def _lab_cloud_planes(t: _lab.LabTarget, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
-    """The embedded lab through its Kubernetes API: apps scaled as Deployments (data and traffic: the lab's own)."""
-    return RegionPlanes(kubernetes_apps(t, http, configuration), LabData(t), LabTraffic(t, http))
+def _cloud_planes(t: _lab.LabTarget | None, http: Any, configuration: Mapping[str, Any] | None) -> RegionPlanes:
+    """A cloud through its APIs only: apps as Kubernetes (EKS) Deployments, data through RDS and ElastiCache,
+    traffic through Route 53. Under lab-cloud the lab's AWS control plane and Kubernetes controller reconcile
+    each call to the real processes; under aws there is no lab anywhere (`t` is None)."""
+    aws = aws_target(configuration)
+    return RegionPlanes(kubernetes_apps(t, http, configuration), aws_data(t, http, configuration, aws),
+                        route53_traffic(t, http, configuration, aws))
 
 
 #: environment kind -> the planes the runbook acts through (configuration drill_environment_kind; default lab)
 PLANES: dict[str, Callable[[_lab.LabTarget, Any, Mapping[str, Any] | None], RegionPlanes]] = {
     "lab": _lab_planes,
-    "lab-cloud": _lab_cloud_planes,
+    "lab-cloud": _cloud_planes,
+    "aws": _cloud_planes,
 }
 
 

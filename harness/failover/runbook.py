@@ -99,7 +99,6 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
               secrets: dict | None = None) -> dict:
     """Run the DR runbook towards `to_region`: detect, approve (dr_region_switch), promote, scale, switch, verify."""
     cfg = configuration or {}
-    t = _lab.resolve(configuration)
     from_region = _lab.other(to_region)
     plan = guard.plan(configuration)
     order = list(plan.recovery_order)
@@ -110,7 +109,11 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
                  f"fence {from_region} (router pinned, apps 0, postgresql stopped if writable)",
                  *[f"verify {x}" for x in order]]
         _event(configuration, "planned", dry_run=True, to_region=to_region, steps=steps)
-        return {"dry_run": True, "to_region": to_region, "steps": steps}
+        out: dict[str, Any] = {"dry_run": True, "to_region": to_region, "steps": steps}
+        if guard.dry_run_elsewhere(configuration):
+            out["calls"] = _dry_run_planes(from_region, to_region, configuration)
+        return out
+    t = _lab.resolve(configuration)
     clock = _Clock(s.fault_t if s else None)
     needed = int(cfg.get("drill_detect_checks") or (plan.health_check.failure_threshold if plan.health_check else 3))
     interval = float(cfg.get("drill_detect_interval_s") or 0.5)
@@ -163,6 +166,22 @@ def fail_over(to_region: str = "dr", detect_timeout_s: float = 30, configuration
             "since_fault_s": clock.since_fault(), "traffic_switched_at": flip.get("at"),
             "detect": det, "postgres": pg, "services": services, "recovery_order": order, "fence": fence,
             "fault_id": inj.entry.id if inj.entry else None}
+
+
+def _dry_run_planes(from_region: str, to_region: str, configuration: dict | None) -> dict[str, Any]:
+    """A dry run against a real environment: every plane action of the runbook makes its mutating call through the
+    run's intercepted clients (recorded, never sent), in runbook order; no wait, no lab."""
+    import httpx
+
+    with httpx.Client(timeout=3.0, trust_env=False) as http:
+        planes = planes_for(None, http, configuration)
+        out = {"planes": planes.describe(),
+               "promote_database": planes.data.promote_database(to_region),
+               "promote_cache": planes.data.promote_cache(to_region),
+               "scale": planes.apps.scale(to_region, DR_REPLICAS, wait=False),
+               "switch": planes.traffic.switch(to_region, 0), "fence": _fence(planes, from_region, to_region)}
+    _event(configuration, "planned_calls", dry_run=True, planes=out["planes"])
+    return out
 
 
 def _fence(planes: RegionPlanes, region: str, serving: str) -> dict[str, Any]:

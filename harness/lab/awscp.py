@@ -227,13 +227,17 @@ class Controller:
         def failover() -> None:
             import redis
 
-            # the lab's own REPLICAOF (the lab sits below the targets: it never imports them)
             with redis.Redis(port=ports[f"redis_{new_region}"], socket_timeout=5) as c:
                 if c.info("replication").get("role") != "master":
                     c.execute_command("REPLICAOF", "NO", "ONE")
+            # the lab's replicas link as the lab links them: primary -> dr through the replication fault proxy
+            link = ports.get("proxy_redis_replication") if (new_region, old_region) == ("primary", "dr") else None
+            port = link or ports[f"redis_{new_region}"]
             try:
                 with redis.Redis(port=ports[f"redis_{old_region}"], socket_timeout=5) as c:
-                    c.execute_command("REPLICAOF", "127.0.0.1", str(ports[f"redis_{new_region}"]))
+                    info = c.info("replication")
+                    if not (info.get("role") == "slave" and int(info.get("master_port", -1)) == port):
+                        c.execute_command("REPLICAOF", "127.0.0.1", str(port))
                     deadline = time.monotonic() + 15
                     while c.info("replication").get("master_link_status") != "up" and time.monotonic() < deadline:
                         time.sleep(0.05)

@@ -63,6 +63,10 @@ COMPONENTS = {
     "kubeapi": "Kubernetes API",
 }
 COMPONENTS["status_page"] = "status page"
+
+# -- metrics endpoint (harness/lab/metrics.py: the detector's latest sample as Prometheus gauges) --
+PORT_NAMES = PORT_NAMES + ["metrics"]
+COMPONENTS["metrics"] = "metrics endpoint"
 #: how often the status page probes each service, and how many results in a row make an outage
 STATUS_PAGE_PROBES = {"interval_s": 0.5, "timeout_s": 1.0, "window": 2, "slow_s": 1.0}
 
@@ -287,6 +291,8 @@ class Lab:
                                       str(ports["toxiproxy"]), "--config", str(proxy_cfg)])
         self._spawn(st, "popbill", [py, "-m", "harness.lab.kerp.popbill", "--host", "127.0.0.1", "--port",
                                     str(ports["popbill"])])
+        self._spawn(st, "metrics", [py, "-m", "harness.lab.metrics", "--host", "127.0.0.1", "--port",
+                                    str(ports["metrics"])])
         self._spawn(st, "moto", self._aws_control_plane_command(ports["moto"]),
                     env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"})  # niced inside, see harness.lab.awscp
         for region in ("primary", "dr"):
@@ -708,6 +714,7 @@ class Lab:
             "supervisor": {"url": f"http://127.0.0.1:{ports['supervisor']}"},
             "popbill": {"url": f"http://127.0.0.1:{ports['popbill']}"},
             "kubernetes": self._kube_topology(ports),
+            "metrics": {"url": f"http://127.0.0.1:{ports['metrics']}/metrics" if "metrics" in ports else None},
             "logs": str(self.logs),
             "pids": st.get("pids", {}),
             "scale": st.get("scale", 1),

@@ -1,4 +1,4 @@
-"""The timeline chart of report.html: probe results per service and write acknowledgements around the fault (matplotlib, Agg, inline SVG)."""
+"""The timeline chart of report.html: probe results per service, write acknowledgements and the disaster level around the fault (matplotlib, Agg, inline SVG)."""
 
 from __future__ import annotations
 
@@ -89,10 +89,13 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
             services.append(svc)
     services = [s for s in services if s in by_service] or services
 
+    levels = sorted((parse_time(x.get("t")), int(x.get("level") or 0)) for x in series.get("detector") or []
+                    if isinstance(x, Mapping) and parse_time(x.get("t")) is not None)
+    expected = series.get("expected_level")
     rows = max(len(services), 1)
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "drill-report", "font.size": 9}):
-        fig = Figure(figsize=(11, 1.6 + 0.38 * rows + 2.0), layout="constrained")
-        ax_p, ax_w = fig.subplots(2, 1, sharex=True, height_ratios=[0.6 + 0.38 * rows, 2.0])
+        fig = Figure(figsize=(11, 1.6 + 0.38 * rows + 2.0 + 1.4), layout="constrained")
+        ax_p, ax_w, ax_l = fig.subplots(3, 1, sharex=True, height_ratios=[0.6 + 0.38 * rows, 2.0, 1.4])
 
         # probe rows
         if by_service:
@@ -141,11 +144,25 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
             ax_w.text(0.5, 0.5, "no write data", transform=ax_w.transAxes, ha="center", va="center",
                       color="#6b7280", fontsize=12)
         ax_w.set_ylabel("writes / 100 ms")
-        ax_w.set_xlabel("seconds since fault injection")
         ax_w.set_title("Workload writes", loc="left", fontsize=10)
 
+        # disaster level over time (the plan's weighted detector, sampled during the drill)
+        if levels:
+            ax_l.step([t - fault_t for t, _ in levels], [lv for _, lv in levels], where="post", color="#7b3294",
+                      linewidth=1.4, label="disaster level (detector)")
+        else:
+            ax_l.text(0.5, 0.5, "no detector samples", transform=ax_l.transAxes, ha="center", va="center",
+                      color="#6b7280", fontsize=12)
+        if isinstance(expected, int) and not isinstance(expected, bool):
+            ax_l.axhline(expected, color="#7b3294", linestyle=":", linewidth=1.0, label="expected level (scenario)")
+        ax_l.set_ylim(-0.3, 4.3)
+        ax_l.set_yticks(range(5))
+        ax_l.set_ylabel("level")
+        ax_l.set_xlabel("seconds since fault injection")
+        ax_l.set_title("Disaster level (0 normal .. 4 catastrophic)", loc="left", fontsize=10)
+
         # vertical lines: fault injection and key failover events
-        for ax in (ax_p, ax_w):
+        for ax in (ax_p, ax_w, ax_l):
             ax.axvline(0, color=_FAIL, linewidth=1.6, label="fault injected" if ax is ax_p else None)
         shown: set[str] = set()
         for t, kind, name in events:
@@ -160,19 +177,19 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
                 if key in lname:
                     colour, style = c, ls
                     break
-            for ax in (ax_p, ax_w):
+            for ax in (ax_p, ax_w, ax_l):
                 ax.axvline(t - fault_t, color=colour, linestyle=style, linewidth=1.3,
                            label=name.replace("_", " ") if ax is ax_p else None)
-        if not by_service and not writes:
+        if not by_service and not writes and not levels:
             ax_w.set_xlim(-5, 5)
-        for ax in (ax_p, ax_w):
+        for ax in (ax_p, ax_w, ax_l):
             ax.grid(axis="x", color="#e5e7eb", linewidth=0.6)
             ax.set_axisbelow(True)
             for side in ("top", "right"):
                 ax.spines[side].set_visible(False)
 
         handles, labels = [], []
-        for ax in (ax_p, ax_w):
+        for ax in (ax_p, ax_w, ax_l):
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 if lab and not lab.startswith("_") and lab not in labels:
                     handles.append(h)

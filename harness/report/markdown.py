@@ -10,6 +10,7 @@ from .model import (
     WRITE_FIELDS,
     View,
     build_view,
+    fmt_duration,
     rpo_line,
     writes_line,
 )
@@ -35,6 +36,44 @@ def _mark(status: Any, t=None) -> str:
         icon, word = _STATUS_MARK[s].split(" ", 1)
         return f"{icon} {t(word) if t else word}"
     return s or "?"
+
+
+def _automation(report: Mapping[str, Any]) -> list[str]:
+    """The plan's automation: detector level against the scenario's, escalation and decision time, policy decisions."""
+    out: list[str] = []
+    det = report.get("detector") if isinstance(report.get("detector"), Mapping) else None
+    if det and det.get("max_level") is not None:
+        out += ["## Disaster level (detector)", "",
+                f"Highest level {det.get('max_level')} ({det.get('max_level_name')}), the scenario's level "
+                f"{det.get('expected_level') if det.get('expected_level') is not None else 'not declared'}"
+                + (f" ({det.get('expected_level_name')})" if det.get("expected_level") is not None else "")
+                + {True: ": match.", False: ": MISMATCH.", None: "."}[det.get("match")], ""]
+        if det.get("note"):
+            out += [_cell(det["note"]), ""]
+    esc = report.get("escalation") if isinstance(report.get("escalation"), Mapping) else None
+    if esc and (esc.get("steps") or esc.get("decisions")):
+        out += ["## Escalation and decision time", "",
+                f"Drill clock: {esc.get('time_scale')} drill seconds per plan second.", ""]
+        if esc.get("steps"):
+            out += _table(["Level", "Who", "Called at (plan)", "Called at (drill)", "Why"],
+                          [(f"L{x.get('level')}", x.get("who"), fmt_duration(x.get("plan_offset_s")),
+                            fmt_duration(x.get("drill_offset_s")), x.get("reason")) for x in esc["steps"]]) + [""]
+        for d in esc.get("decisions") or []:
+            out += [f"Gate {d.get('gate')} is decided by L{d.get('level')} {d.get('who')} "
+                    f"(approved by {d.get('approved_by') or 'nobody named'}): {fmt_duration(d.get('plan_s'))} "
+                    f"({fmt_duration(d.get('drill_s'))} on the drill clock).", ""]
+        if esc.get("decisions") and esc.get("rto"):
+            out += _table(["Service", "RTO measured", "RTO with decision time (plan)", "RTO with decision time (drill)"],
+                          [(r.get("service"), fmt_duration(r.get("rto_s")), fmt_duration(r.get("rto_with_decision_s")),
+                            fmt_duration(r.get("rto_with_decision_drill_s"))) for r in esc["rto"]]) + [""]
+    decisions = [d for d in report.get("decisions") or [] if isinstance(d, Mapping)]
+    if decisions:
+        out += ["## Failover policy decisions", ""]
+        out += _table(["Rule", "Measured", "Threshold", "Held / duration (drill)", "Action", "Outcome", "Why"],
+                      [(d.get("rule"), d.get("measured"), d.get("threshold"),
+                        f"{fmt_duration(d.get('held_s'))} / {fmt_duration(d.get('drill_duration_s'))}",
+                        d.get("action"), d.get("outcome"), d.get("reason")) for d in decisions]) + [""]
+    return out
 
 
 def render_markdown(report: Mapping[str, Any], *, view: View | None = None, lang: str | None = None) -> str:
@@ -117,6 +156,8 @@ def render_markdown(report: Mapping[str, Any], *, view: View | None = None, lang
             out.append("")
     else:
         out += [t("No checklist items were recorded."), ""]
+
+    out += _automation(report)
 
     out += ["## " + t("Key events"), ""]
     if v.key_events:

@@ -6,8 +6,13 @@ from typing import Any
 
 from harness.core.redact import MIN_SECRET_LEN, REDACTED, normalise_secrets, redact, redact_text, secret_values
 
-__all__ = ["MIN_SECRET_LEN", "REDACTED", "journal_secret_values", "normalise_secrets", "redact", "redact_text",
+__all__ = ["MIN_SECRET_LEN", "NOT_SECRET_KEYS", "REDACTED", "journal_secret_values", "normalise_secrets", "redact", "redact_text",
            "secret_values"]
+
+
+#: keys of an experiment's secrets block that name something rather than hide it (chaostoolkit-kubernetes: the
+#: kubeconfig context, e.g. "primary"): never redacted, or every mention of that region would be
+NOT_SECRET_KEYS = frozenset({"KUBERNETES_CONTEXT"})
 
 
 def journal_secret_values(journal: Any) -> list[str]:
@@ -27,7 +32,7 @@ def journal_secret_values(journal: Any) -> list[str]:
     for scope in block.values():
         if not isinstance(scope, dict):
             continue
-        for value in scope.values():
-            if isinstance(value, str) and len(value) >= MIN_SECRET_LEN:
+        for key, value in scope.items():
+            if key not in NOT_SECRET_KEYS and isinstance(value, str) and len(value) >= MIN_SECRET_LEN:
                 found.append(value)
     return found

@@ -18,7 +18,7 @@ from harness.safety.fault_ledger import DEFAULT_LEASE_S, FaultEntry, FaultLedger
 
 __all__ = ["ACTIVITY_ACTIONS", "FAULT_ACTIONS", "Injection", "activation_history", "activations", "approve",
            "approvals", "check", "context_for", "enforce_cooldowns", "entry_actions", "experiment_gates", "func_ref",
-           "gates_for_activity", "inject", "is_dry_run", "lab_approvals", "ledger", "mark_reverted", "plan",
+           "dry_run_elsewhere", "gates_for_activity", "inject", "is_dry_run", "lab_approvals", "ledger", "mark_reverted", "plan",
            "require_gates", "revert_configuration"]
 
 #: plan actions an activity performs when its function name is not itself one: the plan's gates attach to
@@ -207,6 +207,12 @@ def approvals(configuration: Mapping[str, Any] | None = None) -> frozenset[str]:
 def is_dry_run(configuration: Mapping[str, Any] | None = None) -> bool:
     s = run_context.of(configuration)
     return _truthy((configuration or {}).get("drill_dry_run")) or bool(s and _truthy(s.config.get("drill_dry_run")))
+
+
+def dry_run_elsewhere(configuration: Mapping[str, Any] | None = None) -> bool:
+    """A dry run against an environment that is not the embedded lab: nothing of the lab may be resolved or
+    touched; cloud actions go through the run's intercepted clients (recorded, never sent)."""
+    return is_dry_run(configuration) and _environment(configuration) != LAB
 
 
 def _state_dir(configuration: Mapping[str, Any] | None) -> Path:

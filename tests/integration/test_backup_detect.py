@@ -12,6 +12,7 @@ import sys
 import uuid
 
 import psycopg
+import httpx
 import pytest
 from psycopg import sql
 
@@ -107,6 +108,14 @@ def test_detect_on_a_healthy_lab_is_level_0(lab):
     assert all(v["healthy"] is True and v["weight"] is not None for v in d["indicators"].values()), d
     table = drill(lab, "detect")
     assert table.returncode == 0 and "disaster level 0 (normal)" in table.stdout
+    prom = drill(lab, "detect", "--prometheus")
+    assert prom.returncode == 0, prom.stderr
+    assert 'kerp_disaster_level{region="primary"} 0.0' in prom.stdout.splitlines()
+    for name in d["indicators"]:
+        assert f'kerp_indicator_{name}{{region="primary"}} 1.0' in prom.stdout.splitlines(), name
+    # the same sample is served by the lab's metrics endpoint
+    served = httpx.get(lab.topology()["metrics"]["url"], timeout=5)
+    assert served.status_code == 200 and 'kerp_disaster_level{region="primary"} 0.0' in served.text.splitlines()
 
 
 def test_detect_without_a_lab_is_one_error_line(tmp_path):

@@ -62,7 +62,8 @@ def assert_lab_on_primary(lab) -> None:
 
 def test_ci_smoke_passes_and_writes_every_report_file(drill_lab, tmp_path):
     out = tmp_path / "report"
-    r = drill("run", "ci-smoke", "--report-dir", str(out), state=drill_lab.state)
+    r = drill("run", "ci-smoke", "--report-dir", str(out), "--approve", "dr_region_switch=Kim (CTO)",
+              state=drill_lab.state)
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("report.json", "report.md", "report.html", "junit.xml", "journal.json", "timeline.jsonl"):
         assert (out / name).is_file(), name
@@ -88,6 +89,31 @@ def test_ci_smoke_passes_and_writes_every_report_file(drill_lab, tmp_path):
     assert {"fault", "failover", "check", "note"} <= kinds
     journal = json.loads((out / "journal.json").read_text())
     assert journal["status"] == "completed"
+    # the detector sampled the plan's indicators during the drill: a region loss is at least level 3
+    det = report["detector"]
+    assert det["expected_level"] == 3 and det["max_level"] >= 3, {k: det[k] for k in ("max_level", "expected_level")}
+    assert det["match"] is (det["max_level"] == 3)
+    levels = [x["level"] for x in det["samples"]]
+    assert levels[0] == 0, levels  # sampling started with the workload, before the fault
+    peak = det["peak"]["indicators"]
+    assert peak["database_primary"] == {**peak["database_primary"], "healthy": False, "weight": 10}
+    assert sum(i["weight"] for i in peak.values() if i["healthy"] is False) == det["peak"]["failed_weight"]
+    assert any(e["kind"] == "detector" for e in report["timeline"])
+    assert "Disaster level" in (out / "report.html").read_text()
+    # who approved, when; the escalation matrix on the drill clock; RTO with and without the CTO's decision time
+    assert report["approvers"][0]["gate"] == "dr_region_switch" and report["approvers"][0]["who"] == "Kim (CTO)"
+    assert any(e["event"] == "approval: dr_region_switch by Kim (CTO)" for e in report["timeline"])
+    esc = report["escalation"]
+    assert esc["steps"][0]["level"] == 1 and esc["steps"][0]["who"] == "On-Call Engineer"
+    assert any(e["kind"] == "escalation" for e in report["timeline"])
+    (dec,) = esc["decisions"]
+    assert (dec["who"], dec["plan_s"], dec["approved_by"]) == ("CTO / Engineering Director", 3600.0, "Kim (CTO)")
+    assert dec["drill_s"] == pytest.approx(3600 * esc["time_scale"])
+    for row in esc["rto"]:
+        assert row["rto_with_decision_s"] == pytest.approx(row["rto_s"] + 3600, abs=0.01)
+    # the lab's metrics endpoint serves the detector's latest sample
+    metrics = httpx.get(drill_lab.topology()["metrics"]["url"], timeout=5).text
+    assert "kerp_disaster_level{region=" in metrics and "kerp_indicator_database_primary{" in metrics
     from tests.integration._allure import assert_experiment_allure_result
 
     assert_experiment_allure_result(out)  # one Allure result, a step per activity, tags, attachments
@@ -98,13 +124,23 @@ def test_impossible_rto_makes_the_drill_exit_3(drill_lab, tmp_path):
     overrides = tmp_path / "impossible.yaml"
     overrides.write_text("services:\n  authentication:\n    rto: 1ms\n")
     out = tmp_path / "report"
-    r = drill("run", "ci-smoke", "--report-dir", str(out), "--plan-overrides", str(overrides), state=drill_lab.state)
+    r = drill("run", "ci-smoke", "--report-dir", str(out), "--plan-overrides", str(overrides), "--tier", "platinum",
+              state=drill_lab.state)
     assert r.returncode == 3, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["exit_code"] == 3 and report["status"] == "failed"
     auth = next(o for o in report["objectives"] if o["service"] == "authentication")
     assert auth["met"] is False and auth["rto_target_s"] == pytest.approx(0.001)
     assert "RTO" in auth["reason"]
+    # --tier platinum (1h/15m) tightens the catalog's own targets (voucher 120m/60m, tax invoices 180m/60m)
+    assert report["tier"]["name"] == "platinum"
+    by = {o["service"]: o for o in report["objectives"]}
+    assert by["voucher-service"]["rto_target_s"] == 3600 and by["voucher-service"]["rpo_target_s"] == 900
+    assert by["tax-invoice-service"]["rto_target_s"] == 3600
+    assert by["tax-invoice-service"]["targets"]["rto_from"] == "tier platinum"
+    fns = {f["function"]: f for f in report["business_functions"]}
+    assert fns["tax invoice issuing"]["status"] == "probed" and fns["tax invoice issuing"]["rto_target_s"] == 3600
+    assert fns["report generation"]["status"] == "not_modelled"
     assert "objectives missed" in (out / "report.md").read_text()
     assert_lab_on_primary(drill_lab)
 

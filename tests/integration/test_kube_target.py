@@ -107,10 +107,17 @@ def test_cordon_is_a_guarded_fault_and_uncordon_its_rollback(lab: dict[str, Any]
     entry = next(e for e in guard.ledger(cfg).active() if e.id == out["fault_id"])
     assert entry.revert_func.endswith("uncordon_node")
     assert probes.nodes_ready("primary", configuration=cfg)["ready"] == 1
+    # under lab-cloud the detector's kubernetes_nodes indicator reads the API: a cordoned node is not ready
+    from harness.failover.runbook import detect_level
+
+    ind = detect_level(configuration=cfg)["indicators"]["kubernetes_nodes"]
+    assert ind["healthy"] is False and ind["detail"].startswith("kubernetes ready: primary nodes 1/2 pods 2/2")
     back = actions.uncordon_node("primary-node-1", "primary", configuration=cfg)
     assert back["uncordoned"] == ["primary-node-1"] and out["fault_id"] in back["reverted"]
     assert actions.uncordon_node("primary-node-1", "primary", configuration=cfg)["uncordoned"] == []  # idempotent
     assert probes.nodes_ready("primary", configuration=cfg)["ready"] == 2
+    ind = detect_level(configuration=cfg)["indicators"]["kubernetes_nodes"]
+    assert ind == {"healthy": True, "detail": "kubernetes ready: primary nodes 2/2 pods 2/2, dr nodes 2/2 pods 0/0"}
 
 
 def test_deleted_pod_is_replaced_and_ready_again(lab: dict[str, Any], cfg: dict[str, Any]) -> None:
@@ -125,3 +132,57 @@ def test_deleted_pod_is_replaced_and_ready_again(lab: dict[str, Any], cfg: dict[
     after = poll(lambda: (p := probes.pods_ready("primary", configuration=cfg)) and p["ready"] == 2 and p,
                  20, "2 ready pods")
     assert out["pod"] not in {p["name"] for p in after["pods"]}
+
+
+# --------------------------------------------------------------------------- chaosk8s experiments
+
+def _faults(report: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for e in report["timeline"]:
+        if e["kind"] == "fault" and e["data"].get("fault_id"):
+            out.setdefault(e["data"]["phase"], []).append(e["data"]["fault_id"])
+    return out
+
+
+@pytest.mark.parametrize("name,faults", [("k8s-pod-kill", ["terminate_pods"]),
+                                         ("k8s-node-drain", ["drain_node"]),
+                                         ("k8s-no-schedulable-node", ["cordon_node", "cordon_node", "terminate_pods"])])
+def test_chaosk8s_experiment_is_green_through_drill_run_lab_cloud(lab: dict[str, Any], cfg: dict[str, Any],
+                                                                  tmp_path: Path, name: str, faults: list[str]) -> None:
+    root = Path(__file__).resolve().parents[2]
+    r = drill("run", str(root / "experiments" / f"{name}.json"), "--env", "lab-cloud", "--state-dir",
+              str(lab["state"]), "--report-dir", str(tmp_path / "r"))
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert r.returncode == 0, f"{name}: exit {r.returncode}: {report.get('error')} {r.stderr[-1500:]}"
+    # every chaosk8s fault went through the guard (ledger + timeline) and was reverted by the end of the run
+    injected = [e["event"] for e in report["timeline"] if e["kind"] == "fault" and e["data"]["phase"] == "inject"]
+    assert injected == faults
+    ids = _faults(report)
+    assert set(ids["inject"]) <= set(ids.get("revert", []))  # by the experiment's rollbacks, not left over
+    assert not [e for e in report["timeline"] if "reverted leftover" in e["event"]]
+    assert guard.ledger(cfg).active() == []
+    # the recovery, measured from the fault on the timeline, within the plan's level-1 expected downtime
+    rec = next(e["data"] for e in report["timeline"] if "recovered_s" in e["data"])
+    assert rec["ok"] is True and 0 < rec["recovered_s"] <= rec["expected_downtime_s"]
+    from harness.targets.kubernetes import probes
+
+    assert probes.nodes_ready("primary", configuration=cfg)["ready"] == 2
+    assert probes.pods_ready("primary", configuration=cfg)["ready"] == 2
+
+
+def test_chaosk8s_experiment_is_green_through_plain_chaos_run(lab: dict[str, Any], cfg: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    chaos = Path(sys.executable).with_name("chaos")
+    env = {**os.environ, "KUBECONFIG": lab["kube"]["kubeconfig"], "DRILL_STATE_DIR": str(lab["state"])}
+    r = subprocess.run([str(chaos), "--log-file", str(tmp_path / "chaos.log"), "run", "--rollback-strategy", "always",
+                        "--journal-path", str(tmp_path / "journal.json"), str(root / "experiments" / "k8s-pod-kill.json")],
+                       capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    assert journal["status"] == "completed" and journal["steady_states"]["after"]["steady_state_met"] is True
+    kill = next(x for x in journal["run"] if x["activity"]["name"] == "terminate-one-pod")
+    assert kill["status"] == "succeeded" and len(kill["output"]) == 1  # chaosk8s returns the pods it terminated
+    assert guard.ledger(cfg).active() == []

@@ -26,11 +26,34 @@ def test_monthly_chaos_self_heals_and_isolates_the_popbill_outage(drill_lab, tmp
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     faults = {e["event"] for e in report["timeline"] if e["kind"] == "fault" and e["data"].get("phase") == "inject"}
-    assert {"kill_replica", "latency", "cut_link"} <= faults
+    assert {"kill_replica", "latency", "cut_link", "cut_replication", "promote_standby", "pause_primary"} <= faults
     isolation = [e for e in report["timeline"] if e["event"].startswith("fault isolation")]
     assert isolation and isolation[0]["data"]["status"] == "pass", isolation
     assert report["writes"]["lost"] == 0 and report["writes"]["acknowledged"] > 100
     assert all(o["met"] for o in report["objectives"])
+    # the failover policy: at least 4 of the plan's 7 conditions fired, each with its measured value beyond the
+    # threshold held for the duration (on the drill clock), and acted
+    decisions = report["decisions"]
+    fired = {d["rule"]: d for d in decisions if d["outcome"] == "fired"}
+    assert len(fired) >= 4, [(d["rule"], d["outcome"]) for d in decisions]
+    for d in fired.values():
+        assert d["held_s"] >= d["drill_duration_s"] and d["action"] and "error" not in (d.get("result") or {}), d
+        if d["threshold"] is not None:
+            assert d["measured"] > d["threshold"], d
+    assert fired["latency_p99"]["result"]["to"] == fired["latency_p99"]["result"]["from"] + 1  # scale_up
+    assert fired["error_rate"]["result"]["rolled_back"]["fault"] == "cut_link"  # the cut it measured, rolled back
+    assert fired["replication_lag_alert"]["result"] == {"alerted": True}
+    assert fired["replication_lag_promote_replica"]["result"]["promoted"] is True  # the DR replica
+    assert fired["replication_lag_promote_replica"]["duration_s"] == 0 and fired["latency_p99"]["duration_s"] == 300
+    assert fired["latency_p99"]["drill_duration_s"] == pytest.approx(3.0)
+    # a condition that recovered before its duration: nothing fired
+    brief = [d for d in decisions if d["rule"] == "error_rate" and d["outcome"] == "not_fired"]
+    assert brief and brief[0]["held_s"] < brief[0]["drill_duration_s"], brief
+    # the second database failover inside the cooldown is refused, with the time it clears
+    (refused,) = [d for d in decisions if d["rule"] == "connection_failure" and d["outcome"] == "refused"]
+    assert refused["action"] == "promote_replica" and "cooldown database_failover" in refused["reason"]
+    assert refused["clears_at"] > refused["t"]
+    assert sum(1 for e in report["timeline"] if e["kind"] == "decision") == len(decisions)
     assert drill_lab.status()["healthy"]
 
 

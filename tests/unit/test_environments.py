@@ -92,8 +92,10 @@ def test_references_resolve_from_the_process_environment_and_the_lab_topology():
                         for r, p in (("primary", 1), ("dr", 2))},
             "kubernetes": {"kubeconfig": "/tmp/kc", "contexts": {"primary": "primary", "dr": "dr"}, "namespace": "kerp",
                            "deployment": "kerp-app"},
-            "aws": {"endpoint_url": "http://127.0.0.1:4200", "regions": {"primary": "ap-northeast-2", "dr": "ap-northeast-1"}}}
+            "aws": {"endpoint_url": "http://127.0.0.1:4200", "regions": {"primary": "ap-northeast-2", "dr": "ap-northeast-1"},
+                    "route53": {"health_checks": {"primary": "hc-seoul", "dr": "hc-tokyo"}}}}
     data, _ = resolve_references(cloud, topology=topo)
+    assert data["regions"]["dr"]["route53_health_check_id"] == "hc-tokyo"
     assert data["global_endpoint"] == "http://127.0.0.1:4100"
     assert data["regions"]["dr"]["kubernetes_context"] == "dr" and data["aws"]["endpoint_url"] == "http://127.0.0.1:4200"
     assert set(data["kubernetes"]["deployments"].values()) == {"kerp-app"}  # the lab's one Deployment serves all

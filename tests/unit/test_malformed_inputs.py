@@ -185,6 +185,8 @@ CASES: list[tuple[str, str, int, str]] = [
     ("cli-unknown-option", "run ci-smoke --fast", USAGE, "No such option: --fast"),
     ("cli-run-no-target", "run", USAGE, "Missing argument 'target'"),
     ("cli-bad-approve", "run tabletop --approve dr_switch", USAGE, "--approve 'dr_switch' is not a gate"),
+    ("cli-approve-empty-who", "run tabletop --approve dr_region_switch=", USAGE, "no approver after '='"),
+    ("cli-bad-tier", "run tabletop --tier diamond", USAGE, "--tier 'diamond' is not a tier of the plan"),
     ("cli-report-dir-proc", "run tabletop --report-dir /proc/x", USAGE, "--report-dir '/proc/x' is not a writable "
                                                                         "directory"),
     ("cli-report-dir-file", "run tabletop --report-dir {m}/overrides/list.yaml", USAGE, "list.yaml' is not a "

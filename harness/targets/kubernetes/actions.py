@@ -31,7 +31,8 @@ def scale_deployments(c: ops.Cluster, region: str, replicas: int, wait: bool = T
     apps = c.apps(region)
     before = {}
     for name in names:
-        before[name] = int(apps.read_namespaced_deployment_scale(name, c.namespace).spec.replicas or 0)
+        spec = apps.read_namespaced_deployment_scale(name, c.namespace).spec  # None: a dry run's empty answer
+        before[name] = int(getattr(spec, "replicas", None) or 0)
         apps.patch_namespaced_deployment_scale(name, c.namespace, {"spec": {"replicas": replicas}})
     out: dict[str, Any] = {"region": region, "replicas": replicas, "deployments": list(names), "from": before}
     if wait:
@@ -165,5 +166,7 @@ def wait_pods_ready(region: str = "primary", label_selector: str | None = None, 
             return True
 
         ops.wait_until(ready, timeout_s, f"deployments of {region} ready")
-    reverted = guard.mark_reverted("delete_pod", f"pod:{region}:{label_selector}", configuration) if label_selector else []
+    # our delete_pod and chaosk8s terminate_pods (recorded by the drill control) on this selector
+    reverted = (guard.mark_reverted(("delete_pod", "terminate_pods"), f"pod:{region}:{label_selector}", configuration)
+                if label_selector else [])
     return {"region": region, "ready": True, "reverted": reverted}

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
+from harness.errors import UsageError
+from harness.safety import context as run_context
+from harness.safety import guard
+from harness.targets import _lab
+from harness.targets.app import ops as app_ops
 from harness.targets.kubernetes import ops
 
-__all__ = ["deployment_ready", "deployments_ready", "nodes_ready", "pods_ready", "region_readiness"]
+__all__ = ["deployment_ready", "deployments_ready", "nodes_ready", "pods_on_schedulable_nodes", "pods_ready",
+           "recovered_within_level", "region_readiness"]
 
 
 def _deployment_ready(c: ops.Cluster, region: str, name: str) -> dict[str, Any]:
@@ -70,3 +77,54 @@ def region_readiness(c: ops.Cluster, region: str) -> dict[str, Any]:
     return {"region": region, "nodes_ready": nodes["ready"], "nodes": nodes["total"],
             "pods_ready": sum(p["ready"] for p in pods), "pods": sum(p["total"] for p in pods),
             "desired": sum(d["replicas"] for d in deps)}
+
+
+def pods_on_schedulable_nodes(region: str = "primary", label_selector: str | None = None,
+                              configuration: dict | None = None, secrets: dict | None = None) -> bool:
+    """True when every pod of `label_selector` (default: the first catalog deployment's) in `region` is Ready on
+    a Ready, schedulable node (after a cordon or drain: none is left on the cordoned node)."""
+    with ops.cluster(configuration) as c:
+        region = c.region(region)
+        good = {n["name"] for n in _nodes(c, region)["nodes"] if n["ready"]}
+        pods = _pods(c, region, label_selector or c.selector(c.deployments[0], region))
+    return pods["total"] > 0 and all(p["ready"] and p["node"] in good for p in pods["pods"])
+
+
+def recovered_within_level(level: int = 1, region: str = "primary", configuration: dict | None = None,
+                           secrets: dict | None = None) -> bool:
+    """Wait until `region`'s catalog deployments are ready again and every catalog service answers through the
+    global endpoint; True when that came within the plan's expected downtime of disaster level `level`,
+    measured from the run's first fault on the timeline (the measurement is a timeline event)."""
+    plan = guard.plan(configuration)
+    lvl = next((d for d in plan.disaster_levels if d.level == level), None)
+    if lvl is None:
+        raise UsageError(f"the plan has no disaster level {level!r}")
+    s = run_context.of(configuration)
+    t0 = (s.fault_t if s is not None else None) or time.time()
+    deadline = t0 + lvl.expected_downtime_s
+    t = _lab.resolve(configuration)
+    with ops.cluster(configuration, lab=t) as c, t.http(timeout=3.0) as http:
+        region = c.region(region)
+
+        selectors = {n: c.selector(n, region) for n in c.deployments}
+
+        def back() -> bool:
+            # the Pods themselves, not only the Deployment's status (it trails a deletion by a reconcile)
+            for n in c.deployments:
+                d = _deployment_ready(c, region, n)
+                pods = _pods(c, region, selectors[n])
+                if not (d["ready"] and d["replicas"] > 0 and pods["ready"] >= d["replicas"] == pods["total"]):
+                    return False
+            return all(app_ops.check_service(http, t.router_url, svc, write=False)["ok"] for svc in app_ops.SERVICES)
+
+        while not back() and time.time() < deadline:
+            time.sleep(0.25)
+        at = time.time()
+        ok = back() if at >= deadline else True
+    took = round(at - t0, 3)
+    observed = (f"{region} deployments ready and every service answering {took} s after the fault "
+                f"(level {level} expected downtime {lvl.expected_downtime_s:.0f} s)")
+    if s is not None:
+        s.event("check", observed, region=region, recovered_s=took,
+                expected_downtime_s=lvl.expected_downtime_s, ok=ok)
+    return ok
