@@ -496,6 +496,7 @@ def _run_feature(t: Target, report_dir: Path | None, approvals: tuple[str, ...],
     rdir = Path(report_dir) if report_dir else Path(os.environ.get("DRILL_REPORTS_DIR", "reports")) / rid
     rdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)  # the caller's pytest options (e.g. -n 2 of a test run) are not the drill's
     env.update({"DRILL_REPORT_DIR": str(rdir.resolve()), "DRILL_RUN_ID": rid, "DRILL_FEATURE": str(t.path),
                 "DRILL_APPROVALS": ",".join(approvals), "DRILL_STATE_DIR": str(state), "DRILL_LANG": lang,
                 "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})  # only pytest-bdd and drill's steps (_feature_command)
