@@ -8,7 +8,6 @@ JSON to `/detector`; `GET /metrics` serves the text exposition of the latest one
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -18,6 +17,7 @@ from typing import Any, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from harness.lab.stdserve import serve_main
 
 __all__ = ["render", "MetricsServer", "main"]
 
@@ -119,18 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.lab.metrics", description="lab metrics endpoint")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    server = MetricsServer((args.host, args.port))
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return serve_main(MetricsServer, "python -m harness.lab.metrics", "lab metrics endpoint", argv)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,7 @@ which leave the DR region serving writes.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Iterator
 
 import boto3
@@ -22,23 +19,15 @@ from botocore.config import Config
 
 from harness.lab.manager import Lab
 from tests.timing import poll
+from tests.labs import fresh_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    state = Path(tempfile.mkdtemp(prefix="drill-awscp-"))
-    state.chmod(0o755)  # as root the servers run as an unprivileged user who writes their logs here
-    the_lab = Lab(state_dir=state)
-    try:
-        the_lab.up(timeout=120)
+    with fresh_lab("drill-awscp-") as the_lab:
         yield the_lab
-    finally:
-        try:
-            the_lab.down()
-        finally:
-            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,27 +30,22 @@ from harness.targets.redis import actions as rd_actions
 from harness.targets.redis import probes as rd_probes
 from harness.targets.router import actions as router_actions
 from harness.targets.router import probes as router_probes
+from tests.labs import fresh_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    state = Path(tempfile.mkdtemp(prefix="drill-failover-"))
-    state.chmod(0o755)  # as root the servers run as an unprivileged user who writes their logs here
     mp = pytest.MonkeyPatch()
-    mp.setenv("DRILL_STATE_DIR", str(state))  # FaultLedger() (as `drill recover` builds it) finds this lab's ledger
-    mp.delenv("DRILL_FAULT_LEDGER", raising=False)
-    the_lab = Lab(state_dir=state)
     try:
-        the_lab.up(timeout=120)
-        yield the_lab
+        with fresh_lab("drill-failover-") as the_lab:
+            # FaultLedger() (as `drill recover` builds it) finds this lab's ledger
+            mp.setenv("DRILL_STATE_DIR", str(the_lab.state))
+            mp.delenv("DRILL_FAULT_LEDGER", raising=False)
+            yield the_lab
     finally:
-        try:
-            the_lab.down()
-        finally:
-            mp.undo()
-            shutil.rmtree(state, ignore_errors=True)
+        mp.undo()
 
 
 @pytest.fixture
@@ -98,18 +91,9 @@ def _write_vouchers(router_url: str, n: int) -> list[tuple[str, int, str | None]
 @pytest.fixture
 def own_lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Lab, dict[str, Any]]]:
     """A lab of its own, for a test that may leave it unrepairable (a refused failback); gone afterwards."""
-    state = Path(tempfile.mkdtemp(prefix="drill-failover-own-"))
-    state.chmod(0o755)
-    monkeypatch.setenv("DRILL_STATE_DIR", str(state))
-    the_lab = Lab(state_dir=state)
-    try:
-        the_lab.up(timeout=120)
-        yield the_lab, {"drill_state_dir": str(state)}
-    finally:
-        try:
-            the_lab.down()
-        finally:
-            shutil.rmtree(state, ignore_errors=True)
+    with fresh_lab("drill-failover-own-") as the_lab:
+        monkeypatch.setenv("DRILL_STATE_DIR", str(the_lab.state))
+        yield the_lab, {"drill_state_dir": str(the_lab.state)}
 
 
 def _count(dsn: str, rids: list[str]) -> int:

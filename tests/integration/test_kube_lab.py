@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from harness.lab import procs
-from harness.lab.manager import Lab
+from tests.labs import lab_state_dir
 from tests.timing import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -35,19 +34,12 @@ def drill(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[dict[str, Any]]:
-    state = Path(tempfile.mkdtemp(prefix="drill-kube-test-"))
-    state.chmod(0o755)  # as root the PostgreSQL servers run as an unprivileged user
-    try:
+    with lab_state_dir("drill-kube-test-") as state:
         r = drill("lab", "up", "--json", "--state-dir", str(state))
         assert r.returncode == 0, f"drill lab up failed ({r.returncode}): {r.stderr}"
         topo = json.loads(r.stdout)
         yield {"state": state, "topology": topo, "kube": topo["kubernetes"],
                "ports": json.loads((state / "lab.json").read_text())["ports"]}
-    finally:
-        try:
-            Lab(state).down()
-        finally:
-            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

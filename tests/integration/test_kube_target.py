@@ -7,10 +7,8 @@ DR region at 0 and every node schedulable.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,9 +16,9 @@ import httpx
 import pytest
 
 from harness.errors import LabError
-from harness.lab.manager import Lab
 from harness.safety import guard
 from tests.timing import poll, scaled
+from tests.labs import lab_state_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -32,19 +30,12 @@ def drill(*args: str, timeout: float = 180, env: dict | None = None) -> subproce
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[dict[str, Any]]:
-    state = Path(tempfile.mkdtemp(prefix="drill-kube-target-"))
-    state.chmod(0o755)  # as root the PostgreSQL servers run as an unprivileged user
-    try:
+    with lab_state_dir("drill-kube-target-") as state:
         r = drill("lab", "up", "--json", "--state-dir", str(state))
         assert r.returncode == 0, f"drill lab up failed ({r.returncode}): {r.stderr}"
         topo = json.loads(r.stdout)
         yield {"state": state, "topology": topo, "kube": topo["kubernetes"],
                "ports": json.loads((state / "lab.json").read_text())["ports"]}
-    finally:
-        try:
-            Lab(state).down()
-        finally:
-            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture()

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -29,8 +26,9 @@ import pytest
 import redis
 
 from harness.lab import paths, procs
-from harness.lab.manager import PROXIES, Lab
+from harness.lab.manager import PROXIES
 from tests.timing import poll, processes_mentioning, scaled
+from tests.labs import lab_state_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -51,20 +49,13 @@ def figure(name: str, value: Any) -> None:
 @pytest.fixture(scope="module")
 def lab_up() -> Iterator[dict[str, Any]]:
     """`drill lab up --json` in a fresh state dir; yields {"state", "topology", "seconds", "result"}."""
-    state = Path(tempfile.mkdtemp(prefix="drill-lab-test-"))
-    state.chmod(0o755)  # as root the PostgreSQL servers run as an unprivileged user
-    try:
+    with lab_state_dir("drill-lab-test-") as state:
         t0 = time.monotonic()
         r = drill("lab", "up", "--json", "--state-dir", str(state))
         seconds = time.monotonic() - t0
         assert r.returncode == 0, f"drill lab up failed ({r.returncode}): {r.stderr}"
         figure("lab_up_s", round(seconds, 2))
         yield {"state": state, "topology": json.loads(r.stdout), "seconds": seconds, "result": r}
-    finally:
-        try:
-            Lab(state).down()
-        finally:
-            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

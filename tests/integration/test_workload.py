@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import collections
-import os
-import shutil
-import tempfile
 import time
 import uuid
 
@@ -15,6 +12,8 @@ import pytest
 from harness.core.timeline import Timeline
 from harness.workload import SERVICES, Workload, final_read, find_primary_dsn
 from tests.timing import MULTIPLIER
+from harness.lab.manager import Lab
+from tests.labs import lab_state_dir
 
 pytestmark = pytest.mark.integration
 
@@ -22,18 +21,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def lab():
     """A lab of our own (dedicated state dir under /tmp), taken down in the end."""
-    from harness.lab.manager import Lab
-
-    state = tempfile.mkdtemp(prefix="drill-workload-it-")
-    os.chmod(state, 0o755)  # mkdtemp makes it 0700; PostgreSQL runs as an unprivileged user and logs here
-    the_lab = Lab(state_dir=state)
-    try:
-        yield the_lab.up()
-    finally:
-        try:
-            the_lab.down()
-        finally:
-            shutil.rmtree(state, ignore_errors=True)
+    with lab_state_dir("drill-workload-it-") as state:
+        yield Lab(state_dir=state).up()
 
 
 def _run_id() -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from harness.lab.stdserve import serve_main
 
 
 class PopbillStub(ThreadingHTTPServer):
@@ -71,18 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.lab.kerp.popbill", description="Popbill API stub")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    server = PopbillStub((args.host, args.port))
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return serve_main(PopbillStub, "python -m harness.lab.kerp.popbill", "Popbill API stub", argv)
 
 
 if __name__ == "__main__":
