@@ -24,8 +24,14 @@ def regions(http: Any, supervisor_url: str) -> dict[str, Any]:
     return _json(http.get(f"{supervisor_url}/regions"), "supervisor GET /regions")
 
 
-def scale(http: Any, supervisor_url: str, region: str, replicas: int) -> dict[str, Any]:
-    return _json(http.put(f"{supervisor_url}/regions/{region}", json={"replicas": int(replicas)}),
+#: a scale answers once the stopped replicas are gone and the Deployment is written: replicas whose database
+#: hangs (a SIGSTOPped primary) take seconds to stop, longer than a probe's timeout
+SCALE_TIMEOUT_S = 30.0
+
+
+def scale(http: Any, supervisor_url: str, region: str, replicas: int,
+          timeout_s: float = SCALE_TIMEOUT_S) -> dict[str, Any]:
+    return _json(http.put(f"{supervisor_url}/regions/{region}", json={"replicas": int(replicas)}, timeout=timeout_s),
                  f"supervisor scale {region} to {replicas}")
 
 
