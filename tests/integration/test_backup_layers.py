@@ -129,8 +129,9 @@ def test_retention_deletes_the_expired_and_never_the_kept(lab, endpoint):
 
 def test_pre_test_rule_finds_a_recorded_backup_missing_from_the_bucket(lab, endpoint):
     plan = load_plan()
-    fresh = put_backdated(endpoint, "postgresql/daily/", 0.001)
-    gone = put_backdated(endpoint, "postgresql/daily/", 0.002, upload=False)
+    # the newest two on the shared lab, whatever backups earlier drills took
+    fresh = put_backdated(endpoint, "postgresql/daily/", 0.0)
+    gone = put_backdated(endpoint, "postgresql/daily/", -0.00001, upload=False)
     try:
         v = retention.recent_verdict(plan, "backups_recent", endpoint_url=endpoint)
         assert not v.ok and f"missing in S3: {gone}" in v.observed, v.observed
