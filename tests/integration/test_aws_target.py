@@ -73,6 +73,9 @@ def test_ci_smoke_under_lab_cloud_fails_over_through_the_apis(drill_lab, cfg, tm
     runbook = [e for e in failover if e["event"] in ("promoted", "traffic_switched") and e["data"]["region"] == "dr"]
     assert {(e["event"], e["data"].get("via")) for e in runbook} == {
         ("promoted", "aws rds and elasticache"), ("traffic_switched", "route53 failover records")}
+    # the DR region's apps were scaled up through the Kubernetes API
+    assert [e["data"].get("via") for e in failover if e["event"] == "scaled" and e["data"]["region"] == "dr"] \
+        == ["kubernetes api"], [e for e in failover if e["event"] == "scaled"]
     fault = next(e for e in events if e["kind"] == "fault" and e["event"].startswith("fail_region"))
     assert fault["ts"] <= next(e for e in failover if e["event"] == "api_call")["ts"]
     # failback: the lab and its AWS view are back in the starting shape (replica re-linked, record pair as built)
