@@ -32,14 +32,21 @@ def _wait_status(t: _aws.AwsTarget, region: str, want: str, timeout_s: float) ->
 
 
 # -- RDS -------------------------------------------------------------------------------------------
-def stop_instance(t: _aws.AwsTarget, region: str, wait: bool, timeout_s: float) -> dict[str, Any]:
+def _change_instance(t: _aws.AwsTarget, region: str, call: str, final: str, transient: str, wait: bool,
+                     timeout_s: float) -> dict[str, Any]:
+    """stop_db_instance / start_db_instance on `region`'s instance unless it is already `final` or `transient`;
+    waits for `final` when `wait` (never in a dry run, whose call is only recorded)."""
     ident = t.rid(region, "rds_instance_id")
     before = None if t.dry_run else _status(t, region)
-    if before in ("stopped", "stopping"):
+    if before in (final, transient):
         return {"id": ident, "changed": False, "status": before}
-    t.client("rds", region).stop_db_instance(DBInstanceIdentifier=ident)
-    status = _wait_status(t, region, "stopped", timeout_s) if wait and not t.dry_run else "stopping"
+    getattr(t.client("rds", region), call)(DBInstanceIdentifier=ident)
+    status = _wait_status(t, region, final, timeout_s) if wait and not t.dry_run else transient
     return {"id": ident, "changed": True, "before": before, "status": status, "dry_run": t.dry_run}
+
+
+def stop_instance(t: _aws.AwsTarget, region: str, wait: bool, timeout_s: float) -> dict[str, Any]:
+    return _change_instance(t, region, "stop_db_instance", "stopped", "stopping", wait, timeout_s)
 
 
 def rds_stop_instance(region: str = "primary", wait: bool = True, timeout_s: float = WAIT_S,
@@ -49,13 +56,7 @@ def rds_stop_instance(region: str = "primary", wait: bool = True, timeout_s: flo
 
 
 def start_instance(t: _aws.AwsTarget, region: str, wait: bool, timeout_s: float) -> dict[str, Any]:
-    ident = t.rid(region, "rds_instance_id")
-    before = None if t.dry_run else _status(t, region)
-    if before in ("available", "starting"):
-        return {"id": ident, "changed": False, "status": before}
-    t.client("rds", region).start_db_instance(DBInstanceIdentifier=ident)
-    status = _wait_status(t, region, "available", timeout_s) if wait and not t.dry_run else "starting"
-    return {"id": ident, "changed": True, "before": before, "status": status, "dry_run": t.dry_run}
+    return _change_instance(t, region, "start_db_instance", "available", "starting", wait, timeout_s)
 
 
 def rds_start_instance(region: str = "primary", wait: bool = True, timeout_s: float = WAIT_S,
