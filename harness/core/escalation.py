@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -31,6 +32,56 @@ def time_scale(value: Any) -> float:
     return v
 
 
+_WITHIN = re.compile(r"within\s+(\d+)\s*(minute|min|hour|h)", re.I)
+
+
+def escalate_after_s(level: EscalationLevel) -> float | None:
+    """Plan seconds after which an incident this level has not resolved goes to the next level: the plan's trigger
+    "not resolved within N minutes/hours" (counted from the incident's start); None when no trigger names a time."""
+    for text in level.triggers:
+        m = _WITHIN.search(str(text))
+        if m:
+            return int(m.group(1)) * (3600 if m.group(2).lower().startswith("h") else 60)
+    return None
+
+
+@dataclass(frozen=True)
+class Call:
+    """When a level of the matrix is called, in plan seconds from the incident's start, and why."""
+
+    level: EscalationLevel
+    offset_s: float
+    timed: bool  # False: the previous level's triggers name no time ("major outage persists", "SLA violation")
+    reason: str
+
+
+def schedule(levels: Iterable[EscalationLevel]) -> list[Call]:
+    """The one reading of the escalation matrix (the drill clock and the report's notifications both use it).
+
+    Level 1 is called when the incident opens. The next level is called when the incident is still unresolved at
+    the current level's trigger time ("not resolved within 30 minutes": 30 min from the start). When the current
+    level's triggers name no time (the outage persists, an SLA violation), the next level is called once the
+    current one has had its response time and the incident is still open (or, after the fact, when an objective
+    was missed)."""
+    out: list[Call] = []
+    for lv in sorted(levels, key=lambda e: e.level):
+        if not out:
+            out.append(Call(lv, 0.0, True, "incident opened"))
+            continue
+        prev = out[-1]
+        after = escalate_after_s(prev.level)
+        if after is not None and after > prev.offset_s:
+            out.append(Call(lv, float(after), True, f"not resolved within {prev.level.name}'s {_hm(after)}"))
+        else:
+            out.append(Call(lv, prev.offset_s + prev.level.response_time_s, False,
+                            f"outage persists after {prev.level.name}'s response time"))
+    return out
+
+
+def _hm(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 and seconds % 3600 == 0 else f"{seconds / 60:g} min"
+
+
 @dataclass(frozen=True)
 class EscalationStep:
     """One call of the matrix: who, at which level, when (drill epoch) and how far into the incident (both clocks)."""
@@ -54,8 +105,8 @@ class EscalationStep:
 @dataclass
 class EscalationClock:
     """Runs the matrix against the detector's level: an incident opens at the first level >= 1 (level 1 is called),
-    each level that has not resolved it within its response time (plan time x scale on the drill clock) calls the
-    next, and a level 0 closes the incident. `observe` returns the calls that became due."""
+    each next level is called at its `schedule` offset (plan time x scale on the drill clock) while the incident is
+    open, and a level 0 closes the incident. `observe` returns the calls that became due."""
 
     levels: tuple[EscalationLevel, ...]
     scale: float = DEFAULT_TIME_SCALE
@@ -66,14 +117,6 @@ class EscalationClock:
     @classmethod
     def for_plan(cls, plan: Plan, scale: float = DEFAULT_TIME_SCALE) -> "EscalationClock":
         return cls(tuple(sorted(plan.escalation, key=lambda e: e.level)), scale)
-
-    def _due(self) -> list[tuple[EscalationLevel, float]]:
-        """(level, plan offset from the incident's start) of every call of the matrix."""
-        out, offset = [], 0.0
-        for lv in self.levels:
-            out.append((lv, offset))
-            offset += lv.response_time_s
-        return out
 
     def observe(self, now: float, disaster_level: int | None) -> list[EscalationStep]:
         if disaster_level is None:
@@ -87,14 +130,13 @@ class EscalationClock:
             return []
         new = []
         done = {s.level for s in self.called if s.incident == self.incidents}
-        for i, (lv, plan_offset) in enumerate(self._due()):
-            at = self.opened_at + plan_offset * self.scale
+        for call in schedule(self.levels):
+            lv = call.level
+            at = self.opened_at + call.offset_s * self.scale
             if lv.level in done or at > now:
                 continue
-            prev = self.levels[i - 1] if i else None
-            reason = (f"disaster level {disaster_level}: incident opened" if prev is None else
-                      f"not resolved within {prev.name}'s response time")
-            step = EscalationStep(lv.level, lv.name, at, self.incidents, plan_offset, plan_offset * self.scale,
+            reason = f"disaster level {disaster_level}: {call.reason}"
+            step = EscalationStep(lv.level, lv.name, at, self.incidents, call.offset_s, call.offset_s * self.scale,
                                   lv.response_time_s, tuple(lv.authority), reason)
             self.called.append(step)
             new.append(step)

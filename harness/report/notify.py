@@ -24,6 +24,7 @@ import httpx
 import jinja2
 
 from harness.core.durations import format_duration
+from harness.core.escalation import schedule
 from harness.errors import UsageError
 
 from .i18n import SERVICE_NAMES, check_lang
@@ -194,28 +195,17 @@ def _recoveries(report: Mapping[str, Any], ft: float | None) -> dict[str, float 
             for o in report.get("objectives") or [] if isinstance(o, Mapping) and o.get("measured") is not False}
 
 
-_WITHIN = re.compile(r"within\s+(\d+)\s*(minute|min|hour|h)", re.I)
-
-
-def _escalate_after(triggers: Iterable[str]) -> float | None:
-    """Seconds after which an unresolved incident goes to the next level (the plan's "not resolved within N ...")."""
-    for text in triggers:
-        m = _WITHIN.search(str(text))
-        if m:
-            return int(m.group(1)) * (3600 if m.group(2).lower().startswith("h") else 60)
-    return None
-
-
 def escalation_steps(plan: Any, report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The plan's escalation matrix applied to this drill: who is called when (offsets from the fault), by when
     they must respond, and whether the incident lasted long enough to reach them.
 
-    Level 1 is called at the fault. The next level is called when the incident is still unresolved after the
-    current level's trigger ("not resolved within 30 minutes": 30 min; "... 1 hour": 1 h later). A level whose
-    trigger has no time (SLA violation, a major outage that persists) is called when an objective was missed.
+    The offsets are the matrix's one reading (`harness.core.escalation.schedule`, shared with the drill clock),
+    counted from the fault. A timed level is reached when the incident lasted past its offset; a level behind a
+    trigger without a time (SLA violation, a major outage that persists) when an objective was missed or a
+    service never recovered.
     """
-    levels = sorted(getattr(plan, "escalation", ()) or (), key=lambda e: e.level)
-    if not levels:
+    calls = schedule(getattr(plan, "escalation", ()) or ())
+    if not calls:
         return []
     ft = fault_time(report)
     recoveries = _recoveries(report, ft)
@@ -224,17 +214,13 @@ def escalation_steps(plan: Any, report: Mapping[str, Any]) -> list[dict[str, Any
     missed = any(isinstance(o, Mapping) and o.get("met") is False and o.get("measured") is not False
                  for o in report.get("objectives") or [])
     out: list[dict[str, Any]] = []
-    call_at: float | None = 0.0
-    for lvl in levels:
-        if call_at is None:
-            reached = missed
-        else:
-            reached = ft is not None and (call_at == 0.0 or resolved_after is None or resolved_after > call_at)
+    for call in calls:
+        lvl = call.level
+        lasted = ft is not None and (call.offset_s == 0.0 or resolved_after is None or resolved_after > call.offset_s)
+        reached = lasted if call.timed else (missed or (lasted and never))
         out.append({"level": lvl.level, "name": lvl.name, "response_time_s": lvl.response_time_s,
-                    "call_at_s": call_at, "respond_by_s": (call_at + lvl.response_time_s) if call_at is not None
-                    else None, "called": bool(reached), "authority": list(lvl.authority)})
-        after = _escalate_after(lvl.triggers)  # "not resolved within 1 hour": counted from the fault
-        call_at = after if (after is not None and call_at is not None) else None
+                    "call_at_s": call.offset_s, "respond_by_s": call.offset_s + lvl.response_time_s,
+                    "called": bool(reached), "reason": call.reason, "authority": list(lvl.authority)})
     return out
 
 

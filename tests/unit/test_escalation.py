@@ -14,18 +14,30 @@ def plan():
     return load_plan()
 
 
-def test_matrix_calls_each_level_after_the_previous_ones_response_time(plan):
-    clock = escalation.EscalationClock.for_plan(plan, scale=0.01)  # 15 min -> 9 s, 30 min -> 18 s, 1 h -> 36 s
+def test_matrix_calls_each_level_at_the_previous_levels_trigger_time(plan):
+    # L1 "not resolved within 30 minutes" -> L2 at 30 min, L2 "... within 1 hour" -> L3 at 1 h; L3's triggers name no
+    # time (the outage persists) -> L4 once L3 has had its response time (1 h): 2 h. On the drill clock x 0.01.
+    clock = escalation.EscalationClock.for_plan(plan, scale=0.01)
     assert clock.observe(100.0, 0) == []
     first = clock.observe(101.0, 3)
     assert [(s.level, s.who, s.t) for s in first] == [(1, "On-Call Engineer", 101.0)]
-    assert clock.observe(109.0, 3) == []  # L1 has 15 min (9 s) to resolve it
-    second = clock.observe(110.5, 3)
-    assert [(s.level, s.who, s.plan_offset_s, s.drill_offset_s) for s in second] == [(2, "DevOps Lead", 900.0, 9.0)]
-    assert "not resolved within On-Call Engineer" in second[0].reason
-    late = clock.observe(200.0, 2)  # a late tick calls every level that became due, at its own time
-    assert [(s.level, s.t) for s in late] == [(3, 101.0 + 27.0), (4, 101.0 + 63.0)]
-    assert clock.observe(201.0, 0) == [] and clock.observe(202.0, 1)[0].incident == 2  # closed, then a new one
+    assert clock.observe(118.0, 3) == []  # 30 min are 18 s
+    second = clock.observe(119.5, 3)
+    assert [(s.level, s.who, s.plan_offset_s, s.drill_offset_s) for s in second] == [(2, "DevOps Lead", 1800.0, 18.0)]
+    assert "not resolved within On-Call Engineer's 30 min" in second[0].reason
+    late = clock.observe(300.0, 2)  # a late tick calls every level that became due, at its own time
+    assert [(s.level, s.t) for s in late] == [(3, 101.0 + 36.0), (4, 101.0 + 72.0)]
+    assert "persists" in late[1].reason
+    assert clock.observe(301.0, 0) == [] and clock.observe(302.0, 1)[0].incident == 2  # closed, then a new one
+
+
+def test_the_clock_and_the_notifications_read_the_matrix_alike(plan):
+    from harness.report.notify import escalation_steps
+
+    offsets = [c.offset_s for c in escalation.schedule(plan.escalation)]
+    assert offsets == [0.0, 1800.0, 3600.0, 7200.0]
+    report = {"timeline": [], "objectives": []}
+    assert [s["call_at_s"] for s in escalation_steps(plan, report)] == offsets
 
 
 def test_an_incident_resolved_within_l1s_time_calls_only_l1(plan):

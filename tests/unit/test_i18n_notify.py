@@ -125,7 +125,7 @@ def test_events_and_escalation_of_a_fast_recovery():
     assert evs[0].at == FT and evs[2].service == "authentication" and evs[2].data["rto_s"] == 2.4
     steps = escalation_steps(load_plan(), r)
     assert [(s["level"], s["call_at_s"], s["response_time_s"], s["called"]) for s in steps] == [
-        (1, 0.0, 900.0, True), (2, 1800.0, 1800.0, False), (3, 3600.0, 3600.0, False), (4, None, 7200.0, False)]
+        (1, 0.0, 900.0, True), (2, 1800.0, 1800.0, False), (3, 3600.0, 3600.0, False), (4, 7200.0, 7200.0, False)]
 
 
 def test_escalation_reaches_every_level_when_a_service_never_recovers_and_sla_is_missed():
