@@ -148,23 +148,33 @@ def sessions_within_rpo(service: str = "authentication", configuration: dict | N
     return ok
 
 
-def service_unaffected(service: str, configuration: dict | None = None, secrets: dict | None = None) -> bool:
-    """`service` did not notice the fault: every one of its probes since the first fault succeeded."""
+def service_unaffected(services: list[str] | str, configuration: dict | None = None,
+                       secrets: dict | None = None) -> bool:
+    """Each of `services` did not notice the fault: every one of its probes since the first fault succeeded."""
     s = drill_session.current()
     since = _first_fault(s)
-    probes = [e for e in s.timeline.of_kind("probe") if e.data.get("service") == service and e.t >= since]
-    failed = [e for e in probes if not e.data.get("ok")]
-    ok = bool(probes) and not failed
-    _check(s, f"{service} unaffected by the fault", ok, probes=len(probes), failed=len(failed),
-           first_error=(failed[0].data.get("error") or failed[0].data.get("status")) if failed else None)
+    names = [services] if isinstance(services, str) else list(services)
+    seen: dict[str, dict[str, Any]] = {}
+    for svc in names:
+        probes = [e for e in s.timeline.of_kind("probe") if e.data.get("service") == svc and e.t >= since]
+        failed = [e for e in probes if not e.data.get("ok")]
+        seen[svc] = {"probes": len(probes), "failed": len(failed),
+                     "first_error": (failed[0].data.get("error") or failed[0].data.get("status")) if failed else None}
+    ok = all(v["probes"] and not v["failed"] for v in seen.values())
+    _check(s, f"{', '.join(names)} unaffected by the fault", ok, services=seen)
     return ok
 
 
-def invoice_numbers_continuous(configuration: dict | None = None, secrets: dict | None = None) -> bool:
-    """No tax invoice number was reused or skipped around the fault, read on the primary database: the numbers of
-    the probe's company from the first to the last it saw acknowledged are exactly the acknowledged ones (each with
-    its acknowledged Popbill reference, so nothing failed was committed and no number was issued twice), the
-    company's numbers run 1..max without a gap and its gap-free counter equals the max."""
+def invoice_numbers_continuous(margin_s: float = 0.5, configuration: dict | None = None,
+                               secrets: dict | None = None) -> bool:
+    """Tax invoices failed cleanly and no invoice number was reused or skipped, read on the primary database.
+
+    For the probe's company: every number acknowledged in this drill is there with its acknowledged Popbill
+    reference (none issued twice), the numbers run 1..max without a gap and the gap-free counter equals the max
+    (none skipped); while the probe's requests were answered 502 (Popbill unreachable; from the first 502 +
+    `margin_s` to the start of the last one) no invoice was committed (the app inserts only after Popbill
+    answered). Numbers committed though the probe got no answer (a timeout) are listed, not failed: they are the
+    run's indeterminate requests."""
     import psycopg
 
     s = drill_session.current()
@@ -175,23 +185,34 @@ def invoice_numbers_continuous(configuration: dict | None = None, secrets: dict 
     acked = {int(k.rpartition(":")[2]): ref for k, ref in probes.invoices.items()
              if int(k.partition(":")[0]) == company}
     lo, hi = min(acked), max(acked)
+    failed = [e for e in s.timeline.of_kind("probe")
+              if e.data.get("service") == "tax-invoice-service" and not e.data.get("ok")]
+    statuses: dict[str, int] = {}
+    for e in failed:
+        statuses[str(e.data.get("status"))] = statuses.get(str(e.data.get("status")), 0) + 1
+    bad_gateway = [e for e in failed if e.data.get("status") == 502]
+    window = ((bad_gateway[0].t + margin_s, bad_gateway[-1].t - float(bad_gateway[-1].data.get("latency_s") or 0))
+              if bad_gateway else None)
     dsn = find_primary_dsn(_lab.resolve(configuration).lab.topology())
     with psycopg.connect(dsn, connect_timeout=5) as conn:
-        rows = dict(conn.execute("SELECT invoice_no, popbill_ref FROM tax_invoices WHERE company_id = %s"
-                                 " AND invoice_no BETWEEN %s AND %s", (company, lo, hi)).fetchall())
+        rows = {no: (ref, at) for no, ref, at in conn.execute(
+            "SELECT invoice_no, popbill_ref, extract(epoch FROM issued_at)::float8 FROM tax_invoices"
+            " WHERE company_id = %s AND invoice_no >= %s", (company, lo)).fetchall()}
         n, top = conn.execute("SELECT count(*), coalesce(max(invoice_no), 0) FROM tax_invoices WHERE company_id = %s",
                               (company,)).fetchone()
         counter = conn.execute("SELECT last_value FROM counters WHERE name = %s",
                                (f"tax_invoice:{company}",)).fetchone()
     counter = counter[0] if counter else None
-    skipped = sorted(set(range(lo, hi + 1)) - set(rows))
-    unacknowledged = sorted(set(rows) - set(acked))
-    other_ref = sorted(k for k in acked if k in rows and rows[k] != acked[k])
+    skipped = sorted(set(range(lo, top + 1)) - set(rows))
     missing = sorted(set(acked) - set(rows))
-    ok = not (skipped or unacknowledged or other_ref or missing) and n == top == counter
-    _check(s, "no tax invoice number reused or skipped", ok, company_id=company, acknowledged=len(acked),
-           first=lo, last=hi, skipped=skipped[:20], committed_unacknowledged=unacknowledged[:20],
-           reissued=other_ref[:20], missing=missing[:20], rows=n, max_invoice_no=top, counter=counter,
-           failed_requests=sum(1 for e in s.timeline.of_kind("probe")
-                               if e.data.get("service") == "tax-invoice-service" and not e.data.get("ok")))
+    reissued = sorted(k for k in acked if k in rows and rows[k][0] != acked[k])
+    during_outage = sorted(k for k, (_, at) in rows.items() if window and window[0] < at < window[1])
+    indeterminate = sorted(set(rows) - set(acked))
+    ok = (bool(bad_gateway) and not (skipped or missing or reissued or during_outage)
+          and n == top == counter)
+    _check(s, "tax invoices failed cleanly; no invoice number reused or skipped", ok, company_id=company,
+           acknowledged=len(acked), first=lo, last=hi, skipped=skipped[:20], missing=missing[:20],
+           reissued=reissued[:20], committed_during_outage=during_outage[:20],
+           committed_unacknowledged=indeterminate[:20], rows=n, max_invoice_no=top, counter=counter,
+           failed_requests=statuses, outage_window_s=round(window[1] - window[0], 3) if window else None)
     return ok
