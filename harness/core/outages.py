@@ -1,5 +1,4 @@
-"""Outages of a service seen by its probes: each from a failed probe to the start of the next streak of successes
-(pure). A level's expected downtime is judged on the longest one."""
+"""Outages of a service seen by its probes, each from a failed probe to the next streak of successes (pure)."""
 
 from __future__ import annotations
 
