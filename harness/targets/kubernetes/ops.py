@@ -19,13 +19,18 @@ REGIONS = ("primary", "dr")
 
 def environment_of(configuration: Mapping[str, Any] | None) -> Environment:
     """The run's environment (run context), else configuration drill_environment_file / drill_environment_name,
-    else lab-cloud (the embedded lab through its Kubernetes API)."""
+    else lab-cloud (the embedded lab through its Kubernetes API). The plain lab (kind `lab`, driven through its
+    own adapters, no kubernetes block) always runs its Kubernetes API too: its Kubernetes side is the one
+    lab-cloud describes (the same lab's kubeconfig, contexts and namespace)."""
     s = run_context.of(configuration)
     env = getattr(s, "environment", None) if s is not None else None
-    if env is not None:
-        return env
-    cfg = configuration or {}
-    return load_environment(str(cfg.get("drill_environment_file") or cfg.get("drill_environment_name") or "lab-cloud"))
+    if env is None:
+        cfg = configuration or {}
+        env = load_environment(str(cfg.get("drill_environment_file") or cfg.get("drill_environment_name")
+                                   or "lab-cloud"))
+    if env.kind == "lab" and not env.get("kubernetes"):
+        return load_environment("lab-cloud")
+    return env
 
 
 @dataclass

@@ -1,12 +1,17 @@
-"""Guarded fault-proxy actions: latency on a link, cutting a link; each has its named, idempotent rollback."""
+"""Guarded fault-proxy actions: latency on a link, connection resets, cutting a link, pointing a link at another
+upstream; each has its named, idempotent rollback."""
 
 from __future__ import annotations
 
+import time
+
+from harness.errors import UsageError
 from harness.safety import guard
 from harness.targets import _lab
 from harness.targets.toxiproxy import ops
 
-__all__ = ["add_latency", "remove_latency", "cut_link", "restore_link"]
+__all__ = ["add_latency", "remove_latency", "add_resets", "remove_resets", "cut_link", "restore_link",
+           "partition_link", "redirect_link", "restore_upstream"]
 
 #: which region's components each lab proxy carries (blast radius)
 _REGIONS = {"pg_replication": ("primary", "dr"), "redis_replication": ("primary", "dr"),
@@ -18,11 +23,31 @@ def _toxic_name(proxy: str) -> str:
     return f"drill_latency_{proxy}"
 
 
+def _check_duration(duration_s: float | None) -> None:
+    if duration_s is not None and not duration_s > 0:
+        raise UsageError(f"duration_s must be > 0 seconds (got {duration_s!r})")
+
+
+def _held(result: dict, duration_s: float | None, revert, proxy: str, configuration: dict | None) -> dict:
+    """A fault with a window: held `duration_s` inside the activity, then taken away by its own rollback (the
+    window is then the fault's, not the drill's overhead between two activities). An interruption while it is
+    held leaves the ledger entry active: the run's rollbacks revert it."""
+    if duration_s is None or "fault_id" not in result:
+        return result
+    time.sleep(duration_s)
+    result["held_s"] = duration_s
+    result["ended"] = revert(proxy=proxy, configuration=configuration)
+    return result
+
+
 def add_latency(proxy: str, latency_ms: int = 200, jitter_ms: int = 0, stream: str = "downstream",
-                configuration: dict | None = None, secrets: dict | None = None) -> dict:
-    """Add a latency toxic to a lab proxy (live connections too). Rollback: remove_latency."""
+                duration_s: float | None = None, configuration: dict | None = None,
+                secrets: dict | None = None) -> dict:
+    """Add a latency toxic (latency +/- jitter per chunk) to a lab proxy (live connections too); with
+    `duration_s` it is removed again after that window. Rollback: remove_latency."""
     if latency_ms < 0 or jitter_ms < 0:
         raise ValueError(f"latency_ms and jitter_ms must be >= 0 (got {latency_ms}, {jitter_ms})")
+    _check_duration(duration_s)
     inj = guard.inject("latency", f"toxiproxy:{proxy}", revert=(remove_latency, {"proxy": proxy}),
                        regions=_REGIONS.get(proxy, ()), components=(proxy,), configuration=configuration,
                        details={"latency_ms": latency_ms, "jitter_ms": jitter_ms, "stream": stream})
@@ -32,7 +57,8 @@ def add_latency(proxy: str, latency_ms: int = 200, jitter_ms: int = 0, stream: s
     with t.http() as http:
         ops.add_toxic(http, t.toxiproxy_url, proxy, {"name": _toxic_name(proxy), "type": "latency", "stream": stream,
                                                       "attributes": {"latency": latency_ms, "jitter": jitter_ms}})
-    return {"proxy": proxy, "latency_ms": latency_ms, "jitter_ms": jitter_ms, "fault_id": inj.entry.id}
+    return _held({"proxy": proxy, "latency_ms": latency_ms, "jitter_ms": jitter_ms, "fault_id": inj.entry.id},
+                 duration_s, remove_latency, proxy, configuration)
 
 
 def remove_latency(proxy: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
@@ -56,6 +82,14 @@ def cut_link(proxy: str, configuration: dict | None = None, secrets: dict | None
     return {"proxy": proxy, "enabled": False, "fault_id": inj.entry.id}
 
 
+def partition_link(proxy: str, duration_s: float = 1.0, configuration: dict | None = None,
+                   secrets: dict | None = None) -> dict:
+    """A short partition: the lab proxy is cut (live connections dropped, new ones refused) for `duration_s`,
+    then restored, in one activity. Rollback: restore_link."""
+    _check_duration(duration_s)
+    return _held(cut_link(proxy, configuration=configuration), duration_s, restore_link, proxy, configuration)
+
+
 def restore_link(proxy: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
     """Enable a lab proxy again (idempotent)."""
     t = _lab.resolve(configuration)
@@ -63,3 +97,82 @@ def restore_link(proxy: str, configuration: dict | None = None, secrets: dict | 
         ops.set_enabled(http, t.toxiproxy_url, proxy, True)
     return {"proxy": proxy, "enabled": True,
             "reverted": guard.mark_reverted("cut_link", f"toxiproxy:{proxy}", configuration)}
+
+
+def _reset_toxic_name(proxy: str) -> str:
+    return f"drill_reset_peer_{proxy}"
+
+
+def add_resets(proxy: str, timeout_ms: int = 0, toxicity: float = 1.0, stream: str = "downstream",
+               duration_s: float | None = None, configuration: dict | None = None,
+               secrets: dict | None = None) -> dict:
+    """Connection resets on a lab proxy: a Toxiproxy `reset_peer` toxic (each affected connection is reset with
+    an RST `timeout_ms` after data arrives; `toxicity` is the share of connections affected); with `duration_s`
+    it is removed again after that window. Rollback: remove_resets."""
+    if timeout_ms < 0 or not 0 <= toxicity <= 1:
+        raise UsageError(f"timeout_ms must be >= 0 and toxicity in 0..1 (got {timeout_ms}, {toxicity})")
+    _check_duration(duration_s)
+    inj = guard.inject("connection_reset", f"toxiproxy:{proxy}", revert=(remove_resets, {"proxy": proxy}),
+                       regions=_REGIONS.get(proxy, ()), components=(proxy,), configuration=configuration,
+                       details={"timeout_ms": timeout_ms, "toxicity": toxicity, "stream": stream})
+    if not inj.proceed:
+        return inj.to_dict()
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        ops.add_toxic(http, t.toxiproxy_url, proxy, {"name": _reset_toxic_name(proxy), "type": "reset_peer",
+                                                      "stream": stream, "toxicity": toxicity,
+                                                      "attributes": {"timeout": timeout_ms}})
+    return _held({"proxy": proxy, "timeout_ms": timeout_ms, "toxicity": toxicity, "fault_id": inj.entry.id},
+                 duration_s, remove_resets, proxy, configuration)
+
+
+def remove_resets(proxy: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
+    """Remove the reset_peer toxic `add_resets` put on `proxy` (idempotent)."""
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        removed = ops.remove_toxic(http, t.toxiproxy_url, proxy, _reset_toxic_name(proxy))
+    return {"proxy": proxy, "removed": removed,
+            "reverted": guard.mark_reverted("connection_reset", f"toxiproxy:{proxy}", configuration)}
+
+
+#: the lab component each app-facing proxy normally forwards to: (kind, region)
+_HOME = {"primary_app_postgres": ("postgres", "primary"), "primary_app_redis": ("redis", "primary"),
+         "dr_app_postgres": ("postgres", "dr"), "dr_app_redis": ("redis", "dr")}
+
+
+def _upstream(t: _lab.LabTarget, kind: str, region: str) -> str:
+    port = t.redis_port(region) if kind == "redis" else t.node(region).port
+    return f"127.0.0.1:{port}"
+
+
+def redirect_link(proxy: str, to_region: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
+    """Point an app-facing lab proxy at the same kind of server in `to_region` (as a managed service's primary
+    endpoint follows a promoted node: ElastiCache's primary endpoint, RDS's writer endpoint); its live
+    connections are dropped and the apps reconnect to the new node. Rollback: restore_upstream."""
+    if proxy not in _HOME:
+        raise UsageError(f"proxy {proxy!r} is not an app-facing proxy ({', '.join(_HOME)})")
+    kind, home = _HOME[proxy]
+    t = _lab.resolve(configuration)
+    upstream = _upstream(t, kind, _lab.check_region(to_region))
+    inj = guard.inject("redirect_link", f"toxiproxy:{proxy}", revert=(restore_upstream, {"proxy": proxy}),
+                       regions=tuple(dict.fromkeys((home, to_region))), components=(proxy,),
+                       configuration=configuration, details={"to_region": to_region, "upstream": upstream})
+    if not inj.proceed:
+        return inj.to_dict()
+    with t.http() as http:
+        ops.set_upstream(http, t.toxiproxy_url, proxy, upstream)
+    return {"proxy": proxy, "to_region": to_region, "upstream": upstream, "fault_id": inj.entry.id}
+
+
+def restore_upstream(proxy: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
+    """Point an app-facing lab proxy back at its own region's server (idempotent: unchanged when it already is)."""
+    if proxy not in _HOME:
+        raise UsageError(f"proxy {proxy!r} is not an app-facing proxy ({', '.join(_HOME)})")
+    t = _lab.resolve(configuration)
+    upstream = _upstream(t, *_HOME[proxy])
+    with t.http() as http:
+        changed = ops.proxy(http, t.toxiproxy_url, proxy).get("upstream") != upstream
+        if changed:
+            ops.set_upstream(http, t.toxiproxy_url, proxy, upstream)
+    return {"proxy": proxy, "upstream": upstream, "changed": changed,
+            "reverted": guard.mark_reverted("redirect_link", f"toxiproxy:{proxy}", configuration)}
