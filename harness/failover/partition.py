@@ -53,23 +53,32 @@ def heal_partition(catch_up_timeout_s: float = 30.0, configuration: dict | None 
     standby streams again and has replayed the primary's WAL position at the heal, the bytes it was behind then,
     and the seconds until the Valkey replica's link is up."""
     t = _lab.resolve(configuration)
+    out: dict[str, Any] = {"links": list(REPLICATION_LINKS)}
+    with t.http() as http:
+        cut = [n for n in REPLICATION_LINKS if not toxiproxy.proxy(http, t.toxiproxy_url, n).get("enabled")]
+    if not cut:  # nothing to heal (a rollback after the method healed it): no measurement
+        out.update(healed=False, reverted=guard.mark_reverted("partition_regions", TARGET, configuration))
+        return out
+    out["healed"] = True
+    # how far the standby is behind, read before the links carry anything again
+    primary = next((r for r in _lab.REGIONS if pg_ops.role(lambda r=r: t.pg(r)) == "primary"), None)
+    standby = _lab.other(primary) if primary else None
+    target, behind = None, None
+    if primary is not None and pg_ops.role(lambda: t.pg(standby)) == "standby":
+        with t.pg(primary) as p:
+            target = p.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        with t.pg(standby) as sb:
+            behind = int(sb.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())::bigint",
+                                    (target,)).fetchone()[0] or 0)
     with t.http() as http:
         for name in REPLICATION_LINKS:
             toxiproxy.set_enabled(http, t.toxiproxy_url, name, True)
-    reverted = guard.mark_reverted("partition_regions", TARGET, configuration)
     t0 = time.monotonic()
-    out: dict[str, Any] = {"links": list(REPLICATION_LINKS), "reverted": reverted}
-    primary = next((r for r in _lab.REGIONS if pg_ops.role(lambda r=r: t.pg(r)) == "primary"), None)
-    if primary is None:
+    out["reverted"] = guard.mark_reverted("partition_regions", TARGET, configuration)
+    if target is None:
         out["resumed"] = False
-        out["why"] = "no PostgreSQL primary to stream from"
+        out["why"] = "no PostgreSQL primary with a standby to stream to"
         return out
-    standby = _lab.other(primary)
-    with t.pg(primary) as p:
-        target = p.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
-    with t.pg(standby) as sb:
-        behind = int(sb.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())::bigint",
-                                (target,)).fetchone()[0] or 0)
     port = t.pg_stream_port(primary, standby)
 
     def replayed() -> bool:

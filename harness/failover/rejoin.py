@@ -50,13 +50,15 @@ def rejoin_region(region: str = "primary", catch_up_timeout_s: float = 60.0, con
                                    t.pg_stream_port(serving, home))
     _event(configuration, "failover", "rejoined", component="postgresql", region=home, upstream=serving,
            how=res["how"], seconds=res["seconds"], **({"kept_aside": res["kept_aside"]} if res.get("kept_aside") else {}))
-    with t.pg(serving) as p:
+    # how far behind it streams again: its replay position first, then the serving primary's (never negative)
+    with t.pg(home) as sb, t.pg(serving) as p:
+        replayed = sb.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]
         target = p.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
-    with t.pg(home) as sb:
-        behind = int(sb.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())::bigint",
-                                (target,)).fetchone()[0] or 0)
+        behind = int(p.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint",
+                               (target, replayed)).fetchone()[0] or 0)
     t_catch = time.monotonic()
-    pg_ops.wait_caught_up(lambda: t.pg(serving), lambda: t.pg(home), timeout=catch_up_timeout_s)
+    _lab.wait_for(lambda: _replayed_to(t, home, target), catch_up_timeout_s, f"{home} replayed up to {target}",
+                  interval=0.05)
     caught_up_s = round(time.monotonic() - t_catch, 3)
     with t.pg(serving) as p, t.pg(home) as sb:
         lag = pg_ops.replay_delay(p, sb, limit_s=catch_up_timeout_s)
@@ -64,7 +66,7 @@ def rejoin_region(region: str = "primary", catch_up_timeout_s: float = 60.0, con
     _event(configuration, "failover", "rejoined", component="redis", region=home, upstream=serving,
            started=rd["started"])
     out = {"region": home, "upstream": serving, "postgres": {k: v for k, v in res.items() if k != "region"},
-           "behind_bytes_at_rejoin": behind, "caught_up_s": caught_up_s,
+           "behind_bytes_at_rejoin": behind, "target_lsn": target, "caught_up_s": caught_up_s,
            "replay_lag_s": None if lag[0] is None else round(lag[0], 3), "replay_lag": lag[1],
            "valkey": rd, "seconds": round(time.monotonic() - t0, 3)}
     ok = lag[0] is not None
@@ -73,3 +75,8 @@ def rejoin_region(region: str = "primary", catch_up_timeout_s: float = 60.0, con
     if not ok:
         raise LabError(f"{home} rejoined but does not replay {serving}'s commits: {lag[1]}")
     return out
+
+
+def _replayed_to(t: _lab.LabTarget, region: str, lsn: str) -> bool:
+    with t.pg(region, timeout=1) as c:
+        return bool(c.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0])
