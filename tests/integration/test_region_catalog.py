@@ -73,7 +73,8 @@ def test_region_loss_with_a_lagging_replica_loses_exactly_what_it_reports(drill_
     lost = sorted(set(acked) - present)
     w = report["writes"]
     print(f"lost: reported {w['lost']}, counted {len(lost)} of {len(acked)} acknowledged; "
-          f"RPO {report['rpo_by_service']['voucher-service']['rpo_s']} s, duration {report['duration_s']} s")
+          f"RPO {report['rpo_by_service']['voucher-service']['rpo_s']} s, RTO "
+          f"{ {o['service']: o['rto_measured_s'] for o in report['objectives']} }, duration {report['duration_s']} s")
     assert len(lost) > 0, "the held WAL stream cost no acknowledged voucher: the replica did not lag"
     assert w["lost"] == len(lost) and w["acknowledged"] == len(acked)
     assert set(w["lost_keys"]) <= set(lost)
