@@ -30,6 +30,7 @@ def _require_gates(drill, drill_configuration, activities: tuple[str, ...], name
 def wal_stream_held(drill, drill_configuration, seconds: int):
     _require_gates(drill, drill_configuration, ("harness.failover.region:fail_region",
                                                 "harness.failover.runbook:fail_over"), "lagging replica drill")
+    regional.await_replicated_baseline(timeout_s=scaled(60), configuration=drill_configuration)
     toxiproxy.hold_link(proxy="pg_replication", configuration=drill_configuration)
     time.sleep(seconds)
 

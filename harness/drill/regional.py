@@ -19,7 +19,7 @@ from harness.targets.app import ops as app_ops
 from harness.targets.postgres import ops as pg_ops
 from harness.targets.router import ops as router_ops
 
-__all__ = ["acknowledged_by_region", "check_kept_aside", "lost_vouchers", "measure_replica_behind", "run_alone",
+__all__ = ["acknowledged_by_region", "await_replicated_baseline", "check_kept_aside", "lost_vouchers", "measure_replica_behind", "run_alone",
            "require_lab_as_found", "writes_served_by_one_region"]
 
 
@@ -217,3 +217,28 @@ def require_lab_as_found(region: str = "primary", configuration: dict | None = N
         raise HarnessError("the lab is not as it was found: " + ", ".join(k for k, v in shape.items()
                                                                           if not v and k != "ok"))
     return shape
+
+
+#: the data sets the workload acknowledges: voucher writes, tax invoices, login sessions (ops f)
+DATA_SETS = ("write", "invoice", "session")
+
+
+def await_replicated_baseline(timeout_s: float = 60.0, configuration: dict | None = None,
+                              secrets: dict | None = None) -> dict:
+    """Before a fault that holds replication: every data set of the workload has an acknowledged record, and the DR
+    standby has replayed the primary's WAL up to now, so each RPO has a surviving record to count from (without
+    one, a set whose every acknowledged record was lost only has a lower bound). HarnessError on timeout."""
+    s = drill_session.current()
+    t = _lab.resolve(configuration)
+    t0 = time.monotonic()
+
+    def acknowledged() -> bool:
+        seen = {o.f for o in s.timeline.ops if o.type == "ok"}
+        return all(f in seen for f in DATA_SETS)
+
+    _lab.wait_for(acknowledged, timeout_s, f"an acknowledged record of every data set ({', '.join(DATA_SETS)})")
+    lsn = pg_ops.wait_caught_up(lambda: t.pg("primary"), lambda: t.pg("dr"),
+                                timeout=max(1.0, timeout_s - (time.monotonic() - t0)))
+    out = {"data_sets": list(DATA_SETS), "replayed_up_to": lsn, "seconds": round(time.monotonic() - t0, 3)}
+    s.event("check", "replicated baseline of every data set", status="pass", **out)
+    return out
