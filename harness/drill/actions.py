@@ -220,15 +220,17 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
     fault_t = s.fault_t
     services = list(wl.probes.services) if wl.probes is not None else []
     waiting: list[str] = []
-    if fault_t is not None and services:
-        deadline = time.monotonic() + recovery_timeout_s
-        while True:
-            waiting = not_recovered(s, services, consecutive)
-            if not waiting or time.monotonic() >= deadline:
-                break
+    deadline = time.monotonic() + recovery_timeout_s
+
+    def wait_recovered() -> list[str]:
+        while fault_t is not None and services:
+            left = not_recovered(s, services, consecutive)
+            if not left or time.monotonic() >= deadline:
+                return left
             time.sleep(0.1)
-        if waiting:
-            s.note(f"services not recovered within {recovery_timeout_s:.0f} s: {', '.join(waiting)}")
+        return []
+
+    wait_recovered()
     time.sleep(settle_s)
     if fault_t is not None and services and not waiting:
         # a probe that failed for the first time during the settle (a timeout on a loaded machine) gets its
@@ -239,6 +241,11 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
         if late:
             s.note(f"services not recovered within {recovery_timeout_s:.0f} s of a late failure: {', '.join(late)}")
     detector.stop(s)
+    # a probe may have failed while settling or while the detector stopped (a loaded machine: a probe timing out):
+    # the workload stops only once that service showed its streak again (same deadline)
+    waiting = wait_recovered()
+    if waiting:
+        s.note(f"services not recovered within {recovery_timeout_s:.0f} s: {', '.join(waiting)}")
     counts = wl.stop()
     s.event("note", "workload stopped", **{k: v for k, v in counts.items() if isinstance(v, (dict, int))})
     topo = _topology(configuration)

@@ -11,7 +11,7 @@ from harness.targets import _lab
 from harness.targets.toxiproxy import ops
 
 __all__ = ["add_latency", "remove_latency", "add_resets", "remove_resets", "cut_link", "restore_link",
-           "partition_link", "redirect_link", "restore_upstream"]
+           "partition_link", "redirect_link", "restore_upstream", "hold_link", "release_link"]
 
 #: which region's components each lab proxy carries (blast radius)
 _REGIONS = {"pg_replication": ("primary", "dr"), "redis_replication": ("primary", "dr"),
@@ -176,3 +176,35 @@ def restore_upstream(proxy: str, configuration: dict | None = None, secrets: dic
             ops.set_upstream(http, t.toxiproxy_url, proxy, upstream)
     return {"proxy": proxy, "upstream": upstream, "changed": changed,
             "reverted": guard.mark_reverted("redirect_link", f"toxiproxy:{proxy}", configuration)}
+
+
+def _hold_name(proxy: str) -> str:
+    return f"drill_hold_{proxy}"
+
+
+def hold_link(proxy: str, stream: str = "downstream", configuration: dict | None = None,
+              secrets: dict | None = None) -> dict:
+    """Hold every byte of a lab proxy's `stream` (a `timeout` toxic with timeout 0): the connection stays open,
+    nothing is delivered until the toxic goes (the lab's fault proxy then delivers what it held). On
+    `pg_replication` the standby stops receiving WAL while the primary goes on committing. Rollback: release_link."""
+    if stream not in ("upstream", "downstream"):
+        raise UsageError(f"stream must be upstream or downstream, got {stream!r}")
+    inj = guard.inject("hold_link", f"toxiproxy:{proxy}", revert=(release_link, {"proxy": proxy}),
+                       regions=_REGIONS.get(proxy, ()), components=(proxy,), configuration=configuration,
+                       details={"stream": stream, "toxic": "timeout 0"})
+    if not inj.proceed:
+        return inj.to_dict()
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        ops.add_toxic(http, t.toxiproxy_url, proxy, {"name": _hold_name(proxy), "type": "timeout", "stream": stream,
+                                                      "attributes": {"timeout": 0}})
+    return {"proxy": proxy, "stream": stream, "held": True, "fault_id": inj.entry.id}
+
+
+def release_link(proxy: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
+    """Remove the toxic `hold_link` put on `proxy` (idempotent); a connection still open gets what was held."""
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        removed = ops.remove_toxic(http, t.toxiproxy_url, proxy, _hold_name(proxy))
+    return {"proxy": proxy, "removed": removed,
+            "reverted": guard.mark_reverted("hold_link", f"toxiproxy:{proxy}", configuration)}
