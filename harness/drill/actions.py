@@ -219,7 +219,6 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
     wl = s.workload
     fault_t = s.fault_t
     services = list(wl.probes.services) if wl.probes is not None else []
-    waiting: list[str] = []
     deadline = time.monotonic() + recovery_timeout_s
 
     def wait_recovered() -> list[str]:
@@ -232,17 +231,11 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
 
     wait_recovered()
     time.sleep(settle_s)
-    if fault_t is not None and services and not waiting:
-        # a probe that failed for the first time during the settle (a timeout on a loaded machine) gets its
-        # recovery streak before the probes stop, else the report would call its service never recovered
-        deadline = time.monotonic() + recovery_timeout_s
-        while (late := not_recovered(s, services, consecutive)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if late:
-            s.note(f"services not recovered within {recovery_timeout_s:.0f} s of a late failure: {', '.join(late)}")
     detector.stop(s)
-    # a probe may have failed while settling or while the detector stopped (a loaded machine: a probe timing out):
-    # the workload stops only once that service showed its streak again (same deadline)
+    # a probe may have failed for the first time while settling or while the detector stopped (a loaded machine: a
+    # probe timing out): the workload stops only once that service showed its recovery streak again, else the
+    # report would call it never recovered (a fresh deadline for that late failure)
+    deadline = time.monotonic() + recovery_timeout_s
     waiting = wait_recovered()
     if waiting:
         s.note(f"services not recovered within {recovery_timeout_s:.0f} s: {', '.join(waiting)}")
