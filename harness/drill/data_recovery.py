@@ -285,7 +285,8 @@ def restore_from_dr_copies(configuration: dict | None = None, secrets: dict | No
     """With the primary region and its bucket lost: recover the database from the DR-region bucket alone (its
     newest base backup copy and the WAL the shipper copied there) into a NEW server, as far as that archive
     goes; run the integrity checks there and measure the RPO of the restore against the workload's
-    acknowledged writes up to the fault (the ledger's writes missing from the restored copy), then discard it."""
+    acknowledged writes up to the region loss (the ledger's writes missing from the restored copy), then discard
+    it. What a restore from the archive alone loses is the WAL not archived yet: at most about archive_timeout."""
     s = drill_session.current()
     t = _lab.resolve(configuration)
     endpoint = t.s3_endpoint_url
@@ -295,7 +296,8 @@ def restore_from_dr_copies(configuration: dict | None = None, secrets: dict | No
         primary_reachable = True
     except Exception:
         primary_reachable = False
-    fault_t = s.fault_t
+    region_lost = _fault_event("fail_region")  # the loss of the primary region ends what can be archived
+    fault_t = region_lost.t if region_lost is not None else s.fault_t
     name = _server_name("dr-copy")
     t0 = time.monotonic()
     res = pitr.point_in_time_recovery(t.lab, None, name, primary_dsn=None, bucket=replicate.DR_BUCKET,
@@ -311,6 +313,7 @@ def restore_from_dr_copies(configuration: dict | None = None, secrets: dict | No
     ops = [o for o in s.timeline.ops if o.t is not None and o.t <= upto]
     rpo = measure.rpo(ops, keys, upto)
     out = {"server": name, "bucket": replicate.DR_BUCKET, "primary_bucket_reachable": primary_reachable,
+           "region_lost_at": upto,
            "base_backup": res.base_backup["key"], "wal_segments": res.wal_segments,
            "recovered_to": res.recovered_to.isoformat() if res.recovered_to else None,
            "recovered_to_before_fault_s": (round(upto - res.recovered_to.timestamp(), 3)
