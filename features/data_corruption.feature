@@ -11,7 +11,6 @@ Feature: Data corruption drill
     Given the embedded lab is up
     And a drill of kind "data-corruption" is recording
 
-  @disaster_level_3
   Scenario: Corrupted voucher lines are detected and repaired from point-in-time recovery
     # pre_test
     Given a recent backup of the primary database exists

@@ -11,7 +11,6 @@ Feature: Natural disaster drill
     Given the embedded lab is up
     And a drill of kind "natural-disaster" is recording
 
-  @disaster_level_4
   Scenario: The primary region and its backups are lost and the database is restored from the DR-region copies
     # pre_test
     Given a recent backup of the primary database exists

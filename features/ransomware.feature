@@ -12,7 +12,6 @@ Feature: Ransomware drill
     Given the embedded lab is up
     And a drill of kind "ransomware" is recording
 
-  @disaster_level_4
   Scenario: A tenant encrypted by ransomware is restored from backup and point-in-time recovery
     # pre_test
     Given a recent backup of the primary database exists
