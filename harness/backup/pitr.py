@@ -189,13 +189,14 @@ def _recovery_config(node: PgNode, wal_dir: Path, target: datetime | None) -> No
 
 def point_in_time_recovery(lab: Any, target: datetime | None, name: str, *, primary_dsn: str | None,
                            configuration: dict[str, Any] | None = None, bucket: str = aws.BUCKET,
-                           timeout: float = 180.0) -> PitrResult:
+                           timeout: float = 180.0, checks: tuple[str, ...] | None = None) -> PitrResult:
     """Recover the lab's database as of `target` into a new server `name` (see the module docstring); with
     target None, as far as the archive in `bucket` goes (its newest base backup and every WAL segment after it).
 
     The gate database_point_in_time_recovery must be approved first, else SafetyRefusal before anything is
     read or started. The server is recorded (harness.lab.recovered) before it starts: `drill lab down` or
-    `discard` stops it. Integrity checks run on its kerp database; their failures are in the result.
+    `discard` stops it. Integrity checks (`checks`, default every one but snapshot_unchanged) run on its kerp
+    database; their failures are in the result.
     """
     guard.approve(PITR_GATE, "point_in_time_recovery", configuration)
     check_server_name(name)
@@ -250,13 +251,13 @@ def point_in_time_recovery(lab: Any, target: datetime | None, name: str, *, prim
     m = _STOPPING.findall(log)
     dsn = node.dsn
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
-        checks = integrity.run_all(c, rt=rt, dsn=dsn, only=[n for n in integrity.CHECK_NAMES
-                                                            if n not in SKIPPED_CHECKS])
+        results = integrity.run_all(c, rt=rt, dsn=dsn, only=[n for n in (checks or integrity.CHECK_NAMES)
+                                                             if n not in SKIPPED_CHECKS])
     if recovered_to is None:
         notes.append("no transaction was replayed after the base backup: the server holds the base backup")
     recovered.update(lab.state, name, recovered_to=recovered_to.isoformat() if recovered_to else None)
     return PitrResult(name, dsn, port, str(node.data_dir), target, recovered_to, m[-1].strip() if m else None,
-                      base.to_dict(), segments, tuple(checks), time.monotonic() - t0, tuple(notes))
+                      base.to_dict(), segments, tuple(results), time.monotonic() - t0, tuple(notes))
 
 
 def _wait_promoted(node: PgNode, timeout: float) -> datetime | None:

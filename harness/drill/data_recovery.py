@@ -164,7 +164,7 @@ def repair_corruption(line_ids: list[int] | None = None, before: str | None = No
     name = _server_name("repair")
     t0 = time.monotonic()
     res = pitr.point_in_time_recovery(t.lab, target, name, primary_dsn=live,
-                                      configuration=_pitr_configuration(configuration))
+                                      configuration=_pitr_configuration(configuration), checks=COPY_CHECKS)
     try:
         t_recovered = time.monotonic()
         with psycopg.connect(res.dsn, autocommit=True, connect_timeout=5) as src, \
@@ -243,11 +243,11 @@ def recover_tenant(company_id: int | None = None, before: str | None = None, con
     pre = _fingerprint_event(cid)
     t0 = time.monotonic()
     res = pitr.point_in_time_recovery(t.lab, target, name, primary_dsn=live,
-                                      configuration=_pitr_configuration(configuration))
+                                      configuration=_pitr_configuration(configuration), checks=COPY_CHECKS)
     try:
         t_recovered = time.monotonic()
         with psycopg.connect(res.dsn, autocommit=True, connect_timeout=5) as src:
-            copy_checks = integrity.run_all(src, only=COPY_CHECKS)
+            copy_checks = list(res.integrity)
             upto = pre["upto"] if pre else repair.max_ids(src)  # rows written after the fingerprint aside
             restored_fp = repair.tenant_fingerprint(src, cid, upto=upto)
             copy_diff = repair.TenantFingerprint(cid, pre["tables"]).differences(restored_fp) if pre else None
@@ -301,11 +301,10 @@ def restore_from_dr_copies(configuration: dict | None = None, secrets: dict | No
     name = _server_name("dr-copy")
     t0 = time.monotonic()
     res = pitr.point_in_time_recovery(t.lab, None, name, primary_dsn=None, bucket=replicate.DR_BUCKET,
-                                      configuration=configuration)
+                                      configuration=configuration, checks=COPY_CHECKS)
     try:
         restore_s = time.monotonic() - t0
-        with psycopg.connect(res.dsn, autocommit=True, connect_timeout=5) as c:
-            checks = integrity.run_all(c, only=COPY_CHECKS)
+        checks = list(res.integrity)
         keys = final_read(res.dsn, s.run_id)
     finally:
         pitr.discard(t.lab, name)
