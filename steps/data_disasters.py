@@ -11,7 +11,6 @@ from pytest_bdd import given, parsers, then, when
 
 from harness.backup import repair
 from harness.drill import data_recovery
-from harness.workload import find_primary_dsn
 
 from .timing import poll
 
@@ -23,7 +22,7 @@ def data_drill() -> dict:
 
 
 def _live(drill_lab) -> str:
-    return find_primary_dsn(drill_lab.topology())
+    return data_recovery.live_primary_dsn({"drill_state_dir": str(drill_lab.state)})
 
 
 @given("a base backup of the live primary is in the backup bucket")
@@ -69,7 +68,7 @@ def repaired(drill, drill_configuration, data_drill):
 # -- ransomware ------------------------------------------------------------------------------------
 @given("the rows of every company are fingerprinted")
 def fingerprint_all(drill_lab, data_drill):
-    with psycopg.connect(_live(drill_lab), autocommit=True) as c:
+    with psycopg.connect(_live(drill_lab), autocommit=True, connect_timeout=15) as c:
         upto = repair.max_ids(c)
         ids = [r[0] for r in c.execute("SELECT id FROM companies ORDER BY id")]
         data_drill["upto"] = upto
@@ -99,7 +98,7 @@ def tenant_restored(drill, drill_configuration, data_drill, company_id: int):
 
 @then(parsers.parse("the rows of company {company_id:d} match their fingerprint from before the attack"))
 def tenant_matches(drill_lab, data_drill, company_id: int):
-    with psycopg.connect(_live(drill_lab), autocommit=True) as c:
+    with psycopg.connect(_live(drill_lab), autocommit=True, connect_timeout=15) as c:
         now = repair.tenant_fingerprint(c, company_id, upto=data_drill["upto"])
     diff = data_drill["before"][company_id].differences(now)
     assert not diff, diff
@@ -108,7 +107,7 @@ def tenant_matches(drill_lab, data_drill, company_id: int):
 @then("the rows of the other companies are unchanged")
 def others_unchanged(drill_lab, data_drill):
     attacked = data_drill["fault"]["company_id"]
-    with psycopg.connect(_live(drill_lab), autocommit=True) as c:
+    with psycopg.connect(_live(drill_lab), autocommit=True, connect_timeout=15) as c:
         diffs = {cid: fp.differences(repair.tenant_fingerprint(c, cid, upto=data_drill["upto"]))
                  for cid, fp in data_drill["before"].items() if cid != attacked}
     assert diffs and not any(diffs.values()), diffs

@@ -30,9 +30,9 @@ from harness.lab import aws, walarchive
 from harness.safety import guard
 from harness.targets import _lab
 from harness.targets.postgres import data_faults
-from harness.workload import find_primary_dsn, final_read
+from harness.workload import WorkloadError, find_primary_dsn, final_read
 
-__all__ = ["attack_tenant", "detect_integrity_violation", "fingerprint_tenant", "inject_corruption",
+__all__ = ["attack_tenant", "detect_integrity_violation", "fingerprint_tenant", "inject_corruption", "live_primary_dsn",
            "recover_tenant", "repair_corruption", "restore_from_dr_copies", "take_base_backup"]
 
 #: the checks a recovered copy is verified with (it has no pre-fault snapshot of its own; amcheck is slow)
@@ -49,8 +49,22 @@ def _event(kind: str, event: str, **data: Any) -> None:
         s.event(kind, event, **data)
 
 
-def _live_dsn(configuration: dict | None) -> str:
-    return find_primary_dsn(_lab.resolve(configuration).lab.topology())
+#: how long the live primary may take to answer (a loaded machine answers a connection in seconds)
+LIVE_WAIT_S = 30.0
+
+
+def live_primary_dsn(configuration: dict | None) -> str:
+    """The live primary's DSN; a primary that does not answer within a connection timeout is asked again
+    (up to LIVE_WAIT_S) before this gives up."""
+    topo = _lab.resolve(configuration).lab.topology()
+    deadline = time.monotonic() + LIVE_WAIT_S
+    while True:
+        try:
+            return find_primary_dsn(topo, connect_timeout_s=10)
+        except WorkloadError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)
 
 
 def _pitr_configuration(configuration: dict | None) -> dict[str, Any]:
@@ -104,14 +118,14 @@ def detect_integrity_violation(check: str = "vouchers_balanced", fault: str = "c
     """Run integrity check `check` on the live primary every `interval_s` (the scheduled integrity job) until it
     fails; the detection time is measured from the injection of `fault`. The check passes as drill evidence
     when it failed and named every voucher the fault touched."""
-    dsn = _live_dsn(configuration)
+    dsn = live_primary_dsn(configuration)
     inj = _fault_event(fault)
     t_fault = inj.t if inj is not None else time.time()
     touched = {str(v) for v in ((inj.data.get("voucher_ids") or []) if inj is not None else [])}
     deadline = time.monotonic() + timeout_s
     runs = 0
     while True:
-        with psycopg.connect(dsn, connect_timeout=3) as c:
+        with psycopg.connect(dsn, connect_timeout=15) as c:
             (res,) = integrity.run_all(c, only=[check])
         runs += 1
         if res.status == "fail" or time.monotonic() >= deadline:
@@ -160,15 +174,15 @@ def repair_corruption(line_ids: list[int] | None = None, before: str | None = No
         line_ids, before = entry.details["line_ids"], entry.details["before"]
     target = datetime.fromisoformat(before)
     t = _lab.resolve(configuration)
-    live = _live_dsn(configuration)
+    live = live_primary_dsn(configuration)
     name = _server_name("repair")
     t0 = time.monotonic()
     res = pitr.point_in_time_recovery(t.lab, target, name, primary_dsn=live,
                                       configuration=_pitr_configuration(configuration), checks=COPY_CHECKS)
     try:
         t_recovered = time.monotonic()
-        with psycopg.connect(res.dsn, autocommit=True, connect_timeout=5) as src, \
-                psycopg.connect(live, autocommit=True, connect_timeout=5) as dst:
+        with psycopg.connect(res.dsn, autocommit=True, connect_timeout=15) as src, \
+                psycopg.connect(live, autocommit=True, connect_timeout=15) as dst:
             copied = repair.copy_rows(src, dst, "voucher_lines", line_ids)
             (after,) = integrity.run_all(dst, only=["vouchers_balanced"])
     finally:
@@ -207,7 +221,7 @@ def _fingerprint_event(company_id: int) -> dict[str, Any] | None:
 def fingerprint_tenant(company_id: int, configuration: dict | None = None, secrets: dict | None = None) -> dict:
     """Row counts and sha256 of company `company_id`'s rows on the live primary (the pre-attack fingerprint
     the restore is verified against)."""
-    with psycopg.connect(_live_dsn(configuration), autocommit=True, connect_timeout=5) as c:
+    with psycopg.connect(live_primary_dsn(configuration), autocommit=True, connect_timeout=15) as c:
         upto = repair.max_ids(c)
         fp = repair.tenant_fingerprint(c, int(company_id), upto=upto)
     out = {**fp.to_dict(), "upto": upto}
@@ -238,7 +252,7 @@ def recover_tenant(company_id: int | None = None, before: str | None = None, con
     cid = int(company_id)
     target = datetime.fromisoformat(before)
     t = _lab.resolve(configuration)
-    live = _live_dsn(configuration)
+    live = live_primary_dsn(configuration)
     name = _server_name("tenant")
     pre = _fingerprint_event(cid)
     t0 = time.monotonic()
@@ -246,7 +260,7 @@ def recover_tenant(company_id: int | None = None, before: str | None = None, con
                                       configuration=_pitr_configuration(configuration), checks=COPY_CHECKS)
     try:
         t_recovered = time.monotonic()
-        with psycopg.connect(res.dsn, autocommit=True, connect_timeout=5) as src:
+        with psycopg.connect(res.dsn, autocommit=True, connect_timeout=15) as src:
             copy_checks = list(res.integrity)
             upto = pre["upto"] if pre else repair.max_ids(src)  # rows written after the fingerprint aside
             restored_fp = repair.tenant_fingerprint(src, cid, upto=upto)
@@ -256,7 +270,7 @@ def recover_tenant(company_id: int | None = None, before: str | None = None, con
                 raise HarnessError(f"the recovered copy of company {cid} failed verification: "
                                    + "; ".join([c.details for c in copy_checks if c.status == "fail"]
                                                + (copy_diff or [])))
-            with psycopg.connect(live, autocommit=True, connect_timeout=5) as dst:
+            with psycopg.connect(live, autocommit=True, connect_timeout=15) as dst:
                 restored = repair.restore_tenant(src, dst, cid)
                 live_fp = repair.tenant_fingerprint(dst, cid, upto=upto)
                 live_checks = integrity.run_all(dst, only=COPY_CHECKS)

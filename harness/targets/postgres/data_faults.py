@@ -14,6 +14,7 @@ here by reference, the repair being a drill of the backup layer). Nothing is dro
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,12 +43,17 @@ REPAIR_CORRUPTION = "harness.drill.data_recovery:repair_corruption"
 RECOVER_TENANT = "harness.drill.data_recovery:recover_tenant"
 
 
-def live_primary_region(t: _lab.LabTarget) -> str:
-    """The region whose PostgreSQL is the writable primary; HarnessError when none is."""
-    for region in ("primary", "dr"):
-        if ops.role(lambda r=region: t.pg(r)) == "primary":
-            return region
-    raise HarnessError("no PostgreSQL region is a running primary: nothing to corrupt")
+def live_primary_region(t: _lab.LabTarget, timeout_s: float = 30.0) -> str:
+    """The region whose PostgreSQL is the writable primary (asked again for up to `timeout_s` while none
+    answers: a loaded server may miss a connection timeout); HarnessError when none is."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for region in ("primary", "dr"):
+            if ops.role(lambda r=region: t.pg(r, timeout=10)) == "primary":
+                return region
+        if time.monotonic() >= deadline:
+            raise HarnessError("no PostgreSQL region is a running primary: nothing to corrupt")
+        time.sleep(1.0)
 
 
 def _now() -> datetime:
@@ -65,7 +71,7 @@ def corrupt_voucher_lines(vouchers: int = 5, older_than_s: float = 1.0, configur
         raise UsageError(f"vouchers={vouchers!r} must be 1..1000")
     t = _lab.resolve(configuration)
     region = live_primary_region(t)
-    with t.pg(region) as c:
+    with t.pg(region, timeout=10) as c:
         rows = c.execute(
             "SELECT l.id, l.voucher_id FROM voucher_lines l JOIN (SELECT id FROM vouchers "
             "WHERE created_at < clock_timestamp() - make_interval(secs => %s) ORDER BY id DESC LIMIT %s) v "
@@ -82,7 +88,7 @@ def corrupt_voucher_lines(vouchers: int = 5, older_than_s: float = 1.0, configur
                                 "before": before.isoformat(), "delta": CORRUPT_DELTA})
     if not inj.proceed:
         return inj.to_dict()
-    with t.pg(region) as c:
+    with t.pg(region, timeout=10) as c:
         changed = c.execute(
             "UPDATE voucher_lines SET debit = CASE WHEN debit > 0 THEN debit + %(d)s::numeric ELSE debit END, "
             "credit = CASE WHEN debit > 0 THEN credit ELSE credit + %(d)s::numeric END WHERE id = ANY(%(ids)s)",
@@ -104,7 +110,7 @@ def encrypt_tenant(company_id: int, configuration: dict | None = None, secrets: 
     cid = int(company_id)
     t = _lab.resolve(configuration)
     region = live_primary_region(t)
-    with t.pg(region) as c:
+    with t.pg(region, timeout=10) as c:
         if c.execute("SELECT 1 FROM companies WHERE id = %s", (cid,)).fetchone() is None:
             raise UsageError(f"company_id {company_id!r} is not a company of the lab's database")
         counts = {tbl: c.execute(f"SELECT count(*) FROM {tbl} WHERE {_TENANT_WHERE[tbl]}", (cid,)).fetchone()[0]
@@ -127,7 +133,7 @@ def encrypt_tenant(company_id: int, configuration: dict | None = None, secrets: 
         return "ENC:" + base64.b64encode(nonce + aead.encrypt(nonce, text.encode(), None)).decode()
 
     encrypted: dict[str, int] = {}
-    with t.pg(region, autocommit=False) as c:
+    with t.pg(region, timeout=10, autocommit=False) as c:
         for tbl, cols in ENCRYPTED_COLUMNS.items():
             rows = c.execute(f"SELECT id, {', '.join(cols)} FROM {tbl} WHERE {_TENANT_WHERE[tbl]}",
                              (cid,)).fetchall()
