@@ -48,7 +48,7 @@ def events(report: dict, name: str) -> list[dict]:
 
 def checksums(dsn: str, upto: dict[str, int] | None = None) -> tuple[dict[str, int], dict[int, dict[str, tuple]]]:
     """(max id per table, {company: {table: (rows, md5 of its rows in id order)}}) for rows up to `upto`."""
-    with psycopg.connect(dsn, autocommit=True) as c:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=15) as c:
         upto = upto or {t: c.execute(f"SELECT coalesce(max(id), 0) FROM {t}").fetchone()[0] for t in COMPANY_ROWS}
         companies = [r[0] for r in c.execute("SELECT id FROM companies ORDER BY id")]
         out = {cid: {t: tuple(c.execute(f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY id), ''))"
@@ -86,14 +86,14 @@ def test_data_corruption_is_detected_and_repaired_from_pitr(drill_lab, tmp_path)
     # everything written after the corruption stayed, and every integrity check passes at the end
     assert report["writes"]["lost"] == 0 and report["writes"]["acknowledged"] > 50
     assert report["integrity"] and all(i["status"] != "fail" for i in report["integrity"]), report["integrity"]
-    with psycopg.connect(find_primary_dsn(drill_lab.topology())) as c:
+    with psycopg.connect(find_primary_dsn(drill_lab.topology(), connect_timeout_s=15)) as c:
         assert c.execute("SELECT count(*) FROM voucher_lines WHERE id = ANY(%s) AND (debit::text LIKE '%%777.77' "
                          "OR credit::text LIKE '%%777.77')", (fault["data"]["line_ids"],)).fetchone()[0] == 0
     assert_left_as_found(drill_lab)
 
 
 def test_ransomware_tenant_restored_and_other_tenants_untouched(drill_lab, tmp_path):
-    live = find_primary_dsn(drill_lab.topology())
+    live = find_primary_dsn(drill_lab.topology(), connect_timeout_s=15)
     upto, before = checksums(live)  # the test's own pre-attack fingerprint
     assert ATTACKED in before and len(before) >= 2
     r = drill("run", "experiments/ransomware.json", "--report-dir", str(tmp_path), state=drill_lab.state,
