@@ -198,7 +198,7 @@ def repair_corruption(line_ids: list[int] | None = None, before: str | None = No
     out = {"server": name, "before": target.isoformat(),
            "recovered_to": res.recovered_to.isoformat() if res.recovered_to else None,
            "rpo_s": round(max(0.0, fault_at - point), 3), "target_minus_recovered_s": res.difference_s,
-           "base_backup": res.base_backup["key"], "wal_segments": res.wal_segments,
+           "base_backup": res.base_backup["key"], "pitr_notes": list(res.notes), "wal_segments": res.wal_segments,
            "recovery_s": round(t_recovered - t0, 3), "repair_s": round(seconds, 3),
            "rows_repaired": copied["changed"], "rows_copied": copied["rows"], "line_ids": copied["ids"],
            "copy_integrity": [c.to_dict() for c in res.integrity], "integrity_after": after.to_dict(),
@@ -284,7 +284,7 @@ def recover_tenant(company_id: int | None = None, before: str | None = None, con
     ok = not live_diff and all(c.status != "fail" for c in live_checks)
     out = {"company_id": cid, "server": name, "before": target.isoformat(),
            "recovered_to": res.recovered_to.isoformat() if res.recovered_to else None, "rpo_s": res.difference_s,
-           "base_backup": res.base_backup["key"], "recovery_s": round(t_recovered - t0, 3),
+           "base_backup": res.base_backup["key"], "pitr_notes": list(res.notes), "recovery_s": round(t_recovered - t0, 3),
            "restore_s": round(seconds, 3), "rows": restored["rows"], "rows_restored": restored["changed"],
            "tables": restored["tables"], "verified_against_pre_attack": pre is not None,
            "copy_checks": [c.to_dict() for c in copy_checks], "live_checks": [c.to_dict() for c in live_checks],
@@ -327,7 +327,7 @@ def restore_from_dr_copies(configuration: dict | None = None, secrets: dict | No
     rpo = measure.rpo(ops, keys, upto)
     out = {"server": name, "bucket": replicate.DR_BUCKET, "primary_bucket_reachable": primary_reachable,
            "region_lost_at": upto,
-           "base_backup": res.base_backup["key"], "wal_segments": res.wal_segments,
+           "base_backup": res.base_backup["key"], "pitr_notes": list(res.notes), "wal_segments": res.wal_segments,
            "recovered_to": res.recovered_to.isoformat() if res.recovered_to else None,
            "recovered_to_before_fault_s": (round(upto - res.recovered_to.timestamp(), 3)
                                            if res.recovered_to else None),
