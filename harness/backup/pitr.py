@@ -169,11 +169,12 @@ def _chown_tree(rt: Any, root: Path) -> None:
     root.chmod(0o700)
 
 
-def _recovery_config(node: PgNode, wal_dir: Path, target: datetime | None) -> None:
+def _recovery_config(node: PgNode, wal_dir: Path, target: datetime | None, timeline: str = "latest") -> None:
     """Archive recovery up to `target` (then promote), or with None to the end of the archived WAL (the latest
-    recoverable point; recovery then ends and the server is promoted by itself)."""
+    recoverable point; recovery then ends and the server is promoted by itself), following `timeline`
+    ('latest': any later timeline in the archive; 'current': the base backup's only)."""
     node.write_config(primary_conninfo=None)  # the node has no archive spool: archive_mode stays off
-    extra = {"restore_command": f"'cp {wal_dir}/%f \"%p\"'"}
+    extra = {"restore_command": f"'cp {wal_dir}/%f \"%p\"'", "recovery_target_timeline": f"'{timeline}'"}
     if target is not None:
         extra.update({"recovery_target_time": f"'{target.isoformat()}'", "recovery_target_action": "'promote'",
                       "recovery_target_inclusive": "on"})
@@ -189,9 +190,12 @@ def _recovery_config(node: PgNode, wal_dir: Path, target: datetime | None) -> No
 
 def point_in_time_recovery(lab: Any, target: datetime | None, name: str, *, primary_dsn: str | None,
                            configuration: dict[str, Any] | None = None, bucket: str = aws.BUCKET,
-                           timeout: float = 180.0, checks: tuple[str, ...] | None = None) -> PitrResult:
+                           timeout: float = 180.0, checks: tuple[str, ...] | None = None,
+                           timeline: str = "latest") -> PitrResult:
     """Recover the lab's database as of `target` into a new server `name` (see the module docstring); with
-    target None, as far as the archive in `bucket` goes (its newest base backup and every WAL segment after it).
+    target None, as far as the archive in `bucket` goes (its newest base backup and every WAL segment after it);
+    `timeline` 'current' keeps to the base backup's timeline (what the archive holds of the server it was taken
+    from), 'latest' follows any later one in the archive (a promoted standby's).
 
     The gate database_point_in_time_recovery must be approved first, else SafetyRefusal before anything is
     read or started. The server is recorded (harness.lab.recovered) before it starts: `drill lab down` or
@@ -238,7 +242,9 @@ def point_in_time_recovery(lab: Any, target: datetime | None, name: str, *, prim
         segments = _fetch_wal(s3, bucket, base.start_wal, wal_dir)
         _chown_tree(rt, node.data_dir)
         _chown_tree(rt, wal_dir)
-        _recovery_config(node, wal_dir, None if latest else target)
+        if timeline not in ("latest", "current"):
+            raise UsageError(f"timeline {timeline!r} must be 'latest' or 'current'")
+        _recovery_config(node, wal_dir, None if latest else target, timeline)
         try:
             node.start(timeout=timeout)
         except HarnessError as e:

@@ -298,7 +298,7 @@ def recover_tenant(company_id: int | None = None, before: str | None = None, con
 def restore_from_dr_copies(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
     """With the primary region and its bucket lost: recover the database from the DR-region bucket alone (its
     newest base backup copy and the WAL the shipper copied there) into a NEW server, as far as that archive
-    goes; run the integrity checks there and measure the RPO of the restore against the workload's
+    goes on the lost region's timeline; run the integrity checks there and measure the RPO of the restore against the workload's
     acknowledged writes up to the region loss (the ledger's writes missing from the restored copy), then discard
     it. What a restore from the archive alone loses is the WAL not archived yet: at most about archive_timeout."""
     s = drill_session.current()
@@ -314,8 +314,10 @@ def restore_from_dr_copies(configuration: dict | None = None, secrets: dict | No
     fault_t = region_lost.t if region_lost is not None else s.fault_t
     name = _server_name("dr-copy")
     t0 = time.monotonic()
+    # the lost region's timeline only: what its WAL copies hold (the DR server, promoted meanwhile, archives a
+    # later timeline into the same buckets; following it would measure the replication, not the copies)
     res = pitr.point_in_time_recovery(t.lab, None, name, primary_dsn=None, bucket=replicate.DR_BUCKET,
-                                      configuration=configuration, checks=COPY_CHECKS)
+                                      configuration=configuration, checks=COPY_CHECKS, timeline="current")
     try:
         restore_s = time.monotonic() - t0
         checks = list(res.integrity)

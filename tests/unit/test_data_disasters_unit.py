@@ -68,8 +68,14 @@ def test_recovery_settings_with_and_without_a_target(tmp_path, target):
     conf = (tmp_path / "postgresql.auto.conf").read_text()
     assert f"restore_command = 'cp {tmp_path}/wal/%f \"%p\"'" in conf
     assert (tmp_path / "recovery.signal").exists() and not (tmp_path / "standby.signal").exists()
+    assert "recovery_target_timeline = 'latest'" in conf
     if target is None:  # to the end of the archive: no target, recovery ends and promotes by itself
-        assert "recovery_target" not in conf
+        assert "recovery_target_time =" not in conf and "recovery_target_action" not in conf
     else:
         assert "recovery_target_time = '2026-12-06T20:41:07+00:00'" in conf
         assert "recovery_target_action = 'promote'" in conf
+
+
+def test_recovery_can_keep_to_the_base_backups_timeline(tmp_path):
+    pitr._recovery_config(_Node(tmp_path), tmp_path / "wal", None, "current")
+    assert "recovery_target_timeline = 'current'" in (tmp_path / "postgresql.auto.conf").read_text()
