@@ -20,6 +20,7 @@ import pytest
 from harness.lab import aws
 from harness.safety.fault_ledger import FaultLedger, ledger_path
 from harness.workload import find_primary_dsn
+from tests.timing import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -60,8 +61,12 @@ def checksums(dsn: str, upto: dict[str, int] | None = None) -> tuple[dict[str, i
 
 def assert_left_as_found(lab) -> None:
     assert FaultLedger(ledger_path(lab.state)).active() == []
-    status = lab.status()
-    assert status["healthy"] and status["router"]["active_region"] == "primary"
+
+    def as_found() -> bool:  # a loaded machine may answer a health check late: polled, not asserted once
+        status = lab.status()
+        return status["healthy"] and status["router"]["active_region"] == "primary"
+
+    poll(as_found, 60, "the lab healthy on its primary region")
 
 
 def test_data_corruption_is_detected_and_repaired_from_pitr(drill_lab, tmp_path):
