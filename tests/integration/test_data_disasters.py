@@ -20,9 +20,9 @@ import pytest
 from harness.lab import aws
 from harness.safety.fault_ledger import FaultLedger, ledger_path
 from harness.workload import find_primary_dsn
-from tests.timing import poll
+from tests.timing import poll, scaled
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ATTACKED = 3
@@ -37,7 +37,7 @@ COMPANY_ROWS = {
 }
 
 
-def drill(*args: str, state: Path, timeout: float = 800, **env: str) -> subprocess.CompletedProcess:
+def drill(*args: str, state: Path, timeout: float = scaled(1200), **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
                           env=dict(os.environ, DRILL_STATE_DIR=str(state), **env), capture_output=True, text=True,
                           timeout=timeout)
