@@ -7,9 +7,9 @@ recovered server is discarded afterwards. Figures (detection time, repair time, 
 measured and recorded as timeline events of the run; the rollbacks of the data faults are the repairs here.
 
 Why a fresh base backup first: the lab's base backup of `lab up` is on the timeline the lab started with, and
-a shared lab that was failed over and back is on a later one whose switch the archive cannot replay (the DR
-server does not archive while it is the primary). A base backup of the current primary, taken as the plan's
-hourly snapshot layer would, makes every point after it recoverable on the current timeline.
+a shared lab that was failed over and back is on a later one; recovery across a timeline switch is not
+supported yet. A base backup of the current primary, taken as the plan's hourly snapshot layer would, makes
+every point after it recoverable on the current timeline.
 """
 
 from __future__ import annotations
