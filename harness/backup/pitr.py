@@ -169,14 +169,15 @@ def _chown_tree(rt: Any, root: Path) -> None:
     root.chmod(0o700)
 
 
-def _recovery_config(node: PgNode, wal_dir: Path, target: datetime) -> None:
+def _recovery_config(node: PgNode, wal_dir: Path, target: datetime | None, timeline: str = "latest") -> None:
+    """Archive recovery up to `target` (then promote), or with None to the end of the archived WAL (the latest
+    recoverable point; recovery then ends and the server is promoted by itself), following `timeline`
+    ('latest': any later timeline in the archive; 'current': the base backup's only)."""
     node.write_config(primary_conninfo=None)  # the node has no archive spool: archive_mode stays off
-    extra = {
-        "restore_command": f"'cp {wal_dir}/%f \"%p\"'",
-        "recovery_target_time": f"'{target.isoformat()}'",
-        "recovery_target_action": "'promote'",
-        "recovery_target_inclusive": "on",
-    }
+    extra = {"restore_command": f"'cp {wal_dir}/%f \"%p\"'", "recovery_target_timeline": f"'{timeline}'"}
+    if target is not None:
+        extra.update({"recovery_target_time": f"'{target.isoformat()}'", "recovery_target_action": "'promote'",
+                      "recovery_target_inclusive": "on"})
     path = node.data_dir / "postgresql.auto.conf"
     with path.open("a") as f:
         f.write("".join(f"{k} = {v}\n" for k, v in extra.items()))
@@ -187,14 +188,19 @@ def _recovery_config(node: PgNode, wal_dir: Path, target: datetime) -> None:
     node.rt.chown(sig)
 
 
-def point_in_time_recovery(lab: Any, target: datetime, name: str, *, primary_dsn: str | None,
+def point_in_time_recovery(lab: Any, target: datetime | None, name: str, *, primary_dsn: str | None,
                            configuration: dict[str, Any] | None = None, bucket: str = aws.BUCKET,
-                           timeout: float = 180.0) -> PitrResult:
-    """Recover the lab's database as of `target` into a new server `name` (see the module docstring).
+                           timeout: float = 180.0, checks: tuple[str, ...] | None = None,
+                           timeline: str = "latest") -> PitrResult:
+    """Recover the lab's database as of `target` into a new server `name` (see the module docstring); with
+    target None, as far as the archive in `bucket` goes (its newest base backup and every WAL segment after it);
+    `timeline` 'current' keeps to the base backup's timeline (what the archive holds of the server it was taken
+    from), 'latest' follows any later one in the archive (a promoted standby's).
 
     The gate database_point_in_time_recovery must be approved first, else SafetyRefusal before anything is
     read or started. The server is recorded (harness.lab.recovered) before it starts: `drill lab down` or
-    `discard` stops it. Integrity checks run on its kerp database; their failures are in the result.
+    `discard` stops it. Integrity checks (`checks`, default every one but snapshot_unchanged) run on its kerp
+    database; their failures are in the result.
     """
     guard.approve(PITR_GATE, "point_in_time_recovery", configuration)
     check_server_name(name)
@@ -206,6 +212,9 @@ def point_in_time_recovery(lab: Any, target: datetime, name: str, *, primary_dsn
                          f"`drill backup discard {name}`")
     s3 = aws.client("s3", endpoint)
     notes = [_switch_and_wait(primary_dsn, s3, bucket, timeout=120)]
+    latest = target is None
+    if latest:
+        target = datetime.now(timezone.utc)
     bases = [b for b in walarchive.base_backups(s3, bucket) if b.finished_at <= target]
     if not bases:
         every = walarchive.base_backups(s3, bucket)
@@ -220,7 +229,8 @@ def point_in_time_recovery(lab: Any, target: datetime, name: str, *, primary_dsn
     wal_dir = root / f"pitr-{name}-wal"
     recovered.record(lab.state, name, {"kind": "postgres", "name": name, "port": port, "data_dir": str(node.data_dir),
                                        "log_file": str(node.log_file), "remove": [str(wal_dir)],
-                                       "target": target.isoformat(), "base_backup": base.key})
+                                       "target": "latest" if latest else target.isoformat(),
+                                       "base_backup": base.key})
     try:
         for d in (node.data_dir, wal_dir):
             shutil.rmtree(d, ignore_errors=True)
@@ -232,7 +242,9 @@ def point_in_time_recovery(lab: Any, target: datetime, name: str, *, primary_dsn
         segments = _fetch_wal(s3, bucket, base.start_wal, wal_dir)
         _chown_tree(rt, node.data_dir)
         _chown_tree(rt, wal_dir)
-        _recovery_config(node, wal_dir, target)
+        if timeline not in ("latest", "current"):
+            raise UsageError(f"timeline {timeline!r} must be 'latest' or 'current'")
+        _recovery_config(node, wal_dir, None if latest else target, timeline)
         try:
             node.start(timeout=timeout)
         except HarnessError as e:
@@ -245,13 +257,13 @@ def point_in_time_recovery(lab: Any, target: datetime, name: str, *, primary_dsn
     m = _STOPPING.findall(log)
     dsn = node.dsn
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
-        checks = integrity.run_all(c, rt=rt, dsn=dsn, only=[n for n in integrity.CHECK_NAMES
-                                                            if n not in SKIPPED_CHECKS])
+        results = integrity.run_all(c, rt=rt, dsn=dsn, only=[n for n in (checks or integrity.CHECK_NAMES)
+                                                             if n not in SKIPPED_CHECKS])
     if recovered_to is None:
         notes.append("no transaction was replayed after the base backup: the server holds the base backup")
     recovered.update(lab.state, name, recovered_to=recovered_to.isoformat() if recovered_to else None)
     return PitrResult(name, dsn, port, str(node.data_dir), target, recovered_to, m[-1].strip() if m else None,
-                      base.to_dict(), segments, tuple(checks), time.monotonic() - t0, tuple(notes))
+                      base.to_dict(), segments, tuple(results), time.monotonic() - t0, tuple(notes))
 
 
 def _wait_promoted(node: PgNode, timeout: float) -> datetime | None:

@@ -17,7 +17,7 @@ __all__ = ["DR_BUCKET", "DR_REGION", "ReplicationError", "copy_to_dr", "ensure_d
 
 DR_BUCKET = aws.DR_BUCKET
 DR_REGION = aws.DR_REGION
-DR_KMS_ALIAS = "alias/kerp-backups"
+DR_KMS_ALIAS = aws.DR_KMS_ALIAS
 
 
 class ReplicationError(HarnessError):
@@ -26,15 +26,8 @@ class ReplicationError(HarnessError):
 
 def ensure_dr_bucket(endpoint_url: str) -> None:
     """The DR bucket (versioned) and the DR region's KMS key, created when absent (idempotent)."""
-    s3 = aws.regional_client("s3", endpoint_url, DR_REGION)
     try:
-        if DR_BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-            s3.create_bucket(Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": DR_REGION})
-            s3.put_bucket_versioning(Bucket=DR_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        kms = aws.regional_client("kms", endpoint_url, DR_REGION)
-        if DR_KMS_ALIAS not in {a["AliasName"] for a in kms.list_aliases().get("Aliases", [])}:
-            key_id = kms.create_key(Description="K-ERP backup encryption, DR region (drill lab)")["KeyMetadata"]["KeyId"]
-            kms.create_alias(AliasName=DR_KMS_ALIAS, TargetKeyId=key_id)
+        aws.ensure_dr_backups(endpoint_url)
     except Exception as e:
         raise ReplicationError(f"preparing s3://{DR_BUCKET} in {DR_REGION} failed: {e}") from e
 

@@ -52,6 +52,8 @@ RECORD_NAME = "erp.kerp.lab."
 REGION_ENDPOINTS = {"primary": "erp.ap-northeast-2.kerp.lab", "dr": "erp.ap-northeast-1.kerp.lab"}
 REPLICATION_GROUP = "kerp-cache"
 DR_BUCKET = "kerp-backups-dr"
+#: the DR region's backup key (same alias, that region's own key)
+DR_KMS_ALIAS = "alias/kerp-backups"
 CONTROLPLANE_FILE = "aws-controlplane.json"
 IDS_FILE = "aws-ids.json"
 
@@ -99,10 +101,8 @@ def provision_control_plane(endpoint_url: str, ports: dict[str, int]) -> dict:
         Engine="valkey", CacheNodeType="cache.r7g.large", ReplicasPerNodeGroup=1, AutomaticFailoverEnabled=True,
         Port=ports["redis_primary"])["ReplicationGroup"]
     members = sorted(group["MemberClusters"])
-    # the DR-region backup bucket, versioned like the primary one
-    s3_dr = regional_client("s3", endpoint_url, DR_REGION)
-    s3_dr.create_bucket(Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": DR_REGION})
-    s3_dr.put_bucket_versioning(Bucket=DR_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    # the DR-region backup bucket, versioned like the primary one, and that region's backup key
+    ensure_dr_backups(endpoint_url)
     return {
         "endpoint_url": endpoint_url,
         "regions": dict(REGIONS),
@@ -128,3 +128,15 @@ def controller_mapping(cp: dict, ports: dict[str, int]) -> dict:
         "elasticache": {"replication_group_id": cp["elasticache"]["replication_group_id"],
                         "members": {m: region for region, m in cp["elasticache"]["members"].items()}},
     }
+
+
+def ensure_dr_backups(endpoint_url: str) -> None:
+    """The DR-region bucket (versioned) and that region's KMS key, created when absent (idempotent)."""
+    s3 = regional_client("s3", endpoint_url, DR_REGION)
+    if DR_BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=DR_BUCKET, CreateBucketConfiguration={"LocationConstraint": DR_REGION})
+        s3.put_bucket_versioning(Bucket=DR_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    kms = regional_client("kms", endpoint_url, DR_REGION)
+    if DR_KMS_ALIAS not in {a["AliasName"] for a in kms.list_aliases().get("Aliases", [])}:
+        key_id = kms.create_key(Description="K-ERP backup encryption, DR region (drill lab)")["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=DR_KMS_ALIAS, TargetKeyId=key_id)

@@ -9,7 +9,9 @@ both sides in step:
   router; ElastiCache test_failover makes the Valkey replica the master.
 * lab -> API: instance status follows the real server (a killed one is `failed`), the replica's role and
   lag (`StatusInfos`, CloudWatch `AWS/RDS ReplicaLag`), Route 53 health-check status follows the router's
-  health checker, a disabled KMS key refuses to encrypt and decrypt.
+  health checker, a disabled KMS key refuses to encrypt and decrypt, and a bucket policy that denies every
+  principal (`"Effect": "Deny", "Principal": "*"`) refuses the actions it names (moto stores bucket policies
+  without evaluating them): a region's backup bucket can be made unavailable without deleting an object.
 
 Changes are not instant: the API answers with a transitional status (`modifying`, `stopping`, `starting`,
 `rebooting`) and the final one once the real process is there.
@@ -474,6 +476,7 @@ def install_hooks(ctl: Controller) -> None:
     _hook_route53(ctl)
     _hook_elasticache(ctl)
     _hook_kms()
+    _hook_s3_deny()
 
 
 def _hook_rds(ctl: Controller) -> None:
@@ -638,6 +641,80 @@ def _hook_kms() -> None:
         return plaintext, arn
 
     models.KmsBackend.decrypt = decrypt
+
+
+#: bucket-policy actions that stay allowed whatever the policy says (on AWS the account root can always read,
+#: replace and delete a bucket policy that locks everyone out: that is how such a block is lifted)
+_POLICY_QUERIES = ("policy",)
+
+
+def denied_actions(policy: bytes | str | None) -> set[str]:
+    """The S3 actions a bucket policy denies to every principal ("s3:*" for all)."""
+    if not policy:
+        return set()
+    try:
+        doc = json.loads(policy)
+    except ValueError:
+        return set()
+    out: set[str] = set()
+    for st in doc.get("Statement", []) if isinstance(doc, dict) else []:
+        if not isinstance(st, dict) or st.get("Effect") != "Deny":
+            continue
+        principal = st.get("Principal")
+        if principal not in ("*", {"AWS": "*"}):
+            continue
+        actions = st.get("Action", [])
+        out |= {actions} if isinstance(actions, str) else set(actions)
+    return out
+
+
+def _s3_action(method: str, key: bool) -> str:
+    if key:
+        return {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject", "POST": "s3:PutObject",
+                "DELETE": "s3:DeleteObject"}.get(method, "s3:*")
+    return {"GET": "s3:ListBucket", "HEAD": "s3:ListBucket", "PUT": "s3:PutBucket", "DELETE": "s3:DeleteBucket",
+            "POST": "s3:DeleteObject"}.get(method, "s3:*")
+
+
+def _hook_s3_deny() -> None:
+    from moto.s3 import responses
+    from moto.s3.exceptions import S3AccessDeniedError, S3ClientError
+
+    def refused(self, request: Any, bucket_name: str, action: str) -> bool:
+        try:
+            bucket = self.backend.get_bucket(bucket_name)
+        except S3ClientError:
+            return False
+        denied = denied_actions(bucket.policy)
+        return "s3:*" in denied or action in denied
+
+    def guard(self, request: Any, full_url: str, key: bool) -> None:
+        from urllib.parse import parse_qs, unquote, urlparse
+
+        query = parse_qs(urlparse(full_url).query, keep_blank_values=True)
+        if any(q in query for q in _POLICY_QUERIES):
+            return
+        bucket_name = self.parse_bucket_name_from_url(request, full_url)
+        if bucket_name and refused(self, request, bucket_name, _s3_action(request.method, key)):
+            raise S3AccessDeniedError()
+        source = request.headers.get("x-amz-copy-source")  # a copy reads its source bucket
+        if source:
+            src_bucket = unquote(source).lstrip("/").split("/", 1)[0]
+            if refused(self, request, src_bucket, "s3:GetObject"):
+                raise S3AccessDeniedError()
+
+    orig_bucket, orig_key = responses.S3Response._bucket_response, responses.S3Response._key_response
+
+    def bucket_response(self, request: Any, full_url: str):
+        guard(self, request, full_url, key=False)
+        return orig_bucket(self, request, full_url)
+
+    def key_response(self, request: Any, full_url: str):
+        guard(self, request, full_url, key=True)
+        return orig_key(self, request, full_url)
+
+    responses.S3Response._bucket_response = bucket_response
+    responses.S3Response._key_response = key_response
 
 
 def provision(state_dir: Path, endpoint_url: str, done: Callable[[], None] = lambda: None) -> None:

@@ -193,6 +193,10 @@ def _tail(path: Path, lines: int = 3) -> str:
         return ""
 
 
+#: archive_timeout of an archiving primary (RDS closes a WAL segment every 5 min; the lab's clock is 100x faster)
+ARCHIVE_TIMEOUT = "5s"
+
+
 @dataclass(frozen=True)
 class PgNode:
     """One PostgreSQL server of the lab (region `primary` or `dr`)."""
@@ -287,6 +291,9 @@ class PgNode:
         if self.archive_spool is not None:  # a standby does not archive (mode on); once promoted it does
             settings["archive_mode"] = "on"
             settings["archive_command"] = "'" + archive_command(self.archive_spool).replace("'", "''") + "'"
+            # a segment is closed (and archived) at least every ARCHIVE_TIMEOUT while WAL is written: the bound on
+            # what a restore from the WAL archive alone (the DR copies after a region loss) can lose
+            settings["archive_timeout"] = f"'{ARCHIVE_TIMEOUT}'"
         lines = [f"{k} = {v}" for k, v in settings.items()]
         path = self.data_dir / "postgresql.auto.conf"
         path.write_text("# written by drill (harness.lab.postgres)\n" + "\n".join(lines) + "\n")

@@ -1,6 +1,7 @@
 """The lab's continuous WAL archive and base backups in S3: PostgreSQL's archive_command copies each finished
 WAL segment into a spool directory, the shipper (`python -m harness.lab.walarchive`) uploads it gzip-compressed
-with SSE-KMS and a sha256, and `base_backup` streams `pg_basebackup -Ft` into S3 (the automated backups a
+with SSE-KMS and a sha256 to the primary region's bucket and to the DR region's (kerp-backups-dr, so a
+point-in-time recovery from the DR copies alone is possible after a region loss), and `base_backup` streams `pg_basebackup -Ft` into S3 (the automated backups a
 point-in-time recovery starts from).
 
 The spool exists because, as root, PostgreSQL runs as the unprivileged lab user, who can run `cp` but not the
@@ -140,33 +141,57 @@ def ship_one(s3: Any, bucket: str, path: Path, kms_alias: str = aws.KMS_ALIAS) -
     return key
 
 
-def ship(spool: Path, endpoint_url: str, bucket: str = aws.BUCKET, interval: float = 0.2) -> None:
-    """Upload every spooled WAL file (oldest name first), delete it once uploaded; loop until SIGTERM."""
+def ship(spool: Path, endpoint_url: str, bucket: str = aws.BUCKET, interval: float = 0.2,
+         dr_bucket: str | None = aws.DR_BUCKET) -> None:
+    """Upload every spooled WAL file (oldest name first) to `bucket` and, when given, to the DR-region
+    `dr_bucket` (that region's key); delete it from the spool once both hold it; loop until SIGTERM.
+
+    The two uploads are independent: one bucket refusing (a region's storage lost) does not hold the other
+    back, newer files included; the spool keeps a file until both have it (re-shipping is a no-op)."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    s3 = None
+    targets: list[tuple[str, str, str, Any]] = [(bucket, aws.LAB_REGION, aws.KMS_ALIAS, None)]
+    if dr_bucket:
+        targets.append((dr_bucket, aws.DR_REGION, aws.DR_KMS_ALIAS, None))
+    done: dict[str, set[str]] = {}  # file name -> buckets holding it
     while not stop:
         try:
-            if s3 is None:
-                s3 = aws.client("s3", endpoint_url)
+            targets = [(b, r, k, c or aws.regional_client("s3", endpoint_url, r)) for b, r, k, c in targets]
             names = sorted(p.name for p in spool.iterdir() if not p.name.startswith("."))
+            refused = False
             for name in names:
                 if stop:
                     break
                 spooled = (spool / name).stat().st_mtime
-                ship_one(s3, bucket, spool / name)
-                (spool / name).unlink()
-                print(f"{datetime.now(timezone.utc).isoformat()} archived {name} "
-                      f"({time.time() - spooled:.2f} s after PostgreSQL spooled it)", flush=True)
+                have = done.setdefault(name, set())
+                for b, _region, kms_alias, s3 in targets:
+                    if b in have:
+                        continue
+                    try:
+                        ship_one(s3, b, spool / name, kms_alias)
+                        have.add(b)
+                    except Exception as e:
+                        print(f"{datetime.now(timezone.utc).isoformat()} {name} not in s3://{b} yet: "
+                              f"{type(e).__name__}: {e}", flush=True)
+                if len(have) == len(targets):
+                    (spool / name).unlink()
+                    done.pop(name, None)
+                    print(f"{datetime.now(timezone.utc).isoformat()} archived {name} "
+                          f"({time.time() - spooled:.2f} s after PostgreSQL spooled it)", flush=True)
+                else:
+                    refused = True  # kept in the spool; newer files still go to the bucket that takes them
+            if refused:
+                time.sleep(1.0)
         except Exception as e:  # moto not up yet, bucket not provisioned yet: PostgreSQL keeps the spool
             print(f"{datetime.now(timezone.utc).isoformat()} not shipped yet: {type(e).__name__}: {e}", flush=True)
             time.sleep(1.0)
         time.sleep(interval)
 
 
-def shipper_command(spool: Path, endpoint_url: str, bucket: str = aws.BUCKET) -> list[str]:
+def shipper_command(spool: Path, endpoint_url: str, bucket: str = aws.BUCKET,
+                    dr_bucket: str = aws.DR_BUCKET) -> list[str]:
     return [sys.executable, "-m", "harness.lab.walarchive", "--spool", str(spool), "--endpoint-url", endpoint_url,
-            "--bucket", bucket]
+            "--bucket", bucket, "--dr-bucket", dr_bucket]
 
 
 def wait_archived(s3: Any, bucket: str, wal_name: str, timeout: float = 60.0) -> bool:
@@ -276,9 +301,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spool", required=True, type=Path)
     p.add_argument("--endpoint-url", required=True)
     p.add_argument("--bucket", default=aws.BUCKET)
+    p.add_argument("--dr-bucket", default=aws.DR_BUCKET, help="the DR-region copy of the archive ('' for none)")
     a = p.parse_args(argv)
-    print(json.dumps({"spool": str(a.spool), "bucket": a.bucket, "endpoint_url": a.endpoint_url}), flush=True)
-    ship(a.spool, a.endpoint_url, a.bucket)
+    print(json.dumps({"spool": str(a.spool), "bucket": a.bucket, "dr_bucket": a.dr_bucket,
+                      "endpoint_url": a.endpoint_url}), flush=True)
+    ship(a.spool, a.endpoint_url, a.bucket, dr_bucket=a.dr_bucket or None)
 
 
 if __name__ == "__main__":
