@@ -68,7 +68,7 @@ def _ledger_active(lab) -> list:
 
 
 def _lab_status(lab) -> dict:
-    r = drill("lab", "status", "--json", state=lab.state, timeout=60)
+    r = drill("lab", "status", "--json", state=lab.state, timeout=scaled(300))  # bounds a hang only
     return json.loads(r.stdout)
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# a dozen drill processes in a row: on two loaded cores (two labs at once) well beyond the default 900 s
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_FILES = ("report.json", "report.md", "report.html", "junit.xml")
