@@ -17,11 +17,21 @@ from .timing import poll  # every "after N seconds" wait polls, scaled by DRILL_
 
 
 @pytest.fixture(scope="session")
-def drill_lab():
-    """The embedded lab: reused when one is running under $DRILL_STATE_DIR, else started (and stopped) here."""
+def drill_lab(request):
+    """The embedded lab: reused when one is running under $DRILL_STATE_DIR, else started (and stopped) here.
+
+    Under pytest-xdist each worker has a lab of its own: $DRILL_STATE_DIR-<worker> (gw0, gw1, ...), or a new
+    temporary dir; two workers never drill on one lab."""
     from harness.lab.manager import Lab
 
-    state = os.environ.get("DRILL_STATE_DIR") or tempfile.mkdtemp(prefix="drill-bdd-lab-")
+    state = os.environ.get("DRILL_STATE_DIR")
+    workerinput = getattr(request.config, "workerinput", None)  # an xdist worker (not its env, which children inherit)
+    worker = workerinput["workerid"] if workerinput else None
+    if worker and state:
+        state = f"{state.rstrip('/')}-{worker}"
+    elif not state:
+        state = tempfile.mkdtemp(prefix=f"drill-bdd-lab-{worker}-" if worker else "drill-bdd-lab-")
+        os.chmod(state, 0o755)  # as root the servers run as an unprivileged user who writes their logs here
     lab = Lab(state)
     was_running = lab.is_running()
     lab.up()

@@ -104,6 +104,24 @@ def valkey_binary() -> Path:
     return p
 
 
+#: a file every cold start appends one JSON line to (the test suite counts its labs with it)
+STARTS_LOG_ENV = "DRILL_LAB_STARTS_LOG"
+
+
+def _log_start(state: Path, seconds: float) -> None:
+    """One line per cold start in $DRILL_LAB_STARTS_LOG (when set): state dir, seconds, and the test that asked."""
+    log = os.environ.get(STARTS_LOG_ENV)
+    if not log:
+        return
+    line = {"state": str(state), "seconds": seconds, "pid": os.getpid(),
+            "test": os.environ.get("PYTEST_CURRENT_TEST", "").removesuffix(" (setup)").removesuffix(" (call)")}
+    try:
+        with open(log, "a", encoding="utf-8") as f:  # one short append per line: concurrent starts do not interleave
+            f.write(json.dumps(line) + "\n")
+    except OSError:
+        pass  # a diagnostic only
+
+
 class Lab:
     """One embedded lab, identified by its state dir."""
 
@@ -241,6 +259,7 @@ class Lab:
         topo = self.status()
         (self.state / TOPOLOGY_FILE).write_text(json.dumps(topo, indent=2))
         progress(f"lab up in {st['up_seconds']:.1f} s")
+        _log_start(self.state, st["up_seconds"])
         return topo
 
     @staticmethod

@@ -12,6 +12,8 @@ import httpx
 import psycopg
 import pytest
 
+from tests.timing import scaled
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,9 +200,9 @@ def test_interrupted_drill_rolls_back_and_exits_130(drill_lab, tmp_path, sig):
     env = dict(os.environ, DRILL_STATE_DIR=str(drill_lab.state))
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "ci-smoke", "--report-dir", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_for_fault(out / "timeline.jsonl", proc, 60), "the drill never injected its fault"
+    assert wait_for_fault(out / "timeline.jsonl", proc, scaled(480)), "the drill never injected its fault"
     proc.send_signal(getattr(signal, sig))
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=scaled(480))
     assert proc.returncode == 130, stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "aborted" and report["exit_code"] == 130
@@ -234,9 +236,9 @@ def test_interrupted_feature_rolls_back_and_exits_130(drill_lab, tmp_path, sig):
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "features/region_failover.feature",
                              "--report-dir", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_for_fault(out / "timeline.jsonl", proc, 90), "the scenario never injected its fault"
+    assert wait_for_fault(out / "timeline.jsonl", proc, scaled(480)), "the scenario never injected its fault"
     proc.send_signal(getattr(signal, sig))
-    _, stderr = proc.communicate(timeout=240)
+    _, stderr = proc.communicate(timeout=scaled(480))
     assert proc.returncode == 130, stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "aborted" and report["exit_code"] == 130

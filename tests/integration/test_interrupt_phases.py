@@ -17,7 +17,10 @@ import pytest
 from tests.integration.test_drill_run import ROOT, drill, wait_for_events
 from tests.timing import scaled
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# a phase is waited for until it appears in the timeline or the run ends: generous, as two labs drilling at once on
+# two loaded cores stretch a run several times over (the wait ends as soon as the phase is there)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
+REACH_S = 480.0
 
 
 def _event(name: str, kind: str | None = None):
@@ -45,7 +48,8 @@ PHASES = {
 
 @pytest.fixture(scope="module")
 def lab(drill_lab):
-    """One lab for every phase of this module."""
+    """One lab for every phase of this module: the worker's session lab (each phase is a unit of its own under xdist,
+    tests/conftest.py SPREAD: the phases run on both workers' labs at once)."""
     return drill_lab
 
 
@@ -64,7 +68,7 @@ def _ledger_active(lab) -> list:
 
 
 def _lab_status(lab) -> dict:
-    r = drill("lab", "status", "--json", state=lab.state, timeout=60)
+    r = drill("lab", "status", "--json", state=lab.state, timeout=scaled(300))  # bounds a hang only
     return json.loads(r.stdout)
 
 
@@ -83,15 +87,15 @@ def test_interrupted_at_every_phase_restores_the_lab(lab, tmp_path, phase):
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "ci-smoke", "--report-dir", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        hit = wait_for_events(out / "timeline.jsonl", proc, scaled(120), *marks)
+        hit = wait_for_events(out / "timeline.jsonl", proc, scaled(REACH_S), *marks)
         assert hit is not None, f"the run never reached {phase} (exit {proc.poll()})"
         proc.send_signal(getattr(signal, sig))
         if then:
             sig2, marks2 = then[0]
-            assert wait_for_events(out / "timeline.jsonl", proc, scaled(120), *marks, *marks2) is not None, \
+            assert wait_for_events(out / "timeline.jsonl", proc, scaled(REACH_S), *marks, *marks2) is not None, \
                 f"the run never reached its clean-up after {sig}"
             proc.send_signal(getattr(signal, sig2))
-        _, stderr = proc.communicate(timeout=scaled(240))
+        _, stderr = proc.communicate(timeout=scaled(REACH_S))
     finally:
         if proc.poll() is None:
             proc.kill()

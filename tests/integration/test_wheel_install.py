@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# a dozen drill processes in a row: on two loaded cores (two labs at once) well beyond the default 900 s
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_FILES = ("report.json", "report.md", "report.html", "junit.xml")
@@ -102,40 +103,40 @@ def _reports_ok(rdir: Path, kind: str) -> dict:
     return report
 
 
-def test_every_profile_and_a_users_feature_run_from_any_directory(installed, tmp_path):
+def test_every_profile_and_a_users_feature_run_from_any_directory(installed, drill_lab, tmp_path):
+    """On the worker's session lab (a lab of its own would start cold: the lab itself is proven by test_lab.py);
+    the installed drill finds it by DRILL_STATE_DIR as a user's does, and leaves it on the primary region."""
     bindir, env, work = installed
     drill = str(bindir / "drill")
-    env = dict(env, DRILL_STATE_DIR=str(tmp_path / "lab"))
-    try:
-        # ci-smoke for real: brings the lab up, default report dir under the cwd
-        r = _run([drill, "run", "ci-smoke"], cwd=work, env=env, timeout=600)
-        assert r.returncode == 0, r.stderr[-4000:]
-        (rdir,) = [d for d in (work / "reports").iterdir() if d.is_dir()]
-        report = _reports_ok(rdir, "ci-smoke")
-        assert (work / "reports" / "history.sqlite").is_file()  # the run history, beside the run dirs
-        assert not report.get("dry_run") and report["writes"]["acknowledged"] > 0
-        assert (rdir / "journal.json").is_file()
-        # the other profiles resolve their experiment from the package; --dry-run keeps them short
-        for profile, extra in (("monthly-chaos", []), ("semiannual-simulation", []),
-                               ("annual-full-dr", ["--approve", "dr_region_switch"]), ("tabletop", [])):
-            out = tmp_path / profile
-            r = _run([drill, "run", profile, "--dry-run", "--report-dir", str(out), *extra], cwd=work, env=env,
-                     timeout=600)
-            assert r.returncode == 0, f"{profile}: {r.stderr[-4000:]}"
-            _reports_ok(out, profile)
-        # a user's own feature file, under another name, outside any checkout: bound to the packaged steps
-        mine = work / "drills" / "my_region_loss.feature"
-        mine.parent.mkdir()
-        shutil.copy(ROOT / "features" / "region_failover.feature", mine)
-        v = _run([drill, "validate", "drills/my_region_loss.feature"], cwd=work, env=env, timeout=120)
-        assert v.returncode == 0 and v.stdout.startswith("ok  "), v.stdout + v.stderr
-        out = tmp_path / "feature"
-        r = _run([drill, "run", "drills/my_region_loss.feature", "--report-dir", str(out)], cwd=work, env=env,
+    env = dict(env, DRILL_STATE_DIR=str(drill_lab.state))
+    # ci-smoke for real, default report dir under the cwd
+    r = _run([drill, "run", "ci-smoke"], cwd=work, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    (rdir,) = [d for d in (work / "reports").iterdir() if d.is_dir()]
+    report = _reports_ok(rdir, "ci-smoke")
+    assert (work / "reports" / "history.sqlite").is_file()  # the run history, beside the run dirs
+    assert not report.get("dry_run") and report["writes"]["acknowledged"] > 0
+    assert (rdir / "journal.json").is_file()
+    # the other profiles resolve their experiment from the package; --dry-run keeps them short
+    for profile, extra in (("monthly-chaos", []), ("semiannual-simulation", []),
+                           ("annual-full-dr", ["--approve", "dr_region_switch"]), ("tabletop", [])):
+        out = tmp_path / profile
+        r = _run([drill, "run", profile, "--dry-run", "--report-dir", str(out), *extra], cwd=work, env=env,
                  timeout=600)
-        assert r.returncode == 0, r.stderr[-4000:]
-        report = _reports_ok(out, "region-failover")
-        assert report["target"] == str(mine.resolve())
-        assert (out / "pytest-junit.xml").is_file()
-    finally:
-        down = _run([drill, "lab", "down"], cwd=work, env=env, timeout=300)
-        assert down.returncode == 0, down.stderr[-2000:]
+        assert r.returncode == 0, f"{profile}: {r.stderr[-4000:]}"
+        _reports_ok(out, profile)
+    # a user's own feature file, under another name, outside any checkout: bound to the packaged steps
+    mine = work / "drills" / "my_region_loss.feature"
+    mine.parent.mkdir()
+    shutil.copy(ROOT / "features" / "region_failover.feature", mine)
+    v = _run([drill, "validate", "drills/my_region_loss.feature"], cwd=work, env=env, timeout=120)
+    assert v.returncode == 0 and v.stdout.startswith("ok  "), v.stdout + v.stderr
+    out = tmp_path / "feature"
+    r = _run([drill, "run", "drills/my_region_loss.feature", "--report-dir", str(out)], cwd=work, env=env,
+             timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    report = _reports_ok(out, "region-failover")
+    assert report["target"] == str(mine.resolve())
+    assert (out / "pytest-junit.xml").is_file()
+    topo = drill_lab.status()
+    assert topo["healthy"] and topo["router"]["active_region"] == "primary", topo["router"]

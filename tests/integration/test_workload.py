@@ -12,17 +12,14 @@ import pytest
 from harness.core.timeline import Timeline
 from harness.workload import SERVICES, Workload, final_read, find_primary_dsn
 from tests.timing import MULTIPLIER
-from harness.lab.manager import Lab
-from tests.labs import lab_state_dir
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="session")
-def lab():
-    """A lab of our own (dedicated state dir under /tmp), taken down in the end."""
-    with lab_state_dir("drill-workload-it-") as state:
-        yield Lab(state_dir=state).up()
+@pytest.fixture(scope="module")
+def lab(drill_lab):
+    """The session lab's topology: the workload only writes vouchers, and the cut link is restored by the test."""
+    return drill_lab.status()
 
 
 def _run_id() -> str:

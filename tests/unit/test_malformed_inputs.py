@@ -24,6 +24,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import ExitCode
+from tests.timing import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 M = ROOT / "tests" / "malformed"
@@ -289,7 +290,7 @@ def test_malformed_input(case, cmd, want, fragment, odd, env, capsys):
 def test_the_console_entry_behaves_the_same(case, odd, env):
     _, cmd, want, fragment = next(c for c in CASES if c[0] == case)
     drill = shutil.which("drill", path=str(Path(sys.executable).parent)) or "drill"
-    p = subprocess.run([drill, *argv_of(cmd, odd)], capture_output=True, text=True, timeout=60,
+    p = subprocess.run([drill, *argv_of(cmd, odd)], capture_output=True, text=True, timeout=scaled(300),
                        env={**os.environ, "COLUMNS": "60"})
     check(p.stdout, p.stderr, p.returncode, want, fragment.format(m=M, tmp=odd, root=ROOT), env)
 
