@@ -154,7 +154,11 @@ def check_breach_contained(configuration: dict | None = None, secrets: dict | No
             cred = kseed.lab_credentials()[0]
             fresh = auth_ops.login(http, t.router_url, cred.email, cred.password)
         s.secrets.add(fresh["token"])
-        now_ok = auth_probes.token_accepted(fresh["token"], configuration=configuration)
+        # a replica of the DR region reads sessions from its Redis replica: the new session may take a moment
+        deadline = time.monotonic() + 5.0
+        while not (now_ok := auth_probes.token_accepted(fresh["token"], configuration=configuration))["accepted"] \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
         check("fresh login after the rotation works", now_ok["accepted"] and fresh.get("kid") == rot["kid"],
               kid=fresh.get("kid"), replicas=now_ok["replicas"])
         forged = leak.forge(fresh["session_id"])

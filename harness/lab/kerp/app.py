@@ -440,7 +440,7 @@ class KerpApp:
 
         rows = await self.pool.run(read, timeout_s=self.config.db_timeout_s)
         ring = keyring.Ring.from_rows(rows)
-        ring.adopt_private(self.ring)
+        ring.follow(self.ring)
         self.ring = ring
         return ring
 
@@ -664,6 +664,7 @@ class KerpApp:
         ring = self.ring
         return _json({"region": self.config.region, "replica": self.config.replica, "current": ring.current_kid,
                       "age_s": round(time.monotonic() - ring.loaded_at, 3) if ring.loaded_at else None,
+                      "since": ring.since,
                       "keys": ring.describe()})
 
     async def jwks(self, request: Request) -> Response:

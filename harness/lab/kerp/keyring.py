@@ -89,6 +89,7 @@ class Ring:
     current_kid: str | None = None
     current_wrapped: str | None = None
     loaded_at: float = 0.0  # monotonic; 0 = never loaded
+    since: float | None = None  # epoch when this replica first held the present current key and revoked set
     _private: tuple[str, Any] | None = None  # (kid, private key) unwrapped once per current key
 
     @classmethod
@@ -102,10 +103,13 @@ class Ring:
                 ring.current_kid, ring.current_wrapped = kid, wrapped
         return ring
 
-    def adopt_private(self, previous: "Ring") -> None:
-        """Keep the unwrapped private key of `previous` when the current key did not change."""
+    def follow(self, previous: "Ring") -> None:
+        """Carry over from `previous`: the unwrapped private key while the current key is the same, and `since`
+        while neither the current key nor the revoked set changed (else `since` is now)."""
         if previous._private is not None and previous._private[0] == self.current_kid:
             self._private = previous._private
+        same = previous.loaded_at and (previous.current_kid, previous.revoked()) == (self.current_kid, self.revoked())
+        self.since = previous.since if same else time.time()
 
     def signing_key(self, fernet: Fernet) -> tuple[str, Any]:
         """(kid, private key) of the current key."""

@@ -31,7 +31,7 @@ from harness.targets import _lab
 from harness.targets.auth import ops, probes
 from harness.workload import find_primary_dsn
 
-__all__ = ["leak_signing_key", "rotate_signing_key"]
+__all__ = ["leak_signing_key", "rotate_if_leaked", "rotate_signing_key"]
 
 TARGET = "auth:signing-key"
 COMPONENTS = ("authentication",)
@@ -113,16 +113,18 @@ def leak_signing_key(configuration: dict | None = None, secrets: dict | None = N
             "replicas": accepted["replicas"], "fault_id": inj.entry.id}
 
 
-class _Watch(threading.Thread):
-    """Polls every replica until its own key ring holds `old_kid` revoked (and, given a token, until it refuses
-    that token); records the epoch time each replica got there."""
+class _Watch:
+    """One thread per replica polls it until its own key ring holds `old_kid` revoked (and, given a token, until it
+    refuses that token). A replica's ring view names the epoch it took the change (`since`, the replica's own
+    record); the token's refusal is the time of the first 401 seen."""
 
     def __init__(self, urls: list[str], ops_token: str, old_kid: str, token: str | None, timeout_s: float):
-        super().__init__(name="key-rotation-watch", daemon=True)
         self.urls, self.ops_token, self.old_kid, self.token = urls, ops_token, old_kid, token
         self.deadline = time.monotonic() + timeout_s
         self.ring_at: dict[str, float] = {}
         self.refused_at: dict[str, float] = {}
+        self.threads = [threading.Thread(target=self._poll, args=(url,), name=f"key-watch-{i}", daemon=True)
+                        for i, url in enumerate(urls)]
 
     def _revoked_in(self, view: dict[str, Any] | None) -> bool:
         if not view or view.get("current") in (None, self.old_kid):
@@ -130,17 +132,26 @@ class _Watch(threading.Thread):
         states = {k["kid"]: k["state"] for k in view.get("keys", [])}
         return states.get(self.old_kid, keyring.REVOKED) == keyring.REVOKED
 
-    def run(self) -> None:
+    def _poll(self, url: str) -> None:
         with httpx.Client(timeout=2.0, trust_env=False) as http:
             while time.monotonic() < self.deadline:
-                for url in self.urls:
-                    if url not in self.ring_at and self._revoked_in(ops.ring_view(http, url, self.ops_token)):
-                        self.ring_at[url] = time.time()
-                    if self.token and url not in self.refused_at and ops.me_status(http, url, self.token) == 401:
-                        self.refused_at[url] = time.time()
-                if len(self.ring_at) == len(self.urls) and (not self.token or len(self.refused_at) == len(self.urls)):
+                if url not in self.ring_at:
+                    view = ops.ring_view(http, url, self.ops_token)
+                    if self._revoked_in(view):
+                        self.ring_at[url] = float(view.get("since") or time.time())
+                if self.token and url not in self.refused_at and ops.me_status(http, url, self.token) == 401:
+                    self.refused_at[url] = time.time()
+                if url in self.ring_at and (not self.token or url in self.refused_at):
                     return
-                time.sleep(0.02)
+                time.sleep(0.01)
+
+    def start(self) -> None:
+        for th in self.threads:
+            th.start()
+
+    def join(self) -> None:
+        for th in self.threads:
+            th.join()
 
 
 def rotate_signing_key(reason: str = "signing key compromised", mode: str = "compromised",
@@ -200,3 +211,12 @@ def rotate_signing_key(reason: str = "signing key compromised", mode: str = "com
         ctx.event("check", ROTATED_EVENT, status="pass" if not lagging else "fail", **out)
     out["reverted"] = guard.mark_reverted("leak_signing_key", TARGET, configuration, how="rotated")
     return out
+
+
+def rotate_if_leaked(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """Rollback of a drill: rotate when this run leaked a key that is still usable; otherwise nothing (idempotent)."""
+    leak = leaked(configuration)
+    if leak is None:
+        return {"rotated": False, "reason": "no key leaked in this run"}
+    return rotate_signing_key(reason=f"rollback: signing key {leak.kid} leaked in a drill", only_if_usable=leak.kid,
+                              configuration=configuration)
