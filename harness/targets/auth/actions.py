@@ -181,7 +181,8 @@ def rotate_signing_key(reason: str = "signing key compromised", mode: str = "com
     leak = leaked(configuration)
     watched = leak.victim["token"] if leak is not None and leak.kid == old_kid else None
     with t.http(timeout=30.0) as http:
-        urls = ops.replica_urls(http, t.supervisor_url)
+        regions = ops.replica_urls(http, t.supervisor_url)
+        urls = list(regions)
         watch = _Watch(urls, token, old_kid or "", watched, _scaled(agreement_timeout_s)) if old_kid else None
         if watch is not None:
             watch.start()
@@ -202,6 +203,7 @@ def rotate_signing_key(reason: str = "signing key compromised", mode: str = "com
     out = {"rotated": True, "kid": result["kid"], "mode": mode, "revoked": result.get("revoked", []),
            "retired": result.get("retired", []), "rotated_at": rotated_at, "request_s": round(answered - sent, 3),
            "sessions": result.get("sessions"), "sessions_in_redis_before": sessions_before, "audit_seqs": result.get("audit_seqs", []), "replicas": len(urls),
+           "regions": regions,
            "agreement_s": agreement, "agreement_max_s": max(agreement.values()) if agreement and not lagging else None,
            "not_agreed": lagging}
     if watched:

@@ -23,10 +23,10 @@ def ops_token(state: Path) -> str:
     return token
 
 
-def replica_urls(http: Any, supervisor_url: str) -> list[str]:
-    """The URL of every live app replica of both regions."""
+def replica_urls(http: Any, supervisor_url: str) -> dict[str, str]:
+    """URL -> region of every live app replica of both regions."""
     state = app_ops.regions(http, supervisor_url)
-    return [r["url"] for region in sorted(state) for r in app_ops.alive_replicas(state, region)]
+    return {r["url"]: region for region in sorted(state) for r in app_ops.alive_replicas(state, region)}
 
 
 def me_status(http: Any, url: str, token: str) -> int | None:
