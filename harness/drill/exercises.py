@@ -127,6 +127,9 @@ def check_breach_contained(configuration: dict | None = None, secrets: dict | No
     session the probes opened under the leaked key was removed. One check event each (a failure fails the run)."""
     s = drill_session.current()
     leak = auth_actions.leaked(configuration)
+    if leak is None and guard.is_dry_run(configuration):
+        s.event("note", "security breach checks planned, not run (dry run: no key leaked)", dry_run=True)
+        return {"dry_run": True}
     if leak is None:
         raise HarnessError("check_breach_contained: no signing key leaked in this drill (run leak_signing_key first)")
     rotations = [e for e in s.timeline.of_kind("check") if e.event == auth_actions.ROTATED_EVENT

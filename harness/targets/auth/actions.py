@@ -80,7 +80,10 @@ def _app_secret(t: _lab.LabTarget) -> str:
 def leak_signing_key(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
     """Fault: the current JWT signing key leaks, and a victim's session id with it. Rollback: rotate_signing_key
     (only while the leaked key is still usable)."""
-    guard.check("leak_signing_key", TARGET, components=COMPONENTS, configuration=configuration)
+    decision = guard.check("leak_signing_key", TARGET, components=COMPONENTS, configuration=configuration)
+    if decision.dry_run:  # planned only: not even the victim's login (a session is a write)
+        return guard.inject("leak_signing_key", TARGET, revert=(rotate_signing_key, {"reason": "rollback"}),
+                            components=COMPONENTS, configuration=configuration).to_dict()
     t = _lab.resolve(configuration)
     cred = kseed.lab_credentials()[0]
     with t.http() as http:
