@@ -432,8 +432,18 @@ class KerpApp:
         await self.popbill.aclose()
 
     # -- the key ring --
+    def _ring_mutex(self) -> asyncio.Lock:
+        if self._ring_lock is None:
+            self._ring_lock = asyncio.Lock()
+        return self._ring_lock
+
     async def reload_ring(self) -> keyring.Ring:
-        """Read `signing_keys` (the primary's, or the DR standby's) into this replica's ring."""
+        """Read `signing_keys` (the primary's, or the DR standby's) into this replica's ring. Reloads run one at a
+        time, so a slower read started before a rotation never replaces the ring a later read took after it."""
+        async with self._ring_mutex():
+            return await self._reload_ring_now()
+
+    async def _reload_ring_now(self) -> keyring.Ring:
         async def read(conn):
             cur = await conn.execute(keyring.SQL_RING)
             return await cur.fetchall()
@@ -457,12 +467,10 @@ class KerpApp:
     async def _reload_for(self, kid: Any) -> None:
         """A token names a kid this replica does not know (a key another replica just created): reload at once,
         at most once per 0.2 s however many such tokens arrive."""
-        if self._ring_lock is None:
-            self._ring_lock = asyncio.Lock()
-        async with self._ring_lock:
+        async with self._ring_mutex():
             if kid in self.ring.keys or time.monotonic() - self.ring.loaded_at < 0.2:
                 return
-            await self.reload_ring()
+            await self._reload_ring_now()
 
     async def _signing_key(self) -> tuple[str, Any]:
         """(kid, private key) of the current key; the first login of a fresh database creates it."""
