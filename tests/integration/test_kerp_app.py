@@ -57,7 +57,7 @@ class Proc:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
                                          start_new_session=True)
-        wait_until(self._listening, what=f"port {self.port} listening")
+        wait_until(self._listening, timeout=scaled(10.0), what=f"port {self.port} listening")
 
     def _listening(self) -> bool:
         if self.proc.poll() is not None:

@@ -401,6 +401,7 @@ class KerpApp:
         self.fernet = keyring.wrapper(config.jwt_secret)
         self.ring = keyring.Ring()
         self._ring_lock: asyncio.Lock | None = None
+        self._ring_conn: psycopg.AsyncConnection | None = None
         self._refresher: asyncio.Task | None = None
 
     # -- lifecycle --
@@ -422,8 +423,9 @@ class KerpApp:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping
                 pass
         await self.pool.close()
-        if self._health_conn is not None:
-            _close_quietly(self._health_conn)
+        for conn in (self._health_conn, self._ring_conn):
+            if conn is not None:
+                _close_quietly(conn)
         for client in (self.redis, self.health_redis):
             try:
                 await client.aclose()
@@ -444,11 +446,20 @@ class KerpApp:
             return await self._reload_ring_now()
 
     async def _reload_ring_now(self) -> keyring.Ring:
-        async def read(conn):
-            cur = await conn.execute(keyring.SQL_RING)
-            return await cur.fetchall()
-
-        rows = await self.pool.run(read, timeout_s=self.config.db_timeout_s)
+        # on a connection of its own: the reloads never take a request's pool slot, and never see (and flush)
+        # the pool's connections first after a database restart
+        conn = self._ring_conn
+        try:
+            async with asyncio.timeout(self.config.db_timeout_s):
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._ring_conn = await self.pool.connect()
+                cur = await conn.execute(keyring.SQL_RING)
+                rows = await cur.fetchall()
+        except (TimeoutError, psycopg.Error) as e:
+            self._ring_conn = None
+            if conn is not None:
+                _close_quietly(conn)
+            raise DependencyDown("postgres", f"key ring not read: {_one_line(e) if str(e) else 'timed out'}") from e
         ring = keyring.Ring.from_rows(rows)
         ring.follow(self.ring)
         self.ring = ring
