@@ -5,7 +5,7 @@ __version__ = "0.2.0"
 #: the modules whose public functions (`__all__`) are Chaos Toolkit activities
 ACTIVITY_MODULES = (
     "harness.targets.postgres", "harness.targets.redis", "harness.targets.app", "harness.targets.router",
-    "harness.targets.s3", "harness.targets.toxiproxy", "harness.failover", "harness.drill",
+    "harness.targets.s3", "harness.targets.toxiproxy", "harness.targets.auth", "harness.failover", "harness.drill",
 )
 
 

@@ -508,6 +508,21 @@ def unexpired(ops: Iterable[Op], at_t: float, f: str) -> tuple[list[Op], list[st
     return [op for op in ops if not (op.f == f and op.key in expired)], sorted(expired)
 
 
+def unrevoked(ops: Iterable[Op], kids: Iterable[str], f: str = "session") -> tuple[list[Op], list[str]]:
+    """`ops` without the f-ops of records issued under a revoked signing key (`value.kid` in `kids`).
+
+    A key rotation after a compromise removes those sessions on purpose: they are the drill's revocation, judged
+    by its own checks, not losses of the service. Returns (kept ops, revoked keys).
+    """
+    ops = list(ops)
+    kids = set(kids)
+    revoked = {op.key for op in ops if op.f == f and op.type == "ok" and isinstance(op.value, Mapping)
+               and op.value.get("kid") in kids} if kids else set()
+    if not revoked:
+        return ops, []
+    return [op for op in ops if not (op.f == f and op.key in revoked)], sorted(revoked)
+
+
 # --- latency ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LatencyStats:

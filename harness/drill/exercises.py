@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
+
 from harness import backup
 from harness.backup import replicate
 from harness.config import load_plan
@@ -12,11 +14,15 @@ from harness.drill import session as drill_session
 from harness.drill import validate
 from harness.drill.profiles import EXPERIMENTS, FEATURES
 from harness.errors import HarnessError
+from harness.lab.kerp import seed as kseed
 from harness.safety import guard
 from harness.targets import _lab
-from harness.workload import find_primary_dsn
+from harness.targets.auth import actions as auth_actions
+from harness.targets.auth import ops as auth_ops
+from harness.targets.auth import probes as auth_probes
+from harness.workload import find_primary_dsn, find_primary_redis
 
-__all__ = ["walk_runbook", "backup_restore_drill", "check_fault_isolation"]
+__all__ = ["walk_runbook", "backup_restore_drill", "check_breach_contained", "check_fault_isolation"]
 
 
 def _plan(s):
@@ -112,3 +118,76 @@ def check_fault_isolation(failing_service: str, window_s: float = 3.0, configura
     if not ok:
         s.harness_error = s.harness_error or f"fault leaked beyond {failing_service}: {', '.join(leaked)}"
     return {"leaked": leaked, "failing_service_failed": contained}
+
+
+def check_breach_contained(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
+    """Security breach, after the key rotation: the victim's token from before it is refused by every replica and
+    its session is gone; the attacker's token and a new one forged with the leaked key for a live session are
+    refused; a fresh login works on every replica; the audit log records the rotation and the revocations; every
+    session the probes opened under the leaked key was removed. One check event each (a failure fails the run)."""
+    s = drill_session.current()
+    leak = auth_actions.leaked(configuration)
+    if leak is None and guard.is_dry_run(configuration):
+        s.event("note", "security breach checks planned, not run (dry run: no key leaked)", dry_run=True)
+        return {"dry_run": True}
+    if leak is None:
+        raise HarnessError("check_breach_contained: no signing key leaked in this drill (run leak_signing_key first)")
+    rotations = [e for e in s.timeline.of_kind("check") if e.event == auth_actions.ROTATED_EVENT
+                 and leak.kid in (e.data.get("revoked") or ())]
+    if not rotations:
+        raise HarnessError(f"check_breach_contained: the leaked key {leak.kid} was never revoked by a rotation")
+    rot = rotations[-1].data
+    t = _lab.resolve(configuration)
+    topo = t.lab.topology()
+    results: dict[str, bool] = {}
+
+    def check(name: str, ok: bool, **data: Any) -> None:
+        results[name] = ok
+        s.event("check", f"security breach: {name}", status="pass" if ok else "fail", **data)
+
+    old = auth_probes.token_accepted(leak.victim["token"], configuration=configuration)
+    rd = redis.Redis.from_url(find_primary_redis(topo), socket_timeout=5, decode_responses=True)
+    try:
+        check("token from before the rotation refused", old["refused"], replicas=old["replicas"])
+        gone = not rd.exists(f"session:{leak.victim['session_id']}")
+        check("its session revoked", gone, session_present=not gone)
+        attacker = auth_probes.token_accepted(leak.attacker_token, configuration=configuration)
+        check("attacker token refused", attacker["refused"], replicas=attacker["replicas"])
+        with t.http() as http:
+            cred = kseed.lab_credentials()[0]
+            fresh = auth_ops.login(http, t.router_url, cred.email, cred.password)
+        s.secrets.add(fresh["token"])
+        # a replica of the DR region reads sessions from its Redis replica: the new session may take a moment
+        deadline = time.monotonic() + 5.0
+        while not (now_ok := auth_probes.token_accepted(fresh["token"], configuration=configuration))["accepted"] \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        check("fresh login after the rotation works", now_ok["accepted"] and fresh.get("kid") == rot["kid"],
+              kid=fresh.get("kid"), replicas=now_ok["replicas"])
+        forged = leak.forge(fresh["session_id"])
+        s.secrets.add(forged)
+        refused = auth_probes.token_accepted(forged, configuration=configuration)
+        check("token forged with the leaked key refused", refused["refused"], replicas=refused["replicas"])
+        # every session the probes opened under the leaked key, as the workload recorded it
+        probe_sessions = sorted({op.key for op in s.timeline.ops if op.f == "session" and op.type == "ok"
+                                 and isinstance(op.value, dict) and op.value.get("kid") == leak.kid})
+        pipe = rd.pipeline(transaction=False)
+        for sid in probe_sessions:
+            pipe.exists(f"session:{sid}")
+        left = sum(pipe.execute()) if probe_sessions else 0
+        check("sessions issued under the leaked key removed", left == 0, probe_sessions=len(probe_sessions),
+              still_present=left, revoked_by_rotation=(rot.get("sessions") or {}).get("revoked"))
+    finally:
+        rd.close()
+    audit = auth_probes.audit_entries_since(rot["rotated_at"] - 60, configuration=configuration)
+    mine = [a for a in audit if a["seq"] in set(rot.get("audit_seqs") or ())]
+    actions_seen = {(a["action"], a["entity_id"].split(" ")[0] if a["action"] == "revoke_sessions" else a["entity_id"])
+                    for a in mine}
+    revoked_n = str((rot.get("sessions") or {}).get("revoked"))
+    expected = {("rotate", rot["kid"]), ("revoke", leak.kid), ("revoke_sessions", revoked_n)}
+    check("audit entries record the rotation and the revocation", expected <= actions_seen,
+          entries=[{k: a[k] for k in ("seq", "actor", "action", "entity", "entity_id")} for a in mine])
+    failed = [name for name, ok in results.items() if not ok]
+    if failed:
+        s.harness_error = s.harness_error or f"security breach not contained: {', '.join(failed)}"
+    return {"passed": sorted(n for n, ok in results.items() if ok), "failed": failed}

@@ -58,6 +58,12 @@ def _final_read_t(events) -> float | None:
     return reads[-1] if reads else None
 
 
+def _revoked_kids(events) -> set[str]:
+    """Signing keys a rotation of this run revoked (check events "signing key rotated")."""
+    return {kid for e in events if e.kind == "check" and e.event == "signing key rotated"
+            for kid in e.data.get("revoked") or ()}
+
+
 def _rpo_by_service(s: DrillSession, ops, fault_t: float, events) -> tuple[dict, dict, dict, dict]:
     """(service -> RpoResult, service -> rpo_basis, service -> note, f -> WriteCounts) of the data services."""
     by_f = dict(s.final_keys_by_f or {})
@@ -77,6 +83,10 @@ def _rpo_by_service(s: DrillSession, ops, fault_t: float, events) -> tuple[dict,
             f_ops, expired = measure.unexpired(ops, read_t, f)
             if expired:
                 notes[svc] = f"{len(expired)} {what} expired before the final read and were not judged"
+        f_ops, revoked = measure.unrevoked(f_ops, _revoked_kids(events), f)
+        if revoked:
+            notes[svc] = "; ".join(filter(None, [notes.get(svc), f"{len(revoked)} {what} issued under a signing key the "
+                                                 "drill revoked were removed by the rotation and not judged"]))
         rpos[svc] = measure.rpo(f_ops, by_f[f], fault_t, f=f)
         basis[svc] = what
         if f != "write":

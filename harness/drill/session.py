@@ -209,15 +209,16 @@ def end() -> DrillSession | None:
 
 
 def lab_secrets(state_dir: str | os.PathLike | None = None) -> set[str]:
-    """Secret values of the embedded lab: its JWT signing secret (state dir `jwt-secret`) and the seeded
-    users' password (what the workload logs in with)."""
+    """Secret values of the embedded lab: the app's secret that wraps its signing keys (state dir `jwt-secret`),
+    the ops API token (`ops-token`) and the seeded users' password (what the workload logs in with)."""
     out = {LAB_PASSWORD}
-    try:
-        jwt = (lab_state(state_dir) / "jwt-secret").read_text(encoding="utf-8").strip()
-    except OSError:
-        jwt = ""
-    if jwt:
-        out.add(jwt)
+    for name in ("jwt-secret", "ops-token"):
+        try:
+            value = (lab_state(state_dir) / name).read_text(encoding="utf-8").strip()
+        except OSError:
+            value = ""
+        if value:
+            out.add(value)
     return out
 
 

@@ -24,6 +24,7 @@ KUBE_NAMESPACE = "kerp"
 KUBE_DEPLOYMENT = "kerp-app"
 KUBE_NODES_PER_REGION = 2
 TOPOLOGY_FILE = "topology.json"
+OPS_TOKEN_FILE = "ops-token"  # bearer token of the app's ops API (signing-key rotation), mode 0600
 APP_SLOTS = 3
 PRIMARY_REPLICAS = 2
 
@@ -240,6 +241,7 @@ class Lab:
         self.logs.mkdir(parents=True, exist_ok=True)
         ports = self._allocate_ports(base_port)
         self._write_secret(self.state / "jwt-secret", secrets.token_urlsafe(32))
+        self._write_secret(self.state / OPS_TOKEN_FILE, secrets.token_urlsafe(32))
         st = {"version": 1, "created_at": time.time(), "scale": scale, "ports": ports, "pids": {},
               "pid_started": {}, "server_root": str(self.server_root), "python": sys.executable}
         self._write_state(st)
@@ -513,7 +515,8 @@ class Lab:
                    "--dsn", f"postgresql://postgres@127.0.0.1:{ports['proxy_' + region + '_app_postgres']}/{DB_NAME}",
                    "--redis-url", f"redis://127.0.0.1:{ports['proxy_' + region + '_app_redis']}/0",
                    "--popbill-url", f"http://127.0.0.1:{ports['proxy_popbill']}",
-                   "--jwt-secret-file", str(self.state / "jwt-secret")]
+                   "--jwt-secret-file", str(self.state / "jwt-secret"),
+                   "--ops-token-file", str(self.state / OPS_TOKEN_FILE)]
             regions[region] = {
                 "replicas": PRIMARY_REPLICAS if region == "primary" else 0,
                 "slots": [{"port": ports[f"app_{region}_{i}"]} for i in range(APP_SLOTS)],
@@ -660,7 +663,7 @@ class Lab:
         shutil.rmtree(self.server_root, ignore_errors=True)
         for name in ("redis-primary", "redis-dr"):
             shutil.rmtree(self.state / name, ignore_errors=True)
-        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret", KUBECONFIG_FILE, "aws-controlplane.json", "aws-ids.json"):
+        for name in (STATE_FILE, TOPOLOGY_FILE, "jwt-secret", OPS_TOKEN_FILE, KUBECONFIG_FILE, "aws-controlplane.json", "aws-ids.json"):
             try:
                 (self.state / name).unlink()
             except FileNotFoundError:

@@ -40,7 +40,7 @@ class ServiceProbes(EndpointTasks[dict[str, dict[str, int]]]):
     - tax-invoice-service: each 201 is `ops.record_op("probe-tax-invoice", "ok", "<company_id>:<invoice_no>",
       f="invoice", value={"popbill_ref", ...})`;
     - authentication: each login 200 is `ops.record_op("probe-authentication", "ok", <session_id>, f="session",
-      value={"expires_in", ...})`. The probe never logs out (that would delete the session it measures);
+      value={"expires_in", "kid", ...})`. The probe never logs out (that would delete the session it measures);
       sessions live `expires_in` seconds (3600 in the lab), far longer than a drill.
     The keys are assigned by the server, so only acknowledged records are tracked: an attempt that timed
     out or failed has no key, and no invoke / fail / indeterminate ops are recorded for these two.
@@ -109,9 +109,11 @@ class ServiceProbes(EndpointTasks[dict[str, dict[str, int]]]):
         ttl = float(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) else None
         now = time.time()
         self.sessions[sid] = now + ttl if ttl is not None else float("inf")
+        kid = body.get("kid")  # the signing key it was issued under: a rotation after a compromise revokes it
         if self.ops is not None:
             self.ops.record_op("probe-authentication", "ok", sid, f="session",
-                               value={"status": 200, "region": region, "expires_in": ttl}, t=now)
+                               value={"status": 200, "region": region, "expires_in": ttl,
+                                      "kid": kid if isinstance(kid, str) else None}, t=now)
 
     async def probe_api_gateway(self) -> ProbeResult:
         return await self._expect("GET", "/health", 200)

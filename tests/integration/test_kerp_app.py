@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from tests.timing import scaled
 pytestmark = pytest.mark.integration
 
 JWT_SECRET = "test-secret-" + uuid.uuid4().hex
+OPS_TOKEN = "ops-" + uuid.uuid4().hex
 
 
 def free_port() -> int:
@@ -55,7 +57,7 @@ class Proc:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
                                          start_new_session=True)
-        wait_until(self._listening, what=f"port {self.port} listening")
+        wait_until(self._listening, timeout=scaled(10.0), what=f"port {self.port} listening")
 
     def _listening(self) -> bool:
         if self.proc.poll() is not None:
@@ -119,11 +121,13 @@ def start_app(workdir: Path, dsn: str, redis_port: int, popbill_port: int, repli
     port = free_port()
     secret_file = workdir / "jwt.secret"
     secret_file.write_text(JWT_SECRET)
+    ops_file = workdir / "ops.token"
+    ops_file.write_text(OPS_TOKEN)
     env = {**os.environ, "DRILL_APP_DSN": dsn}  # the DSN via the environment, the rest on the command line
     proc = Proc([sys.executable, "-m", "harness.lab.kerp", "--host", "127.0.0.1", "--port", str(port),
                  "--region", region, "--replica", str(replica), "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
                  "--popbill-url", f"http://127.0.0.1:{popbill_port}", "--jwt-secret-file", str(secret_file),
-                 "--pool-size", "4"], port, workdir / f"app-{region}-{replica}-{port}.log", env=env)
+                 "--ops-token-file", str(ops_file), "--key-refresh", "0.3", "--pool-size", "4"], port, workdir / f"app-{region}-{replica}-{port}.log", env=env)
     proc.start()
     return proc
 
@@ -177,7 +181,11 @@ def test_login_gives_jwt_and_redis_session(client, rds):
     import jwt
 
     body = login(client)
-    claims = jwt.decode(body["token"], JWT_SECRET, algorithms=["HS256"], issuer="kerp")
+    # ES256 with the key id in the header; the public key is published in the JWKS
+    jwks = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").json())
+    header = jwt.get_unverified_header(body["token"])
+    assert header["alg"] == "ES256" and header["kid"] == body["kid"]
+    claims = jwt.decode(body["token"], jwks[header["kid"]].key, algorithms=["ES256"], issuer="kerp")
     assert claims["sid"] == body["session_id"]
     assert rds.ttl(f"session:{body['session_id']}") > 0
     me = client.get("/auth/me", headers={"Authorization": f"Bearer {body['token']}"})
@@ -200,6 +208,11 @@ def test_login_rejects_bad_credentials_and_tokens(client):
     forged = jwt.encode({"sub": "1", "sid": "x", "iss": "kerp", "exp": int(time.time()) + 60}, "another-secret-of-at-least-32-bytes!",
                         algorithm="HS256")
     assert client.get("/auth/me", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    # HS256 keyed with the app's own secret (the old scheme) names no key of the ring: refused as well
+    kid = login(client)["kid"]
+    old_scheme = jwt.encode({"sub": "1", "sid": "x", "iss": "kerp", "exp": int(time.time()) + 60}, JWT_SECRET,
+                            algorithm="HS256", headers={"kid": kid})
+    assert client.get("/auth/me", headers={"Authorization": f"Bearer {old_scheme}"}).status_code == 401
 
 
 # -- vouchers ---------------------------------------------------------------------------
@@ -479,3 +492,83 @@ def test_a_stuck_lock_gives_503_not_applied_before_the_deadline(client, kerp_db)
     assert client.get("/vouchers", params={"request_id": v["request_id"]}).status_code == 404
     assert client.post("/vouchers", json=voucher()).status_code == 201  # the pool connection is still good
     audit_gap_free(kerp_db)
+
+
+# -- signing keys -------------------------------------------------------------------------
+
+def _me(port: int, token: str) -> int:
+    return httpx.get(f"http://127.0.0.1:{port}/auth/me", headers={"Authorization": f"Bearer {token}"},
+                     timeout=10).status_code
+
+
+def test_signing_key_rotation_after_a_compromise(workdir, kerp_db, valkey, popbill, app, rds):
+    """Two replicas share the key ring; the leaked key mints tokens both accept until the rotation, which revokes
+    it on both, removes its sessions and audits it; fresh logins work on the new key."""
+    import jwt
+
+    from harness.lab.kerp import keyring
+
+    other = start_app(workdir, kerp_db, valkey.port, popbill.port, replica=5)
+    ports = (app.port, other.port)
+    ops = {"Authorization": f"Bearer {OPS_TOKEN}"}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{app.port}", timeout=10) as c:
+            victim = login(c)
+            assert all(_me(p, victim["token"]) == 200 for p in ports)
+            # the leak: the current private key, unwrapped with the app's secret
+            with psycopg.connect(kerp_db) as conn:
+                kid, wrapped = conn.execute("SELECT kid, private_wrapped FROM signing_keys"
+                                            " WHERE state = 'current'").fetchone()
+            assert kid == victim["kid"]
+            leaked = keyring.unwrap(keyring.wrapper(JWT_SECRET), wrapped)
+
+            def forge(sid: str) -> str:
+                claims = jwt.decode(victim["token"], options={"verify_signature": False})
+                return jwt.encode({**claims, "sid": sid, "exp": int(time.time()) + 86400}, leaked, algorithm="ES256",
+                                  headers={"kid": kid})
+
+            assert all(_me(p, forge(victim["session_id"])) == 200 for p in ports)  # the attacker is in
+            sessions_before = {k for k in rds.scan_iter("session:*") if json.loads(rds.get(k) or "{}").get("kid") == kid}
+            assert f"session:{victim['session_id']}" in sessions_before
+            with psycopg.connect(kerp_db) as conn:
+                seq0 = conn.execute("SELECT max(seq) FROM audit_log").fetchone()[0]
+
+            assert c.post("/ops/signing-keys/rotate", json={"reason": "x"}).status_code == 401  # no ops token
+            assert c.post("/ops/signing-keys/rotate", json={"reason": "x"},
+                          headers={"Authorization": f"Bearer {victim['token']}"}).status_code == 401  # a JWT is no ops token
+            assert c.post("/ops/signing-keys/rotate", json={"mode": "x", "reason": "x"}, headers=ops).status_code == 422
+            r = c.post("/ops/signing-keys/rotate", json={"reason": "key leaked", "actor": "incident-42"}, headers=ops)
+            assert r.status_code == 200, r.text
+            rot = r.json()
+            assert rot["kid"] != kid and rot["revoked"] == [kid]
+            # every session of the revoked key is gone, and the reported count is that of the test's own scan
+            assert not any(rds.exists(k) for k in sessions_before)
+            assert rot["sessions"]["revoked"] == len(sessions_before)
+            # the old token and the attacker's are refused by both replicas
+            assert [_me(p, victim["token"]) for p in ports] == [401, 401]
+            assert [_me(p, forge(victim["session_id"])) for p in ports] == [401, 401]
+            # a fresh login (on the other replica) signs with the new key and works on both
+            with httpx.Client(base_url=f"http://127.0.0.1:{other.port}", timeout=10) as c2:
+                fresh = login(c2)
+            assert fresh["kid"] == rot["kid"]
+            assert [_me(p, fresh["token"]) for p in ports] == [200, 200]
+            # the leaked key with a live session id: refused for the key alone
+            assert [_me(p, forge(fresh["session_id"])) for p in ports] == [401, 401]
+            # revoked keys leave the JWKS, and their private half is erased
+            jwks_kids = {k["kid"] for k in c.get("/.well-known/jwks.json").json()["keys"]}
+            assert rot["kid"] in jwks_kids and kid not in jwks_kids
+            with psycopg.connect(kerp_db) as conn:
+                assert conn.execute("SELECT state, private_wrapped FROM signing_keys WHERE kid = %s",
+                                    (kid,)).fetchone() == ("revoked", None)
+                audit = conn.execute("SELECT seq, actor, action, entity, entity_id FROM audit_log WHERE seq > %s"
+                                     " AND entity IN ('signing_key', 'session') ORDER BY seq", (seq0,)).fetchall()
+            assert [(a[2], a[3]) for a in audit] == [("rotate", "signing_key"), ("revoke", "signing_key"),
+                                                     ("revoke_sessions", "session")]
+            assert audit[0][4] == rot["kid"] and audit[1][4] == kid and audit[0][1] == "ops:incident-42"
+            assert audit[2][4].startswith(f"{len(sessions_before)} of keys {kid}")
+            assert [a[0] for a in audit] == rot["audit_seqs"]
+            audit_gap_free(kerp_db)
+            ring = c.get("/ops/signing-keys", headers=ops).json()
+            assert ring["current"] == rot["kid"] and {k["kid"]: k["state"] for k in ring["keys"]}[kid] == "revoked"
+    finally:
+        other.stop()

@@ -119,6 +119,7 @@ def test_up_json_prints_the_topology_of_the_contract(lab_up: dict[str, Any], top
     assert on_disk["regions"]["primary"]["postgres"]["dsn"] == topo["regions"]["primary"]["postgres"]["dsn"]
     assert on_disk["healthy"] is True  # the health measured at start, not a placeholder
     assert (lab_up["state"] / "jwt-secret").stat().st_mode & 0o777 == 0o600
+    assert (lab_up["state"] / "ops-token").stat().st_mode & 0o777 == 0o600
     # every recorded pid has its start time beside it (a reused pid is never taken for a lab process)
     st = json.loads((lab_up["state"] / "lab.json").read_text())
     assert set(st["pid_started"]) == set(st["pids"]) and all(st["pid_started"].values())

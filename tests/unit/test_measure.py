@@ -4,7 +4,7 @@ import pytest
 
 from harness.config import load_plan
 from harness.core.measure import (KEY_LIST_CAP, NOT_MEASURED, RpoResult, RtoResult, latency_stats, objective_results,
-                                  percentile, rpo, rto, unexpired, write_counts)
+                                  percentile, rpo, rto, unexpired, unrevoked, write_counts)
 from harness.core.timeline import Event, Timeline
 
 T0 = 1_700_000_000.0
@@ -353,3 +353,14 @@ def test_unexpired_drops_records_that_expired_before_the_final_read():
     kept, expired = unexpired(tl.ops, T0 + 20, "session")
     assert expired == ["s-old"] and sorted(o.key for o in kept) == ["s-new", "v1"]
     assert unexpired(tl.ops, T0 + 5, "session")[1] == []
+
+
+def test_unrevoked_drops_sessions_issued_under_a_revoked_key_only():
+    tl = Timeline(clock=lambda: T0)
+    tl.record_op("p", "ok", "s-leaked", f="session", value={"expires_in": 3600, "kid": "k1"}, t=T0)
+    tl.record_op("p", "ok", "s-new", f="session", value={"expires_in": 3600, "kid": "k2"}, t=T0 + 1)
+    tl.record_op("p", "ok", "s-nokid", f="session", value={"expires_in": 3600}, t=T0 + 2)
+    tl.record_op("w", "ok", "v1", value={"kid": "k1"}, t=T0)  # another data set is never touched
+    kept, revoked = unrevoked(tl.ops, {"k1"}, "session")
+    assert revoked == ["s-leaked"] and sorted(o.key for o in kept) == ["s-new", "s-nokid", "v1"]
+    assert unrevoked(tl.ops, set(), "session")[1] == []

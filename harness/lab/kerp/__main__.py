@@ -29,8 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsn", default=_env("DSN"), help="PostgreSQL DSN of the K-ERP database")
     p.add_argument("--redis-url", default=_env("REDIS_URL"), help="redis://127.0.0.1:PORT/0")
     p.add_argument("--popbill-url", default=_env("POPBILL_URL"), help="http://127.0.0.1:PORT")
-    p.add_argument("--jwt-secret", default=_env("JWT_SECRET"), help="HS256 secret (prefer --jwt-secret-file)")
-    p.add_argument("--jwt-secret-file", default=_env("JWT_SECRET_FILE"), help="file holding the HS256 secret")
+    p.add_argument("--jwt-secret", default=_env("JWT_SECRET"),
+                   help="secret that wraps the ES256 signing keys stored in the database (prefer --jwt-secret-file)")
+    p.add_argument("--jwt-secret-file", default=_env("JWT_SECRET_FILE"), help="file holding that secret")
+    p.add_argument("--ops-token-file", default=_env("OPS_TOKEN_FILE"),
+                   help="file holding the bearer token of the ops API (/ops/...); without it the ops API is off")
+    p.add_argument("--key-refresh", type=float, default=float(_env("KEY_REFRESH", "0.5")),
+                   help="seconds between reloads of the signing key ring")
     p.add_argument("--pool-size", type=int, default=int(_env("POOL_SIZE", "8")))
     p.add_argument("--session-ttl", type=int, default=int(_env("SESSION_TTL", "3600")), help="seconds")
     p.add_argument("--db-timeout", type=float, default=float(_env("DB_TIMEOUT", "2.0")), help="seconds")
@@ -54,10 +59,21 @@ def config_from_args(args: argparse.Namespace):
             raise ConfigError(f"cannot read --jwt-secret-file {args.jwt_secret_file}: {e.strerror}") from e
     if not secret:
         raise ConfigError("no JWT secret: pass --jwt-secret-file PATH, --jwt-secret or DRILL_APP_JWT_SECRET")
+    ops_token = None
+    if args.ops_token_file:
+        try:
+            ops_token = Path(args.ops_token_file).read_text(encoding="utf-8").strip() or None
+        except OSError as e:
+            raise ConfigError(f"cannot read --ops-token-file {args.ops_token_file}: {e.strerror}") from e
+        if ops_token is None:
+            raise ConfigError(f"--ops-token-file {args.ops_token_file} is empty")
+    if not 0.05 <= args.key_refresh <= 60:
+        raise ConfigError(f"--key-refresh must be within 0.05..60 seconds, got {args.key_refresh}")
     if args.pool_size < 1:
         raise ConfigError(f"--pool-size must be >= 1, got {args.pool_size}")
     return AppConfig(region=args.region, replica=args.replica, dsn=args.dsn, redis_url=args.redis_url,
-                     popbill_url=args.popbill_url, jwt_secret=secret, pool_size=args.pool_size,
+                     popbill_url=args.popbill_url, jwt_secret=secret, ops_token=ops_token,
+                     key_refresh_s=args.key_refresh, pool_size=args.pool_size,
                      session_ttl_s=args.session_ttl, db_timeout_s=args.db_timeout,
                      statement_timeout_ms=max(100, int(args.db_timeout * 1000) - 250), popbill_timeout_s=args.popbill_timeout)
 

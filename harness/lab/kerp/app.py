@@ -1,4 +1,5 @@
-"""The reference K-ERP ASGI app (Starlette): JWT + Redis sessions, vouchers, gap-free tax invoices via Popbill, /health."""
+"""The reference K-ERP ASGI app (Starlette): JWT (ES256, rotatable keys) + Redis sessions, vouchers, gap-free tax
+invoices via Popbill, /health, the ops API that rotates the signing key."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import httpx
 import jwt
 import psycopg
 import redis.asyncio as aioredis
+from jwt.algorithms import ECAlgorithm
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from psycopg import errors as pgerrors
 from redis.asyncio.retry import Retry
@@ -30,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from harness.errors import HarnessError
+from harness.lab.kerp import keyring
 from harness.lab.kerp.model import InvalidRequest, parse_login, parse_tax_invoice, parse_voucher
 from harness.lab.kerp.seed import verify_password
 
@@ -47,7 +50,9 @@ class AppConfig:
     dsn: str
     redis_url: str
     popbill_url: str
-    jwt_secret: str
+    jwt_secret: str  # wraps the signing keys stored in the database (keyring.wrapper)
+    ops_token: str | None = None  # bearer token of the ops API (/ops/...); None: the ops API answers 404
+    key_refresh_s: float = 0.5  # how often a replica reloads the key ring
     pool_size: int = 8
     session_ttl_s: int = 3600
     db_timeout_s: float = 2.0
@@ -295,6 +300,19 @@ FROM c
 
 SQL_USER_BY_EMAIL = "SELECT id, company_id, password_hash, role FROM users WHERE email = %s"
 
+SQL_AUDIT = f"""
+WITH c AS ({AUDIT_NEXT.format(src="(SELECT 1) x")})
+INSERT INTO audit_log (seq, actor, action, entity, entity_id)
+SELECT c.last_value, %(actor)s, %(action)s, %(entity)s, %(entity_id)s FROM c
+RETURNING seq
+"""
+
+
+async def _audit(conn: psycopg.AsyncConnection, actor: str, action: str, entity: str, entity_id: str) -> int:
+    """One audit_log row with the next gap-free seq, in the caller's transaction; returns its seq."""
+    cur = await conn.execute(SQL_AUDIT, {"actor": actor, "action": action, "entity": entity, "entity_id": entity_id})
+    return (await cur.fetchone())[0]
+
 
 # -- metrics ----------------------------------------------------------------------------
 
@@ -380,19 +398,34 @@ class KerpApp:
         self._health_conn: psycopg.AsyncConnection | None = None
         self._health_lock = asyncio.Lock()
         self._verified: dict[str, bool] = {}
+        self.fernet = keyring.wrapper(config.jwt_secret)
+        self.ring = keyring.Ring()
+        self._ring_lock: asyncio.Lock | None = None
+        self._ring_conn: psycopg.AsyncConnection | None = None
+        self._refresher: asyncio.Task | None = None
 
     # -- lifecycle --
     async def startup(self) -> None:
-        """Warm one pool connection (best effort: the app starts even with the database down)."""
+        """Warm one pool connection and load the key ring (best effort: the app starts even with the database
+        down), then reload the ring every `key_refresh_s`."""
         try:
             await self.pool.run(lambda conn: conn.execute("SELECT 1"), timeout_s=self.config.db_timeout_s)
+            await self.reload_ring()
         except DependencyDown as e:
             log.warning("starting without the database: %s", e)
+        self._refresher = asyncio.create_task(self._refresh_ring_forever())
 
     async def shutdown(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            try:
+                await self._refresher
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping
+                pass
         await self.pool.close()
-        if self._health_conn is not None:
-            _close_quietly(self._health_conn)
+        for conn in (self._health_conn, self._ring_conn):
+            if conn is not None:
+                _close_quietly(conn)
         for client in (self.redis, self.health_redis):
             try:
                 await client.aclose()
@@ -400,9 +433,85 @@ class KerpApp:
                 pass
         await self.popbill.aclose()
 
+    # -- the key ring --
+    def _ring_mutex(self) -> asyncio.Lock:
+        if self._ring_lock is None:
+            self._ring_lock = asyncio.Lock()
+        return self._ring_lock
+
+    async def reload_ring(self) -> keyring.Ring:
+        """Read `signing_keys` (the primary's, or the DR standby's) into this replica's ring. Reloads run one at a
+        time, so a slower read started before a rotation never replaces the ring a later read took after it."""
+        async with self._ring_mutex():
+            return await self._reload_ring_now()
+
+    async def _reload_ring_now(self) -> keyring.Ring:
+        # on a connection of its own: the reloads never take a request's pool slot, and never see (and flush)
+        # the pool's connections first after a database restart
+        conn = self._ring_conn
+        try:
+            async with asyncio.timeout(self.config.db_timeout_s):
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._ring_conn = await self.pool.connect()
+                cur = await conn.execute(keyring.SQL_RING)
+                rows = await cur.fetchall()
+        except (TimeoutError, psycopg.Error) as e:
+            self._ring_conn = None
+            if conn is not None:
+                _close_quietly(conn)
+            raise DependencyDown("postgres", f"key ring not read: {_one_line(e) if str(e) else 'timed out'}") from e
+        ring = keyring.Ring.from_rows(rows)
+        ring.follow(self.ring)
+        self.ring = ring
+        return ring
+
+    async def _refresh_ring_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.key_refresh_s)
+            try:
+                await self.reload_ring()
+            except DependencyDown as e:  # keep the last ring; the next period tries again
+                log.debug("key ring not reloaded: %s", e)
+            except Exception:  # noqa: BLE001 - the refresher never dies
+                log.exception("key ring reload failed")
+
+    async def _reload_for(self, kid: Any) -> None:
+        """A token names a kid this replica does not know (a key another replica just created): reload at once,
+        at most once per 0.2 s however many such tokens arrive."""
+        async with self._ring_mutex():
+            if kid in self.ring.keys or time.monotonic() - self.ring.loaded_at < 0.2:
+                return
+            await self._reload_ring_now()
+
+    async def _signing_key(self) -> tuple[str, Any]:
+        """(kid, private key) of the current key; the first login of a fresh database creates it."""
+        if self.ring.current_kid is None:
+            await self.reload_ring()
+        if self.ring.current_kid is None:
+            await self._create_first_key()
+        return self.ring.signing_key(self.fernet)
+
+    async def _create_first_key(self) -> None:
+        new = keyring.new_key(self.fernet)
+
+        async def create(conn):
+            async with conn.transaction():
+                await conn.execute(keyring.SQL_LOCK_RING)
+                cur = await conn.execute("SELECT 1 FROM signing_keys WHERE state = 'current'")
+                if await cur.fetchone() is not None:
+                    return False  # another replica was first
+                await conn.execute(keyring.SQL_INSERT_KEY, {**new, "reason": "first key"})
+                await _audit(conn, "kerp", "create", "signing_key", new["kid"])
+                return True
+
+        if await self.pool.run(create, timeout_s=self.config.db_timeout_s, retry=False):
+            log.info("created the first signing key %s", new["kid"])
+        await self.reload_ring()
+
     # -- helpers --
-    def _identity(self, request: Request, *, required: bool) -> dict | None:
-        """Claims of a valid Bearer JWT; None when absent and not required; raises _Unauthorized."""
+    async def _identity(self, request: Request, *, required: bool) -> dict | None:
+        """Claims of a valid Bearer JWT signed by a key of the ring that is not revoked; None when absent and not
+        required; raises _Unauthorized."""
         header = request.headers.get("authorization", "")
         if not header:
             if required:
@@ -412,10 +521,31 @@ class KerpApp:
         if scheme.lower() != "bearer" or not token:
             raise _Unauthorized("malformed authorization header")
         try:
-            return jwt.decode(token, self.config.jwt_secret, algorithms=["HS256"], issuer="kerp",
-                              options={"require": ["exp", "sub", "sid"]})
+            kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as e:
             raise _Unauthorized(f"invalid token: {e}") from e
+        if isinstance(kid, str) and kid and kid not in self.ring.keys:
+            if not self.ring.loaded_at:  # never read the ring: this replica cannot judge any token yet
+                await self.reload_ring()
+            else:
+                try:
+                    await self._reload_for(kid)
+                except DependencyDown:
+                    pass  # judged on the ring it has: an unknown kid is refused
+        try:
+            key = self.ring.verification_key(kid)
+            return jwt.decode(token, key, algorithms=[keyring.ALGORITHM], issuer="kerp",
+                              options={"require": ["exp", "sub", "sid"]})
+        except (keyring.KeyRefused, jwt.PyJWTError) as e:
+            raise _Unauthorized(f"invalid token: {e}") from e
+
+    def _require_ops(self, request: Request) -> None:
+        """The ops API takes its own bearer token, never a JWT: a leaked signing key must not authorise its rotation."""
+        if not self.config.ops_token:
+            raise _NotFound("the ops API is not enabled on this replica (no --ops-token-file)")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), self.config.ops_token.encode()):
+            raise _Unauthorized("the ops API needs its bearer token")
 
     async def _redis(self, coro: Awaitable[Any]) -> Any:
         try:
@@ -448,18 +578,19 @@ class KerpApp:
         if row is None or not await self._check_password(creds.password, row[2]):
             return _error(401, "invalid email or password")
         user_id, company_id, _, role = row
+        kid, private = await self._signing_key()
         sid = secrets.token_urlsafe(18)
         now = int(time.time())
         session = {"user_id": user_id, "company_id": company_id, "email": creds.email, "role": role,
-                   "created_at": now, "region": self.config.region}
+                   "created_at": now, "region": self.config.region, "kid": kid}
         await self._redis(self.redis.set(f"session:{sid}", json.dumps(session), ex=self.config.session_ttl_s))
         token = jwt.encode({"sub": str(user_id), "sid": sid, "cid": company_id, "email": creds.email, "iss": "kerp",
-                            "iat": now, "exp": now + self.config.session_ttl_s}, self.config.jwt_secret,
-                           algorithm="HS256")
-        return _json({"token": token, "session_id": sid, "expires_in": self.config.session_ttl_s})
+                            "iat": now, "exp": now + self.config.session_ttl_s}, private,
+                           algorithm=keyring.ALGORITHM, headers={"kid": kid})
+        return _json({"token": token, "session_id": sid, "expires_in": self.config.session_ttl_s, "kid": kid})
 
     async def me(self, request: Request) -> Response:
-        claims = self._identity(request, required=True)
+        claims = await self._identity(request, required=True)
         raw = await self._redis(self.redis.get(f"session:{claims['sid']}"))
         if raw is None:
             return _error(401, "session expired or revoked")
@@ -471,12 +602,101 @@ class KerpApp:
                       "replica": self.config.replica})
 
     async def logout(self, request: Request) -> Response:
-        claims = self._identity(request, required=True)
+        claims = await self._identity(request, required=True)
         await self._redis(self.redis.delete(f"session:{claims['sid']}"))
         return Response(status_code=204)
 
+    # -- ops API: the signing keys --
+    async def rotate_signing_key(self, request: Request) -> Response:
+        """POST /ops/signing-keys/rotate {"reason", "mode": "compromised"|"scheduled", "actor"?}.
+
+        One transaction: a new current key; "compromised" revokes every other usable key (private half erased),
+        "scheduled" retires the current one (it still verifies); an audit entry per key. Then, for a compromise,
+        the sessions issued under a revoked key are removed from Redis: once at once, and again after every
+        replica has reloaded its ring (`key_refresh_s`), for logins a replica still signed with the old key
+        meanwhile; an audit entry with the count.
+        """
+        self._require_ops(request)
+        body = await _body(request)
+        body = body if isinstance(body, dict) else {}
+        reason, mode, actor = body.get("reason"), body.get("mode", "compromised"), body.get("actor", "ops")
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 200:
+            raise InvalidRequest("reason must be a non-empty string of at most 200 characters")
+        if mode not in ("compromised", "scheduled"):
+            raise InvalidRequest(f"mode {mode!r} must be 'compromised' or 'scheduled'")
+        if not isinstance(actor, str) or not actor.strip() or len(actor) > 100:
+            raise InvalidRequest("actor must be a non-empty string of at most 100 characters")
+        actor = f"ops:{actor}" if actor != "ops" else actor
+        compromised = mode == "compromised"
+        new = keyring.new_key(self.fernet)
+
+        async def rotate(conn):
+            async with conn.transaction():
+                await conn.execute(keyring.SQL_LOCK_RING)
+                cur = await conn.execute(keyring.SQL_REVOKE_ALL if compromised else keyring.SQL_RETIRE_CURRENT,
+                                         {"reason": reason})
+                old = [r[0] for r in await cur.fetchall()]
+                await conn.execute(keyring.SQL_INSERT_KEY, {**new, "reason": reason})
+                seqs = [await _audit(conn, actor, "rotate", "signing_key", new["kid"])]
+                for kid in old:
+                    seqs.append(await _audit(conn, actor, "revoke" if compromised else "retire", "signing_key", kid))
+                cur = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+                at = (await cur.fetchone())[0]
+            return old, seqs, at
+
+        # never retried: a lost connection during the commit leaves the outcome to GET /ops/signing-keys
+        old, seqs, rotated_at = await self.pool.run(rotate, timeout_s=self.config.db_timeout_s, retry=False)
+        await self.reload_ring()
+        result: dict[str, Any] = {"kid": new["kid"], "alg": keyring.ALGORITHM, "mode": mode, "rotated_at": rotated_at,
+                                  ("revoked" if compromised else "retired"): old, "audit_seqs": seqs}
+        if compromised and old:
+            first = await self._sweep_sessions(set(old))
+            await asyncio.sleep(self.config.key_refresh_s + 0.25)
+            second = await self._sweep_sessions(set(old))
+            revoked = first["revoked"] + second["revoked"]
+            seq = await self.pool.run(
+                lambda conn: _audit(conn, actor, "revoke_sessions", "session", f"{revoked} of keys {','.join(old)}"),
+                timeout_s=self.config.db_timeout_s, retry=False)
+            result["audit_seqs"].append(seq)
+            result["sessions"] = {"scanned": first["scanned"], "revoked": revoked,
+                                  "passes": [first["revoked"], second["revoked"]]}
+        return _json(result)
+
+    async def _sweep_sessions(self, kids: set[str]) -> dict[str, int]:
+        """Delete every `session:*` issued under one of `kids` (or naming no key); counts."""
+        scanned = revoked = 0
+        cursor = 0
+        while True:
+            cursor, keys = await self._redis(self.redis.scan(cursor, match="session:*", count=1000))
+            if keys:
+                values = await self._redis(self.redis.mget(keys))
+                scanned += sum(v is not None for v in values)
+                doomed = [k for k, v in zip(keys, values) if v is not None and _session_kid(v) in kids | {None}]
+                if doomed:
+                    revoked += await self._redis(self.redis.delete(*doomed))
+            if not cursor:
+                return {"scanned": scanned, "revoked": revoked}
+
+    async def signing_keys(self, request: Request) -> Response:
+        """GET /ops/signing-keys: this replica's ring as it holds it now (not reloaded for the request)."""
+        self._require_ops(request)
+        ring = self.ring
+        return _json({"region": self.config.region, "replica": self.config.replica, "current": ring.current_kid,
+                      "age_s": round(time.monotonic() - ring.loaded_at, 3) if ring.loaded_at else None,
+                      "since": ring.since,
+                      "keys": ring.describe()})
+
+    async def jwks(self, request: Request) -> Response:
+        """GET /.well-known/jwks.json: the public keys that verify tokens (current and retired, never revoked)."""
+        keys = []
+        for kid, entry in self.ring.keys.items():
+            if entry["state"] != keyring.REVOKED:
+                jwk = ECAlgorithm.to_jwk(entry["public"], as_dict=True)
+                keys.append({**jwk, "kid": kid, "alg": entry["alg"], "use": "sig"})
+        return _json({"keys": keys})
+
     async def create_voucher(self, request: Request) -> Response:
-        claims = self._identity(request, required=False)
+        claims = await self._identity(request, required=False)
         v = parse_voucher(await _body(request))
         params = {
             "company_id": v.company_id, "request_id": v.request_id, "voucher_date": v.voucher_date,
@@ -529,7 +749,7 @@ class KerpApp:
                       "created_by": created_by, "created_at": created_at, "lines": lines})
 
     async def create_tax_invoice(self, request: Request) -> Response:
-        claims = self._identity(request, required=False)
+        claims = await self._identity(request, required=False)
         inv = parse_tax_invoice(await _body(request))
         actor = claims.get("email", f"user:{claims['sub']}") if claims else "api"
         popbill_called = False
@@ -631,6 +851,14 @@ class KerpApp:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def _session_kid(raw: str) -> str | None:
+    try:
+        kid = json.loads(raw).get("kid")
+    except (ValueError, AttributeError):
+        return None
+    return kid if isinstance(kid, str) else None
+
+
 class _Unauthorized(HarnessError):
     """401: missing or invalid credentials."""
 
@@ -685,6 +913,9 @@ def create_app(config: AppConfig) -> Starlette:
         Route("/auth/login", _guard(kerp, kerp.login), methods=["POST"]),
         Route("/auth/me", _guard(kerp, kerp.me), methods=["GET"]),
         Route("/auth/logout", _guard(kerp, kerp.logout), methods=["POST"]),
+        Route("/.well-known/jwks.json", _guard(kerp, kerp.jwks), methods=["GET"]),
+        Route("/ops/signing-keys", _guard(kerp, kerp.signing_keys), methods=["GET"]),
+        Route("/ops/signing-keys/rotate", _guard(kerp, kerp.rotate_signing_key), methods=["POST"]),
         Route("/vouchers", _guard(kerp, kerp.create_voucher), methods=["POST"]),
         Route("/vouchers", _guard(kerp, kerp.list_vouchers), methods=["GET"]),
         Route("/vouchers/{voucher_id}", _guard(kerp, kerp.get_voucher), methods=["GET"]),

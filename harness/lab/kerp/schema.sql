@@ -81,3 +81,19 @@ CREATE TABLE IF NOT EXISTS tax_invoices (
     issued_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (company_id, invoice_no)
 );
+
+-- JWT signing keys (ES256): exactly one 'current' key signs; 'retired' keys still verify; 'revoked' keys
+-- (a compromise) verify nothing and their private half is erased. Private keys are stored wrapped with a
+-- key derived from the app's secret. Every replica of both regions reads this table (harness/lab/kerp/keyring.py).
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid              text PRIMARY KEY,
+    alg              text NOT NULL,
+    state            text NOT NULL CHECK (state IN ('current', 'retired', 'revoked')),
+    public_pem       text NOT NULL,
+    private_wrapped  text,
+    created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    revoked_at       timestamptz,
+    reason           text,
+    CHECK (state = 'revoked' OR private_wrapped IS NOT NULL OR state = 'retired')
+);
+CREATE UNIQUE INDEX IF NOT EXISTS signing_keys_one_current ON signing_keys ((true)) WHERE state = 'current';
