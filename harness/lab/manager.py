@@ -24,6 +24,10 @@ KUBE_NAMESPACE = "kerp"
 KUBE_DEPLOYMENT = "kerp-app"
 KUBE_NODES_PER_REGION = 2
 TOPOLOGY_FILE = "topology.json"
+#: cloud region and availability zones of each lab region (the lab's node i sits in zone (i - 1) % 2; the primary
+#: PostgreSQL in the first zone of the primary region, its in-region standby in the second)
+CLOUD_REGIONS = {"primary": "ap-northeast-2", "dr": "ap-northeast-1"}
+ZONES = {"primary": ("ap-northeast-2a", "ap-northeast-2c"), "dr": ("ap-northeast-1a", "ap-northeast-1c")}
 APP_SLOTS = 3
 PRIMARY_REPLICAS = 2
 
@@ -375,7 +379,8 @@ class Lab:
 
     def _kube_supervisor_block(self, ports: dict[str, int]) -> dict[str, Any]:
         return {"clusters": {r: self._kube_url(ports, r) for r in ("primary", "dr")},
-                "namespace": KUBE_NAMESPACE, "deployment": KUBE_DEPLOYMENT, "nodes_per_region": KUBE_NODES_PER_REGION}
+                "namespace": KUBE_NAMESPACE, "deployment": KUBE_DEPLOYMENT, "nodes_per_region": KUBE_NODES_PER_REGION,
+                "zones": {r: list(z) for r, z in ZONES.items()}, "cloud_regions": dict(CLOUD_REGIONS)}
 
     def _kube_topology(self, ports: dict[str, int]) -> dict[str, Any] | None:
         if "kubeapi_primary" not in ports:
