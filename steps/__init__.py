@@ -2,4 +2,4 @@
 
 #: the modules holding step definitions and hooks, loaded as pytest plugins (by the root conftest of a checkout,
 #: and by `drill run X.feature`); `timing` is a helper they import
-PLUGINS = ("common", "region_failover")
+PLUGINS = ("common", "region_failover", "zones")

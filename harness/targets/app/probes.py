@@ -12,7 +12,7 @@ from harness.safety import guard
 from harness.targets import _lab
 from harness.targets.app import ops
 
-__all__ = ["all_services_healthy", "health", "level_downtime_s", "nodes_ready", "replicas", "replicas_rescheduled",
+__all__ = ["all_services_healthy", "health", "level_downtime_s", "nodes", "nodes_ready", "replicas", "replicas_rescheduled",
            "services_back"]
 
 
@@ -47,6 +47,13 @@ def replicas(region: str | None = None, configuration: dict | None = None, secre
     with t.http(timeout=2.0) as http:
         state = ops.regions(http, t.supervisor_url)
     return state if region is None else state[_lab.check_region(region)]
+
+
+def nodes(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every region's nodes: name, zone, ready, unschedulable, pods."""
+    t = _lab.resolve(configuration)
+    with t.http(timeout=2.0) as http:
+        return ops.nodes(http, t.supervisor_url)
 
 
 def nodes_ready(region: str = "primary", configuration: dict | None = None, secrets: dict | None = None) -> bool:
