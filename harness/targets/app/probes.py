@@ -13,7 +13,7 @@ from harness.targets import _lab
 from harness.targets.app import ops
 
 __all__ = ["all_services_healthy", "health", "level_downtime_s", "nodes", "nodes_ready", "replicas", "replicas_rescheduled",
-           "services_back"]
+           "services_back", "services_recovered"]
 
 
 def health(region: str | None = None, configuration: dict | None = None, secrets: dict | None = None) -> dict:
@@ -125,4 +125,33 @@ def replicas_rescheduled(region: str = "primary", lost_node: str | None = None, 
                 status="pass" if ok else "fail", **{k: v for k, v in out.items() if k != "ok"}, ok=ok)
     if rescheduled_s is None:
         raise LabError(f"the replicas of {region} were not rescheduled off {lost_node} within {timeout_s:.0f} s")
+    return out
+
+
+def services_recovered(level: int = 2, timeout_s: float = 60.0, configuration: dict | None = None,
+                       secrets: dict | None = None) -> dict[str, Any]:
+    """Wait until every catalog service answers through the global endpoint; records a check event with the time
+    from the run's first fault against level `level`'s downtime on the drill clock. Raises when the services did
+    not answer within `timeout_s`."""
+    plan_s, drill_s = level_downtime_s(level, configuration)
+    s, t0 = _fault_t(configuration)
+    t = _lab.resolve(configuration)
+    back_at = None
+    deadline = time.monotonic() + timeout_s
+    with t.http(timeout=3.0) as http:
+        while time.monotonic() < deadline:
+            if _lab.quiet(lambda: services_back(http, t), False):
+                back_at = time.time()
+                break
+            time.sleep(0.1)
+    back_s = round(back_at - t0, 3) if back_at is not None else None
+    ok = back_s is not None and back_s <= drill_s
+    out = {"ok": ok, "services_back_s": back_s, "level": level, "expected_downtime_s": plan_s,
+           "drill_downtime_s": drill_s}
+    if s is not None:
+        s.event("check", f"every service answers again after {back_s} s (level {level} downtime on the drill clock "
+                f"{drill_s:g} s)", status="pass" if ok else "fail", **{k: v for k, v in out.items() if k != "ok"},
+                ok=ok)
+    if back_s is None:
+        raise LabError(f"the services did not answer through the global endpoint within {timeout_s:.0f} s")
     return out

@@ -26,6 +26,12 @@ def set_enabled(http: Any, base_url: str, name: str, enabled: bool) -> dict[str,
                   f"{'enabling' if enabled else 'disabling'} proxy {name!r}")
 
 
+def set_upstream(http: Any, base_url: str, name: str, upstream: str) -> dict[str, Any]:
+    """Point proxy `name` at another upstream ("host:port"); its open connections are closed."""
+    return _check(http.post(f"{base_url}/proxies/{name}", json={"upstream": upstream}),
+                  f"pointing proxy {name!r} at {upstream}")
+
+
 def reset(http: Any, base_url: str) -> None:
     """Enable every proxy and remove every toxic (Toxiproxy POST /reset)."""
     _check(http.post(f"{base_url}/reset"), "reset")
