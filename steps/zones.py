@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_bdd import parsers, then, when
+import pytest
+from pytest_bdd import given, parsers, then, when
 
 from harness.targets.app import actions as app_actions
 from harness.targets.app import probes as app_probes
@@ -56,3 +57,98 @@ def node_is_back(drill, drill_configuration, node: str, region: str):
 @then(parsers.parse("every node of the {region} region is ready"))
 def nodes_ready(drill, drill_configuration, region: str):
     poll(lambda: app_probes.nodes_ready(region, configuration=drill_configuration), 10, f"every node of {region} ready")
+
+
+# -- the in-region standby (availability-zone loss, database failover) -----------------------------------------
+
+@pytest.fixture
+def zone_drill() -> dict:
+    """What a scenario of this module keeps between its steps (the app replicas before the fault)."""
+    return {}
+
+
+@given("the in-region standby streams synchronously from the primary database")
+def inregion_sync(drill, drill_configuration, zone_drill):
+    from harness.failover import inregion
+    from harness.targets import _lab
+
+    shape = inregion.in_region_shape(_lab.resolve(drill_configuration))
+    assert shape and all(shape.values()), shape
+    zone_drill["replicas_before"] = app_probes.replicas("primary", configuration=drill_configuration)["replicas"]
+
+
+@when(parsers.parse('the availability zone "{zone}" of the {region} region is lost'))
+def zone_is_lost(drill, drill_configuration, zone: str, region: str):
+    from harness.targets.postgres import actions as pg_actions
+
+    out = app_actions.lose_zone(zone, region, configuration=drill_configuration)
+    assert out["nodes"] and all(n.get("fault_id") for n in out["nodes"]), out
+    pg_actions.kill_primary(region, configuration=drill_configuration)  # the database node of that zone
+
+
+@when(parsers.parse("the primary database of the {region} region is lost"))
+def primary_database_lost(drill, drill_configuration, region: str):
+    from harness.targets.postgres import actions as pg_actions
+
+    out = pg_actions.kill_primary(region, configuration=drill_configuration)
+    assert out.get("fault_id"), out
+
+
+@when("the in-region standby is promoted")
+def inregion_promoted(drill, drill_configuration):
+    from harness.failover import inregion
+
+    out = inregion.fail_over_in_region(configuration=drill_configuration)
+    assert out.get("promoted") == inregion.INREGION, out
+
+
+@then(parsers.parse("every catalog service answers through the global endpoint again within the downtime of level {level:d}"))
+def services_back_within(drill, drill_configuration, level: int):
+    from harness.drill import actions
+
+    out = app_probes.services_recovered(level, configuration=drill_configuration)
+    assert out["ok"], out
+    services = list(drill.workload.probes.services)
+    poll(lambda: not actions.not_recovered(drill, services, 3), 30, "3 consecutive successful probes of every service")
+
+
+@then("the global endpoint still routes to the primary region")
+def still_primary(drill, drill_configuration):
+    assert router_probes.active_region(configuration=drill_configuration) == "primary"
+    assert not [e for e in drill.timeline.of_kind("failover") if e.data.get("region") == "dr"
+                and e.event in ("promoted", "traffic_switched")], "the DR region took over"
+
+
+@then("the DR standby streams from the new primary")
+def dr_follows(drill, drill_configuration):
+    from harness.failover import inregion
+
+    assert [e for e in drill.timeline.of_kind("failover") if e.event == "rejoined" and e.data.get("region") == "dr"
+            and e.data.get("upstream") == inregion.INREGION]
+    from harness.targets import _lab
+
+    t = _lab.resolve(drill_configuration)
+    poll(lambda: inregion._on_timeline_of(t, "dr", inregion.INREGION), 20, "the DR standby on the new timeline")
+
+
+@then("no app replica was restarted")
+def apps_untouched(drill, drill_configuration, zone_drill):
+    before = {r["slot"]: r["pid"] for r in zone_drill["replicas_before"] if r.get("alive")}
+    now = {r["slot"]: r["pid"] for r in app_probes.replicas("primary", configuration=drill_configuration)["replicas"]
+           if r.get("alive")}
+    assert before and now == before, (before, now)
+
+
+@when("the primary region's database fails back to its first zone")
+def inregion_fails_back(drill, drill_configuration):
+    from harness.failover import inregion
+
+    inregion.fail_back_in_region(configuration=drill_configuration)
+    app_actions.restore_zone("ap-northeast-2a", "primary", configuration=drill_configuration)
+
+
+@then("the primary region's database is in its starting shape")
+def inregion_in_shape(drill, drill_configuration):
+    from harness.failover import inregion
+
+    poll(lambda: inregion.in_region_ok(configuration=drill_configuration), 20, "the primary region in its starting shape")

@@ -61,3 +61,91 @@ def test_node_loss_reschedules_the_replicas_without_failover(drill_lab, tmp_path
     assert report["writes"]["lost"] == 0 and report["writes"]["acknowledged"] > 50
     assert all(o["met"] for o in report["objectives"])
     _lab_as_found(drill_lab)
+
+
+def _acknowledged_writes(report_dir: Path) -> set[str]:
+    """The request ids of every voucher write the workload saw acknowledged, from the run's timeline."""
+    acked = set()
+    for line in (report_dir / "timeline.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        if e["kind"] == "op" and e["event"] == "ok" and e["data"].get("f") == "write":
+            acked.add(e["data"]["key"])
+    return acked
+
+
+def _in_database(lab, keys: set[str]) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(lab.pg_nodes()["primary"].dsn, connect_timeout=5) as c:
+        rows = c.execute("SELECT request_id FROM vouchers WHERE request_id = ANY(%s)", (sorted(keys),)).fetchall()
+    return {r[0] for r in rows}
+
+
+def _in_region_failover(report: dict, fault_t: float) -> dict:
+    """The Multi-AZ failover's events: promoted in-region node, endpoint moved, DR following; no region switch."""
+    fo = [e for e in report["timeline"] if e["kind"] == "failover" and e["ts"] >= fault_t]
+    promoted = [e for e in fo if e["event"] == "promoted" and e["data"].get("via") == "multi-az"]
+    assert [e["data"]["node"] for e in promoted] == ["primary_c"], fo
+    switched = [e for e in fo if e["event"] == "traffic_switched" and e["data"].get("node") == "primary_c"]
+    assert switched and set(switched[0]["data"]["proxies"]) == {"primary_app_postgres", "pg_replication"}
+    assert [e for e in fo if e["event"] == "rejoined" and e["data"]["region"] == "dr"
+            and e["data"]["upstream"] == "primary_c"], "the DR standby did not follow the in-region primary"
+    assert not [e for e in fo if e["data"].get("region") == "dr" and e["event"] in ("promoted", "traffic_switched")]
+    # the rollback switched back: the zone-a node is the primary again
+    assert [e for e in fo if e["event"] == "promoted" and e["data"].get("node") == "primary"
+            and e["data"].get("via") == "switchover"]
+    return {"promoted_after_s": round(promoted[0]["ts"] - fault_t, 3)}
+
+
+def _no_write_lost(report: dict, report_dir: Path, lab, fault_t: float) -> None:
+    """Nothing acknowledged lost (the synchronous in-region standby had it all), as reported and in the database."""
+    assert report["writes"]["measured"] and report["writes"]["lost"] == 0, report["writes"]
+    acked = _acknowledged_writes(report_dir)
+    assert len(acked) == report["writes"]["acknowledged"] > 20
+    missing = acked - _in_database(lab, acked)
+    assert not missing, f"{len(missing)} acknowledged writes missing in the primary database: {sorted(missing)[:5]}"
+    after = [e for e in report["timeline"] if e["kind"] == "op" and e["event"] == "ok" and e["ts"] > fault_t]
+    assert after, "no write was acknowledged after the failover"
+
+
+def test_az_loss_promotes_the_in_region_standby_without_region_switch(drill_lab, tmp_path):
+    r = drill("run", "experiments/az-loss.json", "--report-dir", str(tmp_path), state=drill_lab.state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    injected = _faults(report)
+    assert [e["event"] for e in injected] == ["lose_node", "kill_primary", "fail_over_in_region"]
+    assert injected[0]["data"]["zone"] == "ap-northeast-2a"
+    fault_t = injected[0]["ts"]
+    _in_region_failover(report, fault_t)
+    # RTO measured per service (from the zone's loss), each within level 2's downtime on the drill clock (18 s)
+    for o in report["objectives"]:
+        assert o["met"] and o["measured"], o
+        if o["outage_observed"]:
+            assert o["rto_measured_s"] is not None and o["rto_measured_s"] <= 18.0, o
+    _no_write_lost(report, tmp_path, drill_lab, fault_t)
+    _lab_as_found(drill_lab)
+
+
+def _app_pids(lab) -> dict[int, int]:
+    import httpx
+
+    state = httpx.get(lab.topology()["supervisor"]["url"] + "/regions/primary", timeout=5).json()
+    return {r["slot"]: r["pid"] for r in state["replicas"] if r["alive"]}
+
+
+def test_database_failover_alone_keeps_the_app_tier(drill_lab, tmp_path):
+    pids = _app_pids(drill_lab)
+    r = drill("run", "experiments/database-failover.json", "--report-dir", str(tmp_path), state=drill_lab.state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    injected = _faults(report)
+    assert [e["event"] for e in injected] == ["kill_primary", "fail_over_in_region"]
+    fault_t = injected[0]["ts"]
+    _in_region_failover(report, fault_t)
+    # the app tier was untouched: the same app processes before and after the drill
+    assert pids and _app_pids(drill_lab) == pids
+    assert all(o["met"] for o in report["objectives"])
+    back = [e for e in report["timeline"] if e["kind"] == "check" and e["event"].startswith("every service answers again")]
+    assert back and back[0]["data"]["ok"] and back[0]["data"]["drill_downtime_s"] == pytest.approx(18.0)
+    _no_write_lost(report, tmp_path, drill_lab, fault_t)
+    _lab_as_found(drill_lab)

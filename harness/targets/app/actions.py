@@ -161,7 +161,7 @@ def lose_zone(zone: str, region: str = "primary", configuration: dict | None = N
     t = _lab.resolve(configuration)
     with t.http() as http:
         names = zone_nodes(http, t, region, zone)
-    return {"region": region, "zone": zone, "nodes": [lose_node(n, region, configuration) for n in names]}
+    return {"region": region, "zone": zone, "nodes": [lose_node(n, region, configuration=configuration) for n in names]}
 
 
 def restore_zone(zone: str, region: str = "primary", configuration: dict | None = None,
@@ -171,4 +171,4 @@ def restore_zone(zone: str, region: str = "primary", configuration: dict | None 
     t = _lab.resolve(configuration)
     with t.http() as http:
         names = zone_nodes(http, t, region, zone)
-    return {"region": region, "zone": zone, "nodes": [restore_node(n, region, configuration) for n in names]}
+    return {"region": region, "zone": zone, "nodes": [restore_node(n, region, configuration=configuration) for n in names]}
