@@ -17,7 +17,7 @@ from harness.safety import guard
 from harness.targets import _lab, toxiproxy
 from harness.targets.postgres import ops as pg_ops
 
-__all__ = ["fail_back_in_region", "fail_over_in_region", "in_region_ok", "in_region_shape", "serving_node"]
+__all__ = ["fail_back_in_region", "fail_over_in_region", "in_region_ok"]
 
 HOME = "primary"
 INREGION = _lab.INREGION

@@ -12,8 +12,8 @@ from harness.safety import guard
 from harness.targets import _lab
 from harness.targets.app import ops
 
-__all__ = ["all_services_healthy", "health", "level_downtime_s", "nodes", "nodes_ready", "replicas", "replicas_rescheduled",
-           "services_back", "services_recovered"]
+__all__ = ["all_services_healthy", "health", "nodes", "nodes_ready", "replicas", "replicas_rescheduled",
+           "services_recovered"]
 
 
 def health(region: str | None = None, configuration: dict | None = None, secrets: dict | None = None) -> dict:
@@ -65,7 +65,7 @@ def nodes_ready(region: str = "primary", configuration: dict | None = None, secr
     return bool(nodes) and all(n["ready"] and not n["unschedulable"] for n in nodes)
 
 
-def level_downtime_s(level: int, configuration: dict | None = None) -> tuple[float, float]:
+def _level_downtime_s(level: int, configuration: dict | None = None) -> tuple[float, float]:
     """(the plan's expected downtime of disaster level `level`, the same on the drill clock: times
     drill_time_scale)."""
     plan = guard.plan(configuration)
@@ -81,7 +81,7 @@ def _fault_t(configuration: dict | None) -> tuple[Any, float]:
     return s, ((s.fault_t if s is not None else None) or time.time())
 
 
-def services_back(http: Any, t: _lab.LabTarget) -> bool:
+def _services_back(http: Any, t: _lab.LabTarget) -> bool:
     """Every catalog service answers a read-only request through the global endpoint."""
     return all(ops.check_service(http, t.router_url, svc, write=False)["ok"] for svc in ops.SERVICES)
 
@@ -94,7 +94,7 @@ def replicas_rescheduled(region: str = "primary", lost_node: str | None = None, 
     run's first fault (services back, replicas rescheduled) against level `level`'s downtime on the drill clock;
     raises when the replicas were not rescheduled within `timeout_s` (the services' downtime is the objective)."""
     _lab.check_region(region)
-    plan_s, drill_s = level_downtime_s(level, configuration)
+    plan_s, drill_s = _level_downtime_s(level, configuration)
     s, t0 = _fault_t(configuration)
     t = _lab.resolve(configuration)
     services_at = rescheduled_at = None
@@ -102,7 +102,7 @@ def replicas_rescheduled(region: str = "primary", lost_node: str | None = None, 
     deadline = time.monotonic() + timeout_s
     with t.http(timeout=3.0) as http:
         while time.monotonic() < deadline and (services_at is None or rescheduled_at is None):
-            if services_at is None and _lab.quiet(lambda: services_back(http, t), False):
+            if services_at is None and _lab.quiet(lambda: _services_back(http, t), False):
                 services_at = time.time()
             if rescheduled_at is None:
                 state = _lab.quiet(lambda: ops.regions(http, t.supervisor_url), {}).get(region) or {}
@@ -133,14 +133,14 @@ def services_recovered(level: int = 2, timeout_s: float = 60.0, configuration: d
     """Wait until every catalog service answers through the global endpoint; records a check event with the time
     from the run's first fault against level `level`'s downtime on the drill clock. Raises when the services did
     not answer within `timeout_s`."""
-    plan_s, drill_s = level_downtime_s(level, configuration)
+    plan_s, drill_s = _level_downtime_s(level, configuration)
     s, t0 = _fault_t(configuration)
     t = _lab.resolve(configuration)
     back_at = None
     deadline = time.monotonic() + timeout_s
     with t.http(timeout=3.0) as http:
         while time.monotonic() < deadline:
-            if _lab.quiet(lambda: services_back(http, t), False):
+            if _lab.quiet(lambda: _services_back(http, t), False):
                 back_at = time.time()
                 break
             time.sleep(0.1)
