@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.timing import scaled
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def drill(*args: str, state: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def drill(*args: str, state: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`drill ARGS` on the shared lab. The timeout is generous (a loaded machine makes the switchback's pg_rewind
+    take minutes): killing the drill mid-rollback would leave the lab for `drill recover`."""
     env = dict(os.environ, DRILL_STATE_DIR=str(state))
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=scaled(timeout))
 
 
 def _faults(report: dict, phase: str = "inject") -> list[dict]:
