@@ -309,7 +309,10 @@ def _print_topology(topo: dict) -> None:
 
     for region in ("primary", "dr"):
         r = topo["regions"][region]
-        t.add_row(f"postgres {region}", r["postgres"]["dsn"], h(f"postgres_{region}"))
+        t.add_row(f"postgres {region} ({r['postgres'].get('zone', '?')})", r["postgres"]["dsn"], h(f"postgres_{region}"))
+        if r.get("postgres_standby"):
+            sb = r["postgres_standby"]
+            t.add_row(f"postgres {region} in-region standby ({sb['zone']})", sb["dsn"], h(f"postgres_{sb['node']}"))
         t.add_row(f"valkey {region}", r["redis"]["url"], h(f"redis_{region}"))
         t.add_row(f"app {region}", ", ".join(r["app"]["urls"]) or "(0 replicas)", "")
     t.add_row("router (global endpoint)", topo["router"]["url"], f"active region: {topo['router']['active_region']}")

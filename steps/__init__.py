@@ -3,4 +3,4 @@
 #: the modules holding step definitions and hooks, loaded as pytest plugins (by the root conftest of a checkout,
 #: and by `drill run X.feature`); `timing` is a helper they import
 PLUGINS = ("common", "region_failover", "component_faults", "region_catalog", "data_disasters",
-           "security_breach")
+           "security_breach", "zones")

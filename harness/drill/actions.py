@@ -243,7 +243,8 @@ def stop_workload(recovery_timeout_s: float = 60.0, settle_s: float = 1.0, conse
     s.event("note", "workload stopped", **{k: v for k, v in counts.items() if isinstance(v, (dict, int))})
     topo = _topology(configuration)
     dsn = find_primary_dsn(topo)
-    s.final_read_region = next((r for r, v in topo["regions"].items() if v["postgres"]["dsn"] == dsn), None)
+    s.final_read_region = next((r for r, v in topo["regions"].items()
+                                if dsn in (v["postgres"]["dsn"], (v.get("postgres_standby") or {}).get("dsn"))), None)
     by_f = wl.final_read_all(s.run_id, dsn=dsn)
     s.final_keys = by_f["write"]
     s.final_keys_by_f = by_f

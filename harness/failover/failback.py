@@ -9,6 +9,7 @@ from typing import Any
 from harness.safety import context as run_context
 from harness.safety import guard
 from harness.errors import HarnessError, LabError
+from harness.failover import inregion
 from harness.lab.manager import PRIMARY_REPLICAS
 from harness.targets import _lab, toxiproxy
 from harness.targets.app import ops as app_ops
@@ -21,7 +22,8 @@ __all__ = ["fail_back", "lab_in_shape"]
 
 #: faults whose effects fail_back undoes; their ledger entries are marked reverted by it
 COVERED_FAULTS = ("fail_region", "fail_over", "kill_primary", "stop_primary", "pause_primary", "promote_standby",
-                  "promote_replica", "cut_replication", "switch_region", "scale_region", "kill_replica")
+                  "promote_replica", "cut_replication", "switch_region", "scale_region", "kill_replica",
+                  "fail_over_in_region")
 
 
 def _event(configuration: dict | None, event: str, **data: Any) -> None:
@@ -68,6 +70,8 @@ def lab_shape(t: _lab.LabTarget, home: str = "primary") -> dict[str, Any]:
                          ("redis_home_master", rd_home), ("redis_away_linked", rd_away), ("apps", apps),
                          ("router", router), ("proxies", proxies)):
             shape[name] = bool(_lab.quiet(fn, False))
+    if home == "primary":  # the in-region standby streams synchronously, the database endpoint on the primary
+        shape.update(inregion.in_region_shape(t))
     shape["not_paused"] = not any(pg_ops.is_paused(n) for n in t.nodes.values())
     shape["ok"] = all(shape.values())
     return shape
@@ -284,6 +288,9 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
             if pg_ops.is_paused(node):
                 pg_ops.signal_cluster(node, signal.SIGCONT)
                 step(f"postgresql {node.region} resumed")
+        if home == "primary" and t.has_inregion() and inregion.serving_node(t) == inregion.INREGION:
+            res = inregion.fail_back_in_region(configuration)  # the Multi-AZ failover first: the primary node serves
+            step("in-region failback", seconds=res["seconds"])
         try:
             current, why = _pg_current_primary(t, http, home)
         except HarnessError as e:
@@ -359,6 +366,9 @@ def fail_back(to_region: str = "primary", configuration: dict | None = None, sec
                            f"{', '.join(data_check.get('target_missing') or []) or '-'}, on the standby in "
                            f"{', '.join(data_check['standby_missing']) or '-'} (data dirs before the rejoin: "
                            f"{', '.join(kept_aside.values()) or 'none'})")
+    if home == "primary" and t.has_inregion():  # the in-region standby streams from the primary again
+        res = inregion.fail_back_in_region(configuration)
+        step("in-region standby", seconds=res["seconds"], changed=res["changed"])
     after = lab_shape(t, home)
     if not after["ok"]:
         raise LabError(f"failback finished but the lab is not in shape: "

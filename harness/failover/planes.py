@@ -112,6 +112,11 @@ class LabData:
         pg_pid = node.pid()
         node.kill()
         steps = [{"step": "postgresql SIGKILL", "pid": pg_pid, "at_s": round(time.time() - t0, 3)}]
+        if region == "primary" and self.t.has_inregion():  # the region's second availability zone goes too
+            standby = self.t.nodes[_lab.INREGION]
+            sb_pid = standby.pid()
+            standby.kill()
+            steps.append({"step": "in-region standby SIGKILL", "pid": sb_pid, "at_s": round(time.time() - t0, 3)})
         rd_pid = kill_valkey(self.t, region)
         steps.append({"step": "valkey SIGKILL", "pid": rd_pid, "at_s": round(time.time() - t0, 3)})
         return steps

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
+import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -44,6 +46,18 @@ class KubeSpec:
     deployment: str = "kerp-app"
     nodes_per_region: int = 2
     interval_s: float = 0.25
+    #: availability zones per region (node i sits in zones[(i - 1) % len]); cloud region names per region
+    zones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    cloud_regions: Mapping[str, str] = field(default_factory=dict)
+
+    def zone_of(self, region: str, node: str) -> str:
+        """The availability zone of `node` (`<region>-node-<i>`) of `region`."""
+        zones = self.zones.get(region) or (f"{region}-a", f"{region}-c")
+        try:
+            i = int(node.rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            i = 1
+        return zones[(i - 1) % len(zones)]
 
     @classmethod
     def from_json(cls, data: Any, regions: set[str]) -> KubeSpec:
@@ -63,8 +77,17 @@ class KubeSpec:
             v = data.get(key, getattr(cls, key))
             if not isinstance(v, str) or not v or not v.replace("-", "").isalnum() or v != v.lower():
                 raise ConfigError(f"{where}: {key} {v!r} must be a lower-case DNS label")
+        zones = data.get("zones", {}) or {}
+        if not isinstance(zones, Mapping) or not all(
+                r in regions and isinstance(z, Sequence) and not isinstance(z, str) and z and all(isinstance(x, str) for x in z)
+                for r, z in zones.items()):
+            raise ConfigError(f"{where}: 'zones' must map regions to non-empty lists of zone names")
+        cloud = data.get("cloud_regions", {}) or {}
+        if not isinstance(cloud, Mapping) or not all(r in regions and isinstance(v, str) for r, v in cloud.items()):
+            raise ConfigError(f"{where}: 'cloud_regions' must map regions to region names")
         return cls(clusters=dict(clusters), namespace=data.get("namespace", "kerp"),
-                   deployment=data.get("deployment", "kerp-app"), nodes_per_region=nodes, interval_s=float(interval))
+                   deployment=data.get("deployment", "kerp-app"), nodes_per_region=nodes, interval_s=float(interval),
+                   zones={r: tuple(z) for r, z in zones.items()}, cloud_regions=dict(cloud))
 
 
 @dataclass
@@ -145,7 +168,70 @@ class KubeController:
 
     def pod_json(self, region: str, slot: int) -> dict[str, Any] | None:
         rec = self.pods.get(region, {}).get(slot)
-        return None if rec is None else {"pod": rec.name, "node": rec.node, "ready": rec.ready}
+        if rec is None:
+            return None
+        return {"pod": rec.name, "node": rec.node, "zone": self.spec.zone_of(region, rec.node) if rec.node else None,
+                "ready": rec.ready}
+
+    # ------------------------------------------------------------------ node loss (the lab carries what a cloud would do)
+    def _node_status_patch(self, lost: bool) -> dict[str, Any]:
+        """A lost node: its kubelet stopped posting status (Ready Unknown), the node controller tainted it
+        unreachable and it is cordoned. Back: Ready, schedulable, untainted."""
+        now = _iso()
+        if lost:
+            cond = {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                    "message": "Kubelet stopped posting node status (the lab lost this node).",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now}
+            spec = {"unschedulable": True, "taints": [
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": now},
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": now}]}
+        else:
+            cond = {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "message": "lab node (no kubelet: always Ready)", "lastHeartbeatTime": now, "lastTransitionTime": now}
+            spec = {"unschedulable": None, "taints": None}
+        return {"spec": spec, "status": {"conditions": [cond]}}
+
+    async def set_node_lost(self, region: str, node: str, lost: bool) -> dict[str, Any]:
+        """Lose `node` of `region` (NotReady, cordoned, tainted; the app processes of its Pods die with it, the
+        supervisor starts them again and they are placed on a Ready node) or bring it back (Ready, schedulable;
+        with `lost` False and every Pod elsewhere, one Pod is moved back, as a descheduler would)."""
+        if region not in self.spec.clusters:
+            raise UnknownNodeError(f"unknown region {region!r}")
+        killed: list[dict[str, Any]] = []
+        moved: list[str] = []
+        async with self.lock:
+            if await self._call(region, "GET", f"/api/v1/nodes/{node}", ok404=True) is None:
+                raise UnknownNodeError(f"no node {node!r} in region {region!r}")
+            await self._call(region, "PATCH", f"/api/v1/nodes/{node}", self._node_status_patch(lost))
+            self.nodes[region] = (await self._call(region, "GET", "/api/v1/nodes"))["items"]  # type: ignore[index]
+            for slot, rec in sorted(self.pods[region].items()):
+                rep = self.sup.replicas[region][slot]
+                if lost and rec.node == node and rec.pid is not None and rep.alive and rep.proc is not None:
+                    _kill_group(rep.proc.pid)
+                    killed.append({"slot": slot, "pod": rec.name, "pid": rec.pid})
+                    log.warning("%s: node %s lost: killed pid %d of pod %s", region, node, rec.pid, rec.name)
+            if not lost:
+                here = [r for r in self.pods[region].values() if r.node == node]
+                ready = [(slot, r) for slot, r in sorted(self.pods[region].items()) if r.pid is not None and r.ready]
+                if not here and len(ready) >= 2:
+                    slot, rec = ready[-1]
+                    log.info("%s: node %s back: moving pod %s onto it", region, node, rec.name)
+                    await self.sup.kill_replica(self.sup.replicas[region][slot])
+                    moved.append(rec.name)
+        return {"region": region, "node": node, "zone": self.spec.zone_of(region, node), "lost": lost,
+                "killed": killed, "moved": moved}
+
+    def node_states(self, region: str) -> list[dict[str, Any]]:
+        """Each Node of `region` as the controller last read it: name, zone, ready, unschedulable, pods."""
+        out = []
+        for n in sorted(self.nodes.get(region, []), key=lambda n: n["metadata"]["name"]):
+            name = n["metadata"]["name"]
+            out.append({"name": name, "zone": self.spec.zone_of(region, name),
+                        "ready": any(c.get("type") == "Ready" and c.get("status") == "True"
+                                     for c in (n.get("status") or {}).get("conditions", [])),
+                        "unschedulable": bool((n.get("spec") or {}).get("unschedulable")),
+                        "pods": sorted(r.name for r in self.pods.get(region, {}).values() if r.node == name)})
+        return out
 
     # ------------------------------------------------------------------ API helpers
     def _ns(self, plural: str, name: str = "", apps: bool = False) -> str:
@@ -322,8 +408,11 @@ class KubeController:
 
     # ------------------------------------------------------------------ object bodies
     def _node(self, region: str, name: str) -> dict[str, Any]:
-        return {"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                                                      "drill.lab/region": region, "topology.kubernetes.io/zone": f"{region}-{name[-1]}"}},
+        labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "drill.lab/region": region,
+                  "topology.kubernetes.io/zone": self.spec.zone_of(region, name)}
+        if region in self.spec.cloud_regions:
+            labels["topology.kubernetes.io/region"] = self.spec.cloud_regions[region]
+        return {"metadata": {"name": name, "labels": labels},
                 "spec": {},
                 "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                                            "message": "lab node (no kubelet: always Ready)",
@@ -414,3 +503,20 @@ class KubeController:
 
 class KubeApiError(LabError):
     """The lab's Kubernetes API answered an error (the controller retries on its next tick)."""
+
+
+class UnknownNodeError(KubeApiError):
+    """A request named a node the region's cluster does not have."""
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a replica's process group (the machine it ran on is gone)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -25,6 +25,10 @@ KUBE_DEPLOYMENT = "kerp-app"
 KUBE_NODES_PER_REGION = 2
 TOPOLOGY_FILE = "topology.json"
 OPS_TOKEN_FILE = "ops-token"  # bearer token of the app's ops API (signing-key rotation), mode 0600
+#: cloud region and availability zones of each lab region (the lab's node i sits in zone (i - 1) % 2; the primary
+#: PostgreSQL in the first zone of the primary region, its in-region standby in the second)
+CLOUD_REGIONS = {"primary": "ap-northeast-2", "dr": "ap-northeast-1"}
+ZONES = {"primary": ("ap-northeast-2a", "ap-northeast-2c"), "dr": ("ap-northeast-1a", "ap-northeast-1c")}
 APP_SLOTS = 3
 PRIMARY_REPLICAS = 2
 
@@ -50,6 +54,17 @@ PORT_NAMES = (
 
 # -- status page (docs/ARCHITECTURE.md "Status page"): its port and process, kept apart from the others' --
 PORT_NAMES = PORT_NAMES + ["status_page"]
+
+# -- the in-region standby: a second PostgreSQL node of the primary region, in its second availability zone
+# (as RDS Multi-AZ), streaming synchronously from the primary (docs/ARCHITECTURE.md "In-region standby") --
+INREGION_NODE = "primary_c"
+PORT_NAMES = PORT_NAMES + [f"postgres_{INREGION_NODE}"]
+#: every PostgreSQL node of the lab: node key -> (region, availability zone index in ZONES)
+PG_NODES = {"primary": ("primary", 0), INREGION_NODE: ("primary", 1), "dr": ("dr", 0)}
+#: the primary's synchronous_standby_names: the in-region standby first; only while it does not stream, the DR
+#: standby (FIRST 1: a dead in-region standby never blocks commits while DR streams). A promoted in-region
+#: standby and a promoted DR commit asynchronously (as RDS runs single-AZ until its new standby is built)
+PRIMARY_SYNC_STANDBYS = (f"drill_{INREGION_NODE}", "drill_dr")
 
 #: every process the lab records in its state, by pid key, with the name a user reads in messages
 COMPONENTS = {
@@ -156,10 +171,11 @@ class Lab:
         ports = st["ports"]
         # the server's own log lives beside its data: as root the server user may not reach the state dir
         return {
-            region: PgNode(region, self.server_root / f"pg-{region}", ports[f"postgres_{region}"],
-                           self.server_root / "logs" / f"postgres-{region}.log", rt,
-                           archive_spool=self.server_root / walarchive.SPOOL_DIR)
-            for region in ("primary", "dr")
+            name: PgNode(name, self.server_root / f"pg-{name}", ports[f"postgres_{name}"],
+                         self.server_root / "logs" / f"postgres-{name}.log", rt,
+                         archive_spool=self.server_root / walarchive.SPOOL_DIR,
+                         sync_standbys=PRIMARY_SYNC_STANDBYS if name == "primary" else ())
+            for name in PG_NODES if f"postgres_{name}" in ports  # a lab started before the in-region standby: 2
         }
 
     @staticmethod
@@ -188,7 +204,7 @@ class Lab:
         except (LabError, KeyError):
             nodes = {}
         pg_running = [region for region, node in nodes.items() if node.is_running()]
-        down += [f"postgres {region}" for region in ("primary", "dr") if region not in pg_running]
+        down += [f"postgres {region}" for region in nodes if region not in pg_running]
         nothing_runs = not pg_running and not any(self._pid_alive(st, n) for n in st.get("pids", {}))
         return down, nothing_runs
 
@@ -350,10 +366,22 @@ class Lab:
             kerp_seed.seed(c, scale=st["scale"])
             c.commit()
             c.execute("CHECKPOINT")
-        progress("making the DR standby (pg_basebackup -R)")
-        nodes["dr"].basebackup_from(ports["postgres_primary"], ports["proxy_pg_replication"])
+        progress("making the in-region and DR standbys (pg_basebackup -R, in parallel)")
         self._wait_port("fault proxy", ports["toxiproxy"], timeout, "toxiproxy")
-        nodes["dr"].start()
+        # the in-region standby streams from the primary directly (same region), the DR one through the fault proxy
+        upstreams = {INREGION_NODE: ports["postgres_primary"], "dr": ports["proxy_pg_replication"]}
+
+        def make_standby(name: str) -> None:
+            nodes[name].basebackup_from(ports["postgres_primary"], upstreams[name])
+            nodes[name].start()
+
+        with ThreadPoolExecutor(max_workers=len(upstreams)) as ex:
+            for f in [ex.submit(make_standby, n) for n in upstreams if n in nodes]:
+                f.result()
+        # now that its standbys exist, the primary commits synchronously (synchronous_standby_names, reloaded)
+        nodes["primary"].write_config(primary_conninfo=None)
+        with psycopg.connect(nodes["primary"].admin_dsn(), autocommit=True) as c:
+            c.execute("SELECT pg_reload_conf()")
         # 3. Valkey replica through the fault proxy
         self._wait_port("valkey primary", ports["redis_primary"], timeout, "redis_primary")
         self._wait_port("valkey dr", ports["redis_dr"], timeout, "redis_dr")
@@ -396,7 +424,8 @@ class Lab:
 
     def _kube_supervisor_block(self, ports: dict[str, int]) -> dict[str, Any]:
         return {"clusters": {r: self._kube_url(ports, r) for r in ("primary", "dr")},
-                "namespace": KUBE_NAMESPACE, "deployment": KUBE_DEPLOYMENT, "nodes_per_region": KUBE_NODES_PER_REGION}
+                "namespace": KUBE_NAMESPACE, "deployment": KUBE_DEPLOYMENT, "nodes_per_region": KUBE_NODES_PER_REGION,
+                "zones": {r: list(z) for r, z in ZONES.items()}, "cloud_regions": dict(CLOUD_REGIONS)}
 
     def _kube_topology(self, ports: dict[str, int]) -> dict[str, Any] | None:
         if "kubeapi_primary" not in ports:
@@ -582,16 +611,19 @@ class Lab:
         ports = st["ports"]
         nodes = self.pg_nodes(st)
 
+        standbys = [n for n in nodes if n != "primary"]
+
         def standby_streaming() -> bool:
-            """Streaming and caught up with everything the primary has written so far (seed data included)."""
-            with psycopg.connect(nodes["dr"].admin_dsn(), connect_timeout=1) as c:
-                row = c.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
-                if not (row and row[0] == "streaming"):
-                    return False
+            """Both standbys streaming and caught up with everything the primary has written so far (seed data)."""
+            for name in standbys:
+                with psycopg.connect(nodes[name].admin_dsn(), connect_timeout=1) as c:
+                    row = c.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+                    if not (row and row[0] == "streaming"):
+                        return False
             with psycopg.connect(nodes["primary"].admin_dsn(), connect_timeout=1) as c:
-                row = c.execute("SELECT bool_and(replay_lsn >= pg_current_wal_flush_lsn()) "
+                row = c.execute("SELECT count(*), bool_and(replay_lsn >= pg_current_wal_flush_lsn()) "
                                 "FROM pg_stat_replication").fetchone()
-                return bool(row and row[0])
+                return bool(row and row[0] == len(standbys) and row[1])
 
         def redis_linked() -> bool:
             info = redis.Redis(port=ports["redis_dr"], socket_timeout=1).info("replication")
@@ -603,7 +635,7 @@ class Lab:
         def dead() -> list[str]:
             return [n for n in st["pids"] if not self._pid_alive(st, n)]
 
-        for what, pred, log in (("PostgreSQL standby streaming", standby_streaming, str(nodes["dr"].log_file)),
+        for what, pred, log in (("PostgreSQL standbys streaming", standby_streaming, str(nodes["dr"].log_file)),
                                 ("Valkey replica link", redis_linked, "redis_dr.log"),
                                 ("global endpoint /health", router_ok, "router.log")):
             # a component that died will not come back: stop waiting at once
@@ -710,11 +742,20 @@ class Lab:
                 "postgres": {"dsn": f"postgresql://postgres@127.0.0.1:{ports[f'postgres_{region}']}/{DB_NAME}",
                              "port": ports[f"postgres_{region}"],
                              "app_dsn": f"postgresql://postgres@127.0.0.1:{ports['proxy_' + region + '_app_postgres']}/{DB_NAME}",
-                             "data_dir": str(self.server_root / f"pg-{region}")},
+                             "data_dir": str(self.server_root / f"pg-{region}"),
+                             "node": region, "zone": ZONES[region][PG_NODES[region][1]]},
                 "redis": {"url": f"redis://127.0.0.1:{ports[f'redis_{region}']}/0", "port": ports[f"redis_{region}"]},
                 "app": {"urls": app_urls.get(region, []),
                         "slots": [f"http://127.0.0.1:{ports[f'app_{region}_{i}']}" for i in range(APP_SLOTS)]},
+                "zones": list(ZONES[region]),
+                "cloud_region": CLOUD_REGIONS[region],
             }
+        if f"postgres_{INREGION_NODE}" in ports:  # the in-region standby (RDS Multi-AZ's standby)
+            port = ports[f"postgres_{INREGION_NODE}"]
+            regions["primary"]["postgres_standby"] = {
+                "dsn": f"postgresql://postgres@127.0.0.1:{port}/{DB_NAME}", "port": port,
+                "data_dir": str(self.server_root / f"pg-{INREGION_NODE}"), "node": INREGION_NODE,
+                "zone": ZONES["primary"][PG_NODES[INREGION_NODE][1]], "synchronous": True}
         active = None
         try:
             import httpx

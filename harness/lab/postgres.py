@@ -208,6 +208,14 @@ class PgNode:
     rt: PgRuntime
     #: where archive_command copies finished WAL segments (the shipper uploads them); None: no archiving
     archive_spool: Path | None = None
+    #: application names of the standbys this node waits for while it is a primary (synchronous_standby_names
+    #: 'FIRST 1 (...)': the first one streaming acknowledges each commit); empty: asynchronous
+    sync_standbys: tuple[str, ...] = ()
+
+    @property
+    def application_name(self) -> str:
+        """The name this node streams under as a standby (pg_stat_replication.application_name)."""
+        return f"drill_{self.region}"
 
     @property
     def dsn(self) -> str:
@@ -237,7 +245,7 @@ class PgNode:
         self._prepare_dir()
         self.rt.run("initdb", ["-D", str(self.data_dir), "-U", PG_SUPERUSER, "--auth=trust", "--encoding=UTF8",
                                "--locale=C", "--no-instructions", "--data-checksums"], timeout=120)
-        self.write_config(primary_conninfo=None)
+        self.write_config(primary_conninfo=None, synchronous=False)  # no standby yet: commits must not wait
         (self.data_dir / "pg_hba.conf").write_text(
             "local all all trust\n"
             "host all all 127.0.0.1/32 trust\n"
@@ -255,15 +263,17 @@ class PgNode:
         self._prepare_dir()
         self.rt.run("pg_basebackup", ["-h", "127.0.0.1", "-p", str(source_port), "-U", PG_SUPERUSER, "-D",
                                       str(self.data_dir), "-R", "-X", "stream", "-c", "fast"], timeout=300)
-        self.write_config(primary_conninfo=self.conninfo(upstream_port))
+        self.write_config(primary_conninfo=self.conninfo(upstream_port, self.application_name))
 
     @staticmethod
-    def conninfo(port: int) -> str:
-        return (f"host=127.0.0.1 port={port} user={PG_SUPERUSER} application_name=drill_dr "
+    def conninfo(port: int, application_name: str = "drill_dr") -> str:
+        return (f"host=127.0.0.1 port={port} user={PG_SUPERUSER} application_name={application_name} "
                 "connect_timeout=2 keepalives_idle=2 keepalives_interval=1 keepalives_count=2")
 
-    def write_config(self, primary_conninfo: str | None) -> None:
-        """Our settings go into postgresql.auto.conf (the last word), replacing what was there."""
+    def write_config(self, primary_conninfo: str | None, synchronous: bool = True) -> None:
+        """Our settings go into postgresql.auto.conf (the last word), replacing what was there.
+
+        `synchronous` False leaves synchronous_standby_names out (a new primary whose standbys do not exist yet)."""
         settings = {
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",
@@ -288,6 +298,8 @@ class PgNode:
         }
         if primary_conninfo:
             settings["primary_conninfo"] = f"'{primary_conninfo}'"
+        if self.sync_standbys and synchronous:
+            settings["synchronous_standby_names"] = "'FIRST 1 (" + ", ".join(self.sync_standbys) + ")'"
         if self.archive_spool is not None:  # a standby does not archive (mode on); once promoted it does
             settings["archive_mode"] = "on"
             settings["archive_command"] = "'" + archive_command(self.archive_spool).replace("'", "''") + "'"
@@ -301,7 +313,7 @@ class PgNode:
 
     def make_standby(self, upstream_port: int) -> None:
         """Mark the data dir as a standby that streams from `upstream_port`."""
-        self.write_config(primary_conninfo=self.conninfo(upstream_port))
+        self.write_config(primary_conninfo=self.conninfo(upstream_port, self.application_name))
         sig = self.data_dir / "standby.signal"
         sig.touch()
         self.rt.chown(sig)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError, LabError
-from harness.lab.kubecontroller import KubeController, KubeSpec
+from harness.lab.kubecontroller import KubeController, KubeSpec, UnknownNodeError
 
 log = logging.getLogger("harness.lab.supervisor")
 
@@ -450,6 +450,29 @@ def build_app(supervisor: Supervisor) -> Any:
         except LabError as e:  # the Kubernetes API did not take the new spec.replicas
             return JSONResponse({"error": str(e)}, status_code=503)
 
+    async def get_nodes(request: Request) -> JSONResponse:
+        if supervisor.controller is None:
+            return JSONResponse({"error": "no Kubernetes API: the lab runs no nodes"}, status_code=404)
+        return JSONResponse({r: supervisor.controller.node_states(r) for r in supervisor.replicas})
+
+    async def put_node(request: Request) -> JSONResponse:
+        """{"lost": true}: the node is lost (its replicas die, it turns NotReady and cordoned); false: it is back."""
+        if supervisor.controller is None:
+            return JSONResponse({"error": "no Kubernetes API: the lab runs no nodes"}, status_code=404)
+        try:
+            data = await request.json()
+        except ValueError as e:
+            return JSONResponse({"error": f"request body is not JSON: {e}"}, status_code=400)
+        if not isinstance(data, dict) or not isinstance(data.get("lost"), bool):
+            return JSONResponse({"error": 'request body must be {"lost": true|false}'}, status_code=400)
+        try:
+            return JSONResponse(await supervisor.controller.set_node_lost(
+                request.path_params["region"], request.path_params["node"], data["lost"]))
+        except UnknownNodeError as e:
+            return JSONResponse({"error": str(e)}, status_code=404)
+        except LabError as e:
+            return JSONResponse({"error": str(e)}, status_code=503)
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -470,6 +493,8 @@ def build_app(supervisor: Supervisor) -> Any:
             Route("/regions", get_regions, methods=["GET"]),
             Route("/regions/{region}", get_region, methods=["GET"]),
             Route("/regions/{region}", put_region, methods=["PUT"]),
+            Route("/nodes", get_nodes, methods=["GET"]),
+            Route("/nodes/{region}/{node}", put_node, methods=["PUT"]),
             Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},

@@ -9,11 +9,13 @@ from functools import cached_property
 from typing import Any, Callable, Mapping
 
 from harness.errors import HarnessError, LabError, UsageError
-from harness.lab.manager import Lab
+from harness.lab.manager import INREGION_NODE, Lab
 from harness.lab.paths import STATE_ENV
 from harness.lab.postgres import PgNode
 
 REGIONS = ("primary", "dr")
+#: the primary region's second PostgreSQL node (in its second availability zone): the in-region standby
+INREGION = INREGION_NODE
 CONNECT_TIMEOUT_S = 2
 HTTP_TIMEOUT_S = 5.0
 
@@ -68,6 +70,16 @@ class LabTarget:
 
     def node(self, region: str) -> PgNode:
         return self.nodes[check_region(region)]
+
+    def has_inregion(self) -> bool:
+        """The lab runs an in-region standby (labs started before it existed do not)."""
+        return INREGION in self.nodes
+
+    def pg_node(self, name: str, *, timeout: float = CONNECT_TIMEOUT_S, autocommit: bool = True) -> Any:
+        """A psycopg connection to PostgreSQL node `name` (a region, or the in-region standby)."""
+        if name not in self.nodes:
+            raise UsageError(f"unknown PostgreSQL node {name!r} (known: {', '.join(self.nodes)})")
+        return pg_connect(self.nodes[name].dsn, timeout=timeout, autocommit=autocommit)
 
     def pg_dsn(self, region: str) -> str:
         return self.node(region).dsn

@@ -364,9 +364,12 @@ def find_primary_dsn(topology: Mapping[str, Any], *, connect_timeout_s: float = 
 
     regions = topology.get("regions") or {}
     primaries: list[str] = []
+    primary_dsns: list[str] = []
     seen: list[str] = []
-    for name, region in regions.items():
-        dsn = ((region or {}).get("postgres") or {}).get("dsn")
+    # each region's PostgreSQL nodes: its primary node and, in the primary region, the in-region standby
+    candidates = [(name, ((region or {}).get(key) or {}).get("dsn"))
+                  for name, region in regions.items() for key in ("postgres", "postgres_standby")]
+    for name, dsn in candidates:
         if not dsn:
             continue
         try:
@@ -378,10 +381,11 @@ def find_primary_dsn(topology: Mapping[str, Any], *, connect_timeout_s: float = 
         seen.append(f"{name}: {'standby' if in_recovery else 'primary'}")
         if not in_recovery:
             primaries.append(name)
+            primary_dsns.append(dsn)
     if len(primaries) != 1:
         what = "no region" if not primaries else f"{len(primaries)} regions ({', '.join(primaries)})"
         raise WorkloadError(f"expected exactly one primary PostgreSQL, found {what}: {'; '.join(seen) or 'no DSN'}")
-    return regions[primaries[0]]["postgres"]["dsn"]
+    return primary_dsns[0]
 
 
 def _redact_dsn(dsn: str) -> str:

@@ -1,4 +1,4 @@
-"""K-ERP app faults with their rollbacks: scale a region, SIGKILL one replica (the supervisor restarts it)."""
+"""K-ERP app faults with their rollbacks: scale a region, SIGKILL one replica (the supervisor restarts it), lose a node."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from harness.lab.manager import APP_SLOTS, PRIMARY_REPLICAS
 from harness.targets import _lab
 from harness.targets.app import ops
 
-__all__ = ["kill_replica", "restore_replica", "restore_scale", "scale_region"]
+__all__ = ["kill_replica", "lose_node", "lose_zone", "restore_node", "restore_replica", "restore_scale",
+           "restore_zone", "scale_region"]
 
 LAB_REPLICAS = {"primary": PRIMARY_REPLICAS, "dr": 0}
 
@@ -94,3 +95,80 @@ def restore_replica(region: str = "primary", slot: int = 0, timeout_s: float = 2
                 raise LabError(f"the supervisor did not restart app replica {region}/{slot}: {e}") from e
     return {"region": region, "slot": slot,
             "reverted": guard.mark_reverted("kill_replica", f"app:{region}:{slot}", configuration)}
+
+
+# -- node and zone loss: the machine under a node is gone (its replicas die, the node turns NotReady and is
+# cordoned); the lab's supervisor carries it out (PUT /nodes/{region}/{node}), as stopping the instance would
+
+def _node_target(region: str, node: str) -> str:
+    return f"node:{region}:{node}"
+
+
+def _known_node(http: Any, t: _lab.LabTarget, region: str, node: str) -> dict[str, Any]:
+    known = ops.nodes(http, t.supervisor_url).get(region, [])
+    found = next((n for n in known if n["name"] == node), None)
+    if found is None:
+        raise UsageError(f"unknown node {node!r} in region {region!r} (known: {', '.join(n['name'] for n in known)})")
+    return found
+
+
+def lose_node(node: str, region: str = "primary", configuration: dict | None = None,
+              secrets: dict | None = None) -> dict:
+    """Lose `node` of `region`: its app replicas die at once, the node turns NotReady and cordoned; the replicas
+    come back on the region's other node. Rollback: restore_node."""
+    _lab.check_region(region)
+    target = _node_target(region, node)
+    guard.check("lose_node", target, regions=(region,), components=("app",), configuration=configuration)
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        found = _known_node(http, t, region, node)
+        inj = guard.inject("lose_node", target, revert=(restore_node, {"node": node, "region": region}),
+                           regions=(region,), components=("app",), configuration=configuration,
+                           details={"zone": found["zone"], "pods": found["pods"]})
+        if not inj.proceed:
+            return inj.to_dict()
+        out = ops.set_node_lost(http, t.supervisor_url, region, node, True)
+    return {**out, "fault_id": inj.entry.id}
+
+
+def restore_node(node: str, region: str = "primary", timeout_s: float = 30.0, configuration: dict | None = None,
+                 secrets: dict | None = None) -> dict:
+    """`node` of `region` is back: Ready and schedulable (one replica moves back onto it when every replica runs
+    elsewhere); idempotent."""
+    _lab.check_region(region)
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        _known_node(http, t, region, node)
+        out = ops.set_node_lost(http, t.supervisor_url, region, node, False)
+        ops.wait_replicas_ready(http, t.supervisor_url, region, timeout_s)
+    return {**out, "reverted": guard.mark_reverted("lose_node", _node_target(region, node), configuration)}
+
+
+def zone_nodes(http: Any, t: _lab.LabTarget, region: str, zone: str) -> list[str]:
+    """The nodes of `region` in availability zone `zone` (UsageError naming the zones when there is none)."""
+    known = ops.nodes(http, t.supervisor_url).get(region, [])
+    names = [n["name"] for n in known if n["zone"] == zone]
+    if not names:
+        raise UsageError(f"no node of region {region!r} in zone {zone!r} "
+                         f"(zones: {', '.join(sorted({n['zone'] for n in known}))})")
+    return names
+
+
+def lose_zone(zone: str, region: str = "primary", configuration: dict | None = None,
+              secrets: dict | None = None) -> dict:
+    """Lose every node of `region` in availability zone `zone` (each one a lose_node fault)."""
+    _lab.check_region(region)
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        names = zone_nodes(http, t, region, zone)
+    return {"region": region, "zone": zone, "nodes": [lose_node(n, region, configuration=configuration) for n in names]}
+
+
+def restore_zone(zone: str, region: str = "primary", configuration: dict | None = None,
+                 secrets: dict | None = None) -> dict:
+    """Every node of `region` in `zone` is back (restore_node each); idempotent."""
+    _lab.check_region(region)
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        names = zone_nodes(http, t, region, zone)
+    return {"region": region, "zone": zone, "nodes": [restore_node(n, region, configuration=configuration) for n in names]}

@@ -35,6 +35,27 @@ def scale(http: Any, supervisor_url: str, region: str, replicas: int,
                  f"supervisor scale {region} to {replicas}")
 
 
+def nodes(http: Any, supervisor_url: str) -> dict[str, list[dict[str, Any]]]:
+    """Each region's Nodes as the supervisor's Kubernetes controller sees them: name, zone, ready, unschedulable,
+    pods."""
+    return _json(http.get(f"{supervisor_url}/nodes"), "supervisor GET /nodes")
+
+
+def set_node_lost(http: Any, supervisor_url: str, region: str, node: str, lost: bool) -> dict[str, Any]:
+    return _json(http.put(f"{supervisor_url}/nodes/{region}/{node}", json={"lost": bool(lost)}, timeout=SCALE_TIMEOUT_S),
+                 f"supervisor {'lose' if lost else 'restore'} node {node} of {region}")
+
+
+def wait_replicas_ready(http: Any, supervisor_url: str, region: str, timeout: float = 30.0) -> None:
+    """Wait until `region` runs its desired replicas, each alive and its Pod ready."""
+    def ready() -> bool:
+        state = regions(http, supervisor_url)[region]
+        reps = alive_replicas({region: state}, region)
+        return len(reps) == state["desired"] and all(r.get("ready", True) for r in reps)
+
+    wait_for(ready, timeout, f"the desired app replicas of {region} ready", interval=0.1)
+
+
 def alive_replicas(state: dict[str, Any], region: str) -> list[dict[str, Any]]:
     return [r for r in state.get(region, {}).get("replicas", []) if r.get("alive")]
 

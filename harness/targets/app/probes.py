@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from harness.core import escalation
+from harness.errors import LabError, UsageError
+from harness.safety import context as run_context
+from harness.safety import guard
 from harness.targets import _lab
 from harness.targets.app import ops
 
-__all__ = ["all_services_healthy", "health", "replicas"]
+__all__ = ["all_services_healthy", "health", "nodes", "nodes_ready", "replicas", "replicas_rescheduled",
+           "services_recovered"]
 
 
 def health(region: str | None = None, configuration: dict | None = None, secrets: dict | None = None) -> dict:
@@ -41,3 +47,111 @@ def replicas(region: str | None = None, configuration: dict | None = None, secre
     with t.http(timeout=2.0) as http:
         state = ops.regions(http, t.supervisor_url)
     return state if region is None else state[_lab.check_region(region)]
+
+
+def nodes(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every region's nodes: name, zone, ready, unschedulable, pods."""
+    t = _lab.resolve(configuration)
+    with t.http(timeout=2.0) as http:
+        return ops.nodes(http, t.supervisor_url)
+
+
+def nodes_ready(region: str = "primary", configuration: dict | None = None, secrets: dict | None = None) -> bool:
+    """True when every node of `region` is Ready and schedulable (none lost or cordoned)."""
+    _lab.check_region(region)
+    t = _lab.resolve(configuration)
+    with t.http(timeout=2.0) as http:
+        nodes = ops.nodes(http, t.supervisor_url).get(region, [])
+    return bool(nodes) and all(n["ready"] and not n["unschedulable"] for n in nodes)
+
+
+def _level_downtime_s(level: int, configuration: dict | None = None) -> tuple[float, float]:
+    """(the plan's expected downtime of disaster level `level`, the same on the drill clock: times
+    drill_time_scale)."""
+    plan = guard.plan(configuration)
+    lvl = next((d for d in plan.disaster_levels if d.level == level), None)
+    if lvl is None:
+        raise UsageError(f"the plan has no disaster level {level!r}")
+    scale = escalation.time_scale((configuration or {}).get("drill_time_scale"))
+    return lvl.expected_downtime_s, lvl.expected_downtime_s * scale
+
+
+def _fault_t(configuration: dict | None) -> tuple[Any, float]:
+    s = run_context.of(configuration)
+    return s, ((s.fault_t if s is not None else None) or time.time())
+
+
+def _services_back(http: Any, t: _lab.LabTarget) -> bool:
+    """Every catalog service answers a read-only request through the global endpoint."""
+    return all(ops.check_service(http, t.router_url, svc, write=False)["ok"] for svc in ops.SERVICES)
+
+
+def replicas_rescheduled(region: str = "primary", lost_node: str | None = None, level: int = 1,
+                         timeout_s: float = 60.0, configuration: dict | None = None,
+                         secrets: dict | None = None) -> dict[str, Any]:
+    """After a node loss: wait until every service answers through the global endpoint and `region` runs its
+    desired replicas, all ready and none on `lost_node`. Records a check event with both times measured from the
+    run's first fault (services back, replicas rescheduled) against level `level`'s downtime on the drill clock;
+    raises when the replicas were not rescheduled within `timeout_s` (the services' downtime is the objective)."""
+    _lab.check_region(region)
+    plan_s, drill_s = _level_downtime_s(level, configuration)
+    s, t0 = _fault_t(configuration)
+    t = _lab.resolve(configuration)
+    services_at = rescheduled_at = None
+    placed: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    with t.http(timeout=3.0) as http:
+        while time.monotonic() < deadline and (services_at is None or rescheduled_at is None):
+            if services_at is None and _lab.quiet(lambda: _services_back(http, t), False):
+                services_at = time.time()
+            if rescheduled_at is None:
+                state = _lab.quiet(lambda: ops.regions(http, t.supervisor_url), {}).get(region) or {}
+                reps = [r for r in state.get("replicas", []) if r.get("alive")]
+                if (reps and len(reps) == state.get("desired") and all(r.get("ready") for r in reps)
+                        and not any(r.get("node") in (None, lost_node) for r in reps)):
+                    rescheduled_at = time.time()
+                    placed = [{"slot": r["slot"], "pod": r.get("pod"), "node": r.get("node"), "zone": r.get("zone")}
+                              for r in reps]
+            time.sleep(0.1)
+    services_s = round(services_at - t0, 3) if services_at is not None else None
+    rescheduled_s = round(rescheduled_at - t0, 3) if rescheduled_at is not None else None
+    ok = services_s is not None and services_s <= drill_s and rescheduled_s is not None
+    out = {"ok": ok, "region": region, "lost_node": lost_node, "services_back_s": services_s,
+           "rescheduled_s": rescheduled_s, "replicas": placed, "level": level,
+           "expected_downtime_s": plan_s, "drill_downtime_s": drill_s}
+    if s is not None:
+        s.event("check", f"replicas of {region} rescheduled off {lost_node}: services back after {services_s} s, "
+                f"replicas ready after {rescheduled_s} s (level {level} downtime on the drill clock {drill_s:g} s)",
+                status="pass" if ok else "fail", **{k: v for k, v in out.items() if k != "ok"}, ok=ok)
+    if rescheduled_s is None:
+        raise LabError(f"the replicas of {region} were not rescheduled off {lost_node} within {timeout_s:.0f} s")
+    return out
+
+
+def services_recovered(level: int = 2, timeout_s: float = 60.0, configuration: dict | None = None,
+                       secrets: dict | None = None) -> dict[str, Any]:
+    """Wait until every catalog service answers through the global endpoint; records a check event with the time
+    from the run's first fault against level `level`'s downtime on the drill clock. Raises when the services did
+    not answer within `timeout_s`."""
+    plan_s, drill_s = _level_downtime_s(level, configuration)
+    s, t0 = _fault_t(configuration)
+    t = _lab.resolve(configuration)
+    back_at = None
+    deadline = time.monotonic() + timeout_s
+    with t.http(timeout=3.0) as http:
+        while time.monotonic() < deadline:
+            if _lab.quiet(lambda: _services_back(http, t), False):
+                back_at = time.time()
+                break
+            time.sleep(0.1)
+    back_s = round(back_at - t0, 3) if back_at is not None else None
+    ok = back_s is not None and back_s <= drill_s
+    out = {"ok": ok, "services_back_s": back_s, "level": level, "expected_downtime_s": plan_s,
+           "drill_downtime_s": drill_s}
+    if s is not None:
+        s.event("check", f"every service answers again after {back_s} s (level {level} downtime on the drill clock "
+                f"{drill_s:g} s)", status="pass" if ok else "fail", **{k: v for k, v in out.items() if k != "ok"},
+                ok=ok)
+    if back_s is None:
+        raise LabError(f"the services did not answer through the global endpoint within {timeout_s:.0f} s")
+    return out

@@ -100,8 +100,16 @@ def restore_primary(region: str = "primary", configuration: dict | None = None, 
             raise HarnessError(f"not restoring PostgreSQL {region}: it is paused and {why}; run fail_back")
         ops.signal_cluster(node, signal.SIGCONT)
     ops.wait_reaped(node)
+    inregion = _lab.INREGION if region == "primary" and t.has_inregion() else None
     if node.is_running():
         result["how"] = "already running"
+    elif inregion and ops.role(lambda: t.pg_node(inregion)) == "primary":
+        # the in-region standby took over (Multi-AZ failover): never a second primary; the in-region failback
+        # (harness.failover.inregion) switches back
+        result.update(ops.rejoin_as_standby(node, lambda: t.pg(region), t.nodes[inregion],
+                                            lambda: t.pg_node(inregion), t.nodes[inregion].port))
+        _failover_event(configuration, "rejoined", component="postgresql", region=region, upstream=inregion,
+                        how=result["how"], kept_aside=result.get("kept_aside"))
     elif ops.role(lambda: t.pg(oth)) == "primary":  # the other region took over: never a second primary
         result.update(ops.rejoin_as_standby(node, lambda: t.pg(region), t.node(oth), lambda: t.pg(oth),
                                             t.pg_stream_port(oth, region)))

@@ -32,6 +32,8 @@ def writable(conn: Any) -> bool:
     if in_recovery(conn):
         return False
     with conn.transaction():
+        # never wait for a synchronous standby: a freshly promoted primary may have none streaming yet
+        conn.execute("SET LOCAL synchronous_commit TO local")
         conn.execute("SELECT pg_current_xact_id()")
     return True
 
