@@ -705,6 +705,14 @@ def run_profile(prof: profiles.Profile, *, only: tuple[str, ...] = (), report_di
     picked = pick_scenarios(prof, cat, only)
     load_environment(environment)  # a bad --env: exit 2 before anything runs
     check_report_dir(report_dir)
+    if len(picked) == 1:  # one scenario is the profile's drill: its report is the run's, at the top (no summary)
+        sc = picked[0]
+        console.print(f"[bold]scenario 1/1[/]: {escape(sc.id)} (level {sc.level}) {escape(sc.title)}", highlight=False)
+        return run(str(sc.experiment or sc.feature), report_dir=report_dir, dry_run=dry_run, approvals=approvals,
+                   plan_overrides=plan_overrides, state_dir=state_dir, console=console, environment=environment,
+                   allow_env=allow_env, lang=lang, tier=tier, profile=prof,
+                   scenario={"id": sc.id, "level": sc.level, "title": sc.title, "profile": prof.name, "index": 1,
+                             "of": 1, "target": str(sc.experiment or sc.feature)})
     run_id = drill_session.new_run_id(prof.name)
     root = Path(report_dir) if report_dir else Path(os.environ.get("DRILL_REPORTS_DIR", "reports")) / run_id
     root.mkdir(parents=True, exist_ok=True)
