@@ -1,13 +1,11 @@
-"""The disaster catalog's pure rules: what a file's tags say (level, cadences, scenario or not), which scenarios a
-profile draws, and the level's expected downtime as an objective measured on the drill clock.
+"""The disaster catalog's pure rules: tags (level, cadences, scenario or not), drawing, the level objective."""
 
-Tag rules (docs/CATALOG.md):
-- a scenario carries exactly one level tag `level1`..`level4` and any of the cadence tags `ci`, `monthly`,
-  `semiannual`, `annual`; a cadence draws only the levels of its profile (CADENCE_LEVELS);
-- a file tagged `composite` (several faults of different scenarios in one run) or `tabletop` (the tabletop
-  walk, injects nothing) is not a scenario: it carries no level and no cadence tag and is never drawn;
-- a tag that looks like a level but is not one of the four (`level-1`, `Level1`, `level5`) is an error.
-"""
+# Tag rules (docs/CATALOG.md):
+# - a scenario carries exactly one level tag `level1`..`level4` and any of the cadence tags `ci`, `monthly`,
+#   `semiannual`, `annual`; a cadence draws only the levels of its profile (CADENCE_LEVELS);
+# - a file tagged `composite` (several faults of different scenarios in one run) or `tabletop` (the tabletop
+#   walk, injects nothing) is not a scenario: it carries no level and no cadence tag and is never drawn;
+# - a tag that looks like a level but is not one of the four (`level-1`, `Level1`, `level5`) is an error.
 
 from __future__ import annotations
 
