@@ -721,37 +721,41 @@ def run_profile(prof: profiles.Profile, *, only: tuple[str, ...] = (), report_di
     stopped: str | None = None
     console.print(f"[bold]drill[/] profile [cyan]{prof.name}[/] ({run_id}): {len(picked)} scenario(s): "
                   f"{escape(', '.join(s.id for s in picked))} → {root}", highlight=False)
-    for i, sc in enumerate(picked, 1):
-        console.print(f"[bold]scenario {i}/{len(picked)}[/]: {escape(sc.id)} (level {sc.level}) {escape(sc.title)}",
-                      highlight=False)
-        sub = root / f"{i:02d}-{sc.id}"
-        path = sc.experiment or sc.feature
-        info = {"id": sc.id, "level": sc.level, "title": sc.title, "profile": prof.name, "index": i,
-                "of": len(picked), "target": str(path)}
-        error = None
-        try:
-            code = run(str(path), report_dir=sub, dry_run=dry_run, approvals=approvals, plan_overrides=plan_overrides,
-                       state_dir=state_dir, console=console, environment=environment, allow_env=allow_env,
-                       lang=lang, tier=tier, profile=prof, scenario=info)
-        except KeyboardInterrupt:
-            code = int(ExitCode.INTERRUPTED)
-        except HarnessError as e:  # refused before it began (a usage error of its file, safety): its row says why
-            code, error = int(e.exit_code), str(e)
-            console.print(f"drill: scenario {sc.id}: {e}", markup=False, highlight=False, soft_wrap=True)
-        report = None
-        with contextlib.suppress(OSError, ValueError):
-            report = json.loads((sub / "report.json").read_text())
-        rows.append(profile_report.scenario_row(info, report, code, sub if report else None, error))
-        if code == ExitCode.INTERRUPTED:
-            stopped = f"interrupted during scenario {sc.id}"
-            break
-        if not dry_run and i < len(picked):
-            why = _left_unhealthy(state_dir, environment, sub)
-            if why:
-                stopped = f"after scenario {sc.id}: {why}"
+    try:
+        for i, sc in enumerate(picked, 1):
+            console.print(f"[bold]scenario {i}/{len(picked)}[/]: {escape(sc.id)} (level {sc.level}) "
+                          f"{escape(sc.title)}", highlight=False)
+            sub = root / f"{i:02d}-{sc.id}"
+            path = sc.experiment or sc.feature
+            info = {"id": sc.id, "level": sc.level, "title": sc.title, "profile": prof.name, "index": i,
+                    "of": len(picked), "target": str(path)}
+            error = None
+            try:
+                code = run(str(path), report_dir=sub, dry_run=dry_run, approvals=approvals,
+                           plan_overrides=plan_overrides, state_dir=state_dir, console=console, environment=environment, allow_env=allow_env,
+                           lang=lang, tier=tier, profile=prof, scenario=info)
+            except KeyboardInterrupt:
+                code = int(ExitCode.INTERRUPTED)
+            except HarnessError as e:  # refused before it began (its file, safety): its row says why
+                code, error = int(e.exit_code), str(e)
+                console.print(f"drill: scenario {sc.id}: {e}", markup=False, highlight=False, soft_wrap=True)
+            report = None
+            with contextlib.suppress(OSError, ValueError):
+                report = json.loads((sub / "report.json").read_text())
+            rows.append(profile_report.scenario_row(info, report, code, sub if report else None, error))
+            if code == ExitCode.INTERRUPTED:
+                stopped = f"interrupted during scenario {sc.id}"
                 break
+            if not dry_run and i < len(picked):
+                why = _left_unhealthy(state_dir, environment, sub)
+                if why:
+                    stopped = f"after scenario {sc.id}: {why}"
+                    break
+    except KeyboardInterrupt:  # between two scenarios (each one handles its own signals and rolls back)
+        stopped = "interrupted between scenarios"
     summary = profile_report.build(run_id=run_id, profile=prof.name, title=prof.title, started_at=started,
-                                   ended_at=time.time(), rows=rows, drawn=[s.id for s in picked], stopped=stopped)
+                                   ended_at=time.time(), rows=rows, drawn=[s.id for s in picked], stopped=stopped,
+                                   interrupted=bool(stopped and stopped.startswith("interrupted")))
     paths = profile_report.write(summary, root)
     profile_report.print_table(summary, console, paths)
     return int(summary["exit_code"])

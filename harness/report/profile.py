@@ -64,11 +64,14 @@ def scenario_row(scenario: Mapping[str, Any], report: Mapping[str, Any] | None, 
 
 
 def build(*, run_id: str, profile: str, title: str, started_at: float, ended_at: float,
-          rows: list[dict[str, Any]], drawn: list[str], stopped: str | None) -> dict[str, Any]:
+          rows: list[dict[str, Any]], drawn: list[str], stopped: str | None,
+          interrupted: bool = False) -> dict[str, Any]:
     """The profile's report.json (docs/CONTRACTS.md, "profile summary")."""
     ran = {r["scenario"] for r in rows}
     code = worst_exit(r["exit_code"] for r in rows)
-    if stopped and code == ExitCode.PASSED:  # stopped without a failing scenario: the lab said no
+    if interrupted:
+        code = int(ExitCode.INTERRUPTED)
+    elif stopped and code == ExitCode.PASSED:  # stopped without a failing scenario: the lab said no
         code = int(ExitCode.HARNESS_ERROR)
     return {"run_id": run_id, "kind": "profile", "profile": profile, "title": title,
             "started_at": iso(started_at), "ended_at": iso(ended_at), "duration_s": round(ended_at - started_at, 3),

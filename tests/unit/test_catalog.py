@@ -251,3 +251,10 @@ def test_catalog_command_json_and_table():
     assert r.exit_code == 0 and "region-failover" in r.output and "fail-primary-region" in r.output
     r = CliRunner().invoke(app, ["catalog", "--profile", "nope"])
     assert r.exit_code == 2
+
+
+def test_a_profile_interrupted_between_scenarios_exits_130():
+    row = {"scenario": "a", "level": 1, "exit_code": 0}
+    s = profile_report.build(run_id="p", profile="x", title="x", started_at=0, ended_at=1, rows=[row],
+                             drawn=["a", "b"], stopped="interrupted between scenarios", interrupted=True)
+    assert (s["exit_code"], s["status"], s["not_run"]) == (130, "aborted", ["b"])
