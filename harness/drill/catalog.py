@@ -7,6 +7,7 @@ The tag rules are harness.core.catalog's (docs/CATALOG.md says them in words).
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,18 @@ def scenario_id(path: Path) -> str:
     return path.stem.replace("_", "-")
 
 
+@functools.lru_cache(maxsize=256)
+def _module_tree(module: str) -> ast.Module | None:
+    """The parsed source of a module (once per process), None when it has no Python source."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+
+
 def _function_calls_inject(module: str, func: str, _seen: set[tuple[str, str]] | None = None, depth: int = 0) -> bool:
     """True when `module.func` reaches a call of the guard's `inject` (directly or through functions of its own
     module, or of a harness module it imports by name): it is a guarded fault action."""
@@ -96,13 +109,9 @@ def _function_calls_inject(module: str, func: str, _seen: set[tuple[str, str]] |
     if (module, func) in seen or depth > 4:
         return False
     seen.add((module, func))
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+    tree = _module_tree(module)
+    if tree is None:
         return False
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return False
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
     defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     imported: dict[str, str] = {}  # local name -> module
     for n in tree.body:
