@@ -1,4 +1,4 @@
-@dr_drill
+@dr_drill @level3 @ci @semiannual @annual
 Feature: Region failover drill
   K-ERP's DR plan, level 3 (major) disaster: the whole primary region is lost.
   The plan's checklist is executed against the embedded lab: pre_test evidence,

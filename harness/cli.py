@@ -159,8 +159,16 @@ def run_cmd(
     tier: Optional[str] = typer.Option(None, "--tier", metavar="platinum|gold|silver",
                                        help="Judge every service also against this customer tier's RTO/RPO "
                                             "(platinum 1h/15m, gold 4h/1h, silver 8h/4h)."),
+    scenario: list[str] = typer.Option([], "--scenario", metavar="ID",
+                                       help="Run only this scenario of the profile (repeatable; `drill catalog` "
+                                            "lists them)."),
 ) -> None:
     """Run a drill: bring the lab up if needed, inject, fail over, measure RTO/RPO, validate, report.
+
+    A profile (ci-smoke, monthly-chaos, semiannual-simulation, annual-full-dr) draws its scenarios from the catalog
+    by tag and runs them one after another on the same lab, each in its own report dir, then writes the profile
+    summary; it continues after a failed scenario but stops when one leaves the lab unhealthy, a fault active or a
+    rollback failed, and on Ctrl-C (exit 130). Its exit code is the worst scenario's (docs/CATALOG.md).
 
     Exit code: 0 passed, 3 objectives missed, 4 integrity violation, 5 refused by safety, 130 interrupted.
     """
@@ -178,10 +186,59 @@ def run_cmd(
         code = runner.run(target, report_dir=report_dir, dry_run=dry_run, approvals=tuple(approve),
                           plan_overrides=str(plan_overrides) if plan_overrides else None,
                           state_dir=str(state_dir) if state_dir else None, console=err,
-                          environment=env, allow_env=tuple(allow_env), lang=lang, tier=tier)
+                          environment=env, allow_env=tuple(allow_env), lang=lang, tier=tier,
+                          scenarios=tuple(scenario))
     except HarnessError as e:
         _fail(e)
     raise typer.Exit(code)
+
+
+@app.command("catalog")
+def catalog_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print the catalog as JSON."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the catalog page (docs/CATALOG.md)."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME",
+                                          help="Only the scenarios this profile draws."),
+) -> None:
+    """The disaster catalog: every scenario's level, cadences, fault, expected behaviour and objective, read from the
+    shipped experiments and features by their tags (docs/CATALOG.md).
+
+    Exit code: 0, 2 a file breaks the catalog's tag rules (each named on stderr) or an unknown --profile.
+    """
+    from harness.core import catalog as catalog_core
+    from harness.drill import catalog, profiles
+
+    if json_out and markdown:
+        _fail(UsageError("--json and --markdown exclude each other"))
+    try:
+        cat = catalog.scan()
+        shown = list(cat.scenarios)
+        if profile is not None:
+            prof = profiles.get(profile)
+            if prof is None:
+                raise UsageError(f"--profile {profile!r} is not a profile ({', '.join(profiles.PROFILES)})")
+            if prof.draws:
+                shown = catalog_core.draw(cat.scenarios, levels=prof.levels, cadence=prof.cadence_tag)
+    except HarnessError as e:
+        _fail(e)
+    if json_out:
+        doc = cat.to_dict()
+        doc["scenarios"] = [s.to_dict() for s in shown]
+        _print_json(doc)
+    elif markdown:
+        sys.stdout.write(catalog.render_markdown(cat))
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"disaster catalog: {len(shown)} scenario(s)", title_justify="left", show_lines=True)
+        for col in ("scenario", "level", "cadences", "fault", "expected behaviour", "objective"):
+            t.add_column(col)
+        for row in catalog.rows(catalog.Catalog(tuple(shown), cat.others, cat.problems)):
+            t.add_row(*row)
+        out.print(t)
+    for p in cat.problems:
+        _error_line(UsageError(f"catalog: {p}"))
+    raise typer.Exit(ExitCode.USAGE if cat.problems else ExitCode.PASSED)
 
 
 def _parse_int(option: str, value: str) -> int:

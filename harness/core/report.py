@@ -37,14 +37,16 @@ def _field(x: Any, name: str, default: Any = None) -> Any:
 
 def decide_exit(objectives: Iterable[Any], integrity: Iterable[Any], aborted: bool = False,
                 harness_error: BaseException | bool | None = None, refused: bool = False,
-                checklist: Iterable[Any] = (), dry_run: bool = False) -> tuple[str, int]:
+                checklist: Iterable[Any] = (), dry_run: bool = False,
+                level_objective: Any = None) -> tuple[str, int]:
     """(status, exit code) of a run, most severe first.
 
     interrupted (aborted) -> aborted/130 (the only "aborted" status); harness error -> failed/its
     exit code (1 unless the HarnessError says otherwise, e.g. a SafetyRefusal gives 5); refused by
     safety -> failed/5; an integrity check failing -> failed/4 (beats objectives); an objective missed
     or a checklist item failing -> failed/3; else passed/0. Integrity "warning" does not fail the run.
-    A dry run measures nothing by design: its objectives (all "not measured") do not fail it.
+    A dry run measures nothing by design: its objectives (all "not measured") do not fail it. The scenario's
+    level objective (its level's downtime on the drill clock, when the run has one) counts as an objective.
     """
     if aborted:
         return ABORTED, ExitCode.INTERRUPTED
@@ -56,6 +58,8 @@ def decide_exit(objectives: Iterable[Any], integrity: Iterable[Any], aborted: bo
     if any(_field(i, "status") == "fail" for i in integrity):
         return FAILED, ExitCode.INTEGRITY_VIOLATION
     if not dry_run and any(not _field(o, "met", False) for o in objectives):
+        return FAILED, ExitCode.OBJECTIVES_MISSED
+    if not dry_run and level_objective is not None and not _field(level_objective, "met", False):
         return FAILED, ExitCode.OBJECTIVES_MISSED
     if any(_field(c, "status") == "fail" for c in checklist):
         return FAILED, ExitCode.OBJECTIVES_MISSED
@@ -96,7 +100,7 @@ def build_report(*, run_id: str, kind: str, target: str, started_at: float, ende
                  rpo: RpoResult | None = None, rtos: Iterable[RtoResult] = (), aborted: bool = False,
                  harness_error: BaseException | bool | None = None, refused: bool = False,
                  dry_run: bool = False, secrets: Iterable[str] = (),
-                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 extra: Mapping[str, Any] | None = None, level_objective: Any = None) -> dict[str, Any]:
     """The report.json document (docs/CONTRACTS.md) from the run's measured results and timeline.
 
     Times are epoch seconds in, ISO-8601 out. `extra` adds keys (never replaces contract keys).
@@ -120,7 +124,9 @@ def build_report(*, run_id: str, kind: str, target: str, started_at: float, ende
     else:
         writes_d.setdefault("measured", True)
     evs = list(events)
-    status, code = decide_exit(objectives, integrity, aborted, harness_error, refused, checklist, dry_run)
+    level_objective = _plain(level_objective) if level_objective is not None else None
+    status, code = decide_exit(objectives, integrity, aborted, harness_error, refused, checklist, dry_run,
+                               level_objective)
     doc: dict[str, Any] = {
         "run_id": run_id, "kind": kind, "target": target,
         "started_at": iso(started_at), "ended_at": iso(ended_at),
@@ -131,6 +137,8 @@ def build_report(*, run_id: str, kind: str, target: str, started_at: float, ende
     }
     if harness_error and isinstance(harness_error, BaseException):
         doc["error"] = f"{type(harness_error).__name__}: {harness_error}"
+    if level_objective is not None:
+        doc["level_objective"] = level_objective
     if rpo is not None:
         doc["rpo"] = rpo.to_dict()
     rtos = list(rtos)

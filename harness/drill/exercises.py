@@ -10,6 +10,7 @@ import redis
 from harness import backup
 from harness.backup import replicate
 from harness.config import load_plan
+from harness.drill import catalog
 from harness.drill import session as drill_session
 from harness.drill import validate
 from harness.drill.profiles import EXPERIMENTS, FEATURES
@@ -51,6 +52,15 @@ def walk_runbook(configuration: dict | None = None, secrets: dict | None = None)
     for result in validate.validate_paths([str(p) for p in paths]):
         if not result.ok:
             gaps.append(f"{result.path}: {'; '.join(result.problems)}")
+    # the disaster catalog: every scenario listed with its level, cadences, faults and objective (nothing runs)
+    cat = catalog.scan(plan=plan)
+    for sc in cat.scenarios:
+        s.event("note", f"catalog: {sc.id} (level {sc.level}; {', '.join(sc.cadences) or 'no cadence'}): "
+                        f"{sc.title}", faults=list(sc.faults), expected=sc.expected,
+                downtime_objective_s=sc.objective["downtime_objective_s"])
+    gaps += [f"catalog: {p}" for p in cat.problems if not any(p.split(":")[0] in g for g in gaps)]
+    s.event("check", "catalog listed", status="pass" if not cat.problems else "fail",
+            scenarios=[sc.id for sc in cat.scenarios], levels={sc.id: sc.level for sc in cat.scenarios})
     for g in gaps:
         s.event("check", f"tabletop gap: {g}", status="fail")
     s.event("check", "tabletop walk-through", status="pass" if not gaps else "fail", gaps=gaps,

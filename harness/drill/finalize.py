@@ -6,6 +6,7 @@ import platform
 import time
 from typing import Any
 
+from harness.core import catalog as catalog_core
 from harness.core import checklist as checklist_core
 from harness.core import detector as detector_core
 from harness.core import escalation as escalation_core
@@ -194,17 +195,38 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
     extra["series"]["detector"] = [{"t": x["t"], "level": x["level"]} for x in extra["detector"]["samples"]]
     if extra["detector"].get("expected_level") is not None:
         extra["series"]["expected_level"] = extra["detector"]["expected_level"]
+    if s.config.get("drill_scenario"):
+        extra["scenario"] = dict(s.config["drill_scenario"])
+    level = _level_objective(s, plan, rtos) if judged else None
     report = build_report(
         run_id=s.run_id, kind=s.kind, target=s.target, started_at=s.started_at, ended_at=ended_at,
         objectives=objectives, writes=writes, integrity=s.integrity, checklist=checklist, events=events,
         rpo=rpo, rtos=rtos, aborted=s.aborted, harness_error=error or (s.harness_error is not None),
-        refused=refused, dry_run=dry_run, secrets=s.secrets, extra=extra)
+        refused=refused, dry_run=dry_run, secrets=s.secrets, extra=extra, level_objective=level)
     if s.harness_error and "error" not in report:
         report["error"] = s.harness_error
     if s.refused and "error" not in report:  # why safety refused (e.g. "not injecting: pre_test replica_lag: ...")
         report["error"] = s.refused
     _run_rules(s, report)
     return report
+
+
+def _level_objective(s: DrillSession, plan, rtos) -> catalog_core.LevelObjective | None:
+    """report.json `level_objective`: the scenario's disaster level (configuration `drill_level`) as an objective,
+    its expected downtime on the drill clock (`drill_time_scale`) against the worst measured RTO of the catalog
+    services (harness.core.catalog.level_objective); None when the run names no level."""
+    level = s.config.get("drill_level")
+    if level is None:
+        return None
+    try:
+        lvl = plan.disaster_level(int(level))
+        scale = escalation_core.time_scale(s.config.get("drill_time_scale"))
+    except (ConfigError, TypeError, ValueError) as e:
+        s.note(f"level objective not judged: {e}")
+        return None
+    catalog = {svc.name for svc in plan.services}
+    return catalog_core.level_objective(lvl.level, lvl.name, lvl.expected_downtime_s, scale,
+                                        {r.service: (r.rto_s, r.probes) for r in rtos if r.service in catalog})
 
 
 def _escalation(s: DrillSession, plan, rtos) -> dict[str, Any]:

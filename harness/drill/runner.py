@@ -18,15 +18,17 @@ from typing import Any, Callable
 from harness.config import load_plan, read_yaml
 from harness.config.environment import load_environment, resolve_references
 from harness.core.timeline import Event
-from harness.drill import control, finalize, profiles
+from harness.core import catalog as catalog_core
+from harness.drill import catalog, control, finalize, profiles
 from harness.drill import session as drill_session
-from harness.errors import ExitCode, SafetyRefusal, UsageError
+from harness.errors import ExitCode, HarnessError, SafetyRefusal, UsageError
 from harness.lab.manager import Lab
 from harness.lab.paths import state_dir as lab_state
 from harness.report import write_report
 from harness.report.console import print_summary
 from harness.report.i18n import check_lang
 from harness.report.notify import NOTIFY_PREFIX, NotifyConfig
+from harness.report import profile as profile_report
 from harness.safety import context as run_context
 from harness.safety import guard
 from harness.safety.fault_ledger import FaultLedger, ledger_path
@@ -101,7 +103,7 @@ def ensure_lab(console, state_dir: str | None) -> dict[str, Any]:
 
 
 #: experiment configuration keys the session (finalize, the report) reads
-SESSION_KEYS = ("drill_expects_fault", "drill_expected_level", "drill_tier", "drill_time_scale")
+SESSION_KEYS = ("drill_expects_fault", "drill_expected_level", "drill_tier", "drill_time_scale", "drill_level")
 
 
 def split_approvals(approvals: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -133,7 +135,8 @@ def __getattr__(name: str) -> Any:
 def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, approvals: tuple[str, ...] = (),
         plan_overrides: str | None = None, state_dir: str | None = None, console=None,
         environment: str | None = None, allow_env: tuple[str, ...] = (), lang: str | None = None,
-        tier: str | None = None) -> int:
+        tier: str | None = None, scenarios: tuple[str, ...] = (), profile: profiles.Profile | None = None,
+        scenario: dict[str, Any] | None = None) -> int:
     """Run one drill and return its exit code (the report says why).
 
     Everything that can be refused is checked before the lab is touched (target, plan overrides, --approve
@@ -145,6 +148,15 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     console = console or Console(stderr=True)
     approvals, approvers = split_approvals(approvals)
     t = resolve_target(target)
+    if t.kind == "profile" and t.profile is not None and t.profile.draws:
+        return run_profile(t.profile, only=scenarios, report_dir=report_dir, dry_run=dry_run, approvals=approvals,
+                           plan_overrides=plan_overrides, state_dir=state_dir, console=console,
+                           environment=environment, allow_env=allow_env, lang=lang, tier=tier)
+    if scenarios:
+        raise UsageError(f"--scenario applies to the profiles that draw catalog scenarios "
+                         f"({', '.join(profiles.drawing_profiles())}), not to {target!r}")
+    if profile is not None:  # a scenario drawn by a profile: the profile's settings, the scenario's file
+        t = Target(t.kind, t.path, profile)
     env = load_environment(environment)  # a bad environment file: exit 2, before the lab is touched
     if t.kind == "feature" and env.name != "lab":
         raise UsageError(f"--env {env.name!r}: features run against the lab environment only")
@@ -156,6 +168,7 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     experiment = _load_experiment(t, dry_run, approvals) if t.kind != "feature" else None
     unprobed = None
     if experiment is not None:
+        env = _scenario_environment(experiment, env)
         _apply_environment(experiment, env, allow_env)
         if dry_run and not env.embedded:  # its probes would read the real system: a dry run sends nothing
             unprobed = experiment.pop("steady-state-hypothesis", None)
@@ -188,7 +201,7 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
         printer = _printer(console)
         s = drill_session.begin(t.run_kind, str(target), report_dir=report_dir, listeners=(printer,),
                                 plan=plan, config={"drill_plan_overrides": overrides, "drill_dry_run": dry_run,
-                                                   "drill_lang": lang,
+                                                   "drill_lang": lang, "drill_scenario": scenario,
                                                    **{k: cfg[k] for k in cfg if k in SESSION_KEYS
                                                       or k.startswith(NOTIFY_PREFIX)}})
         s.approvals |= set(approvals)
@@ -212,6 +225,19 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
             drill_session.register_lab_secrets(s, cfg.get("drill_state_dir"))
         console.print(f"[bold]drill[/] run [cyan]{s.run_id}[/] ({t.run_kind}) → {s.report_dir}", highlight=False)
         return _run_experiment(s, t, experiment, cfg, dry_run, console)
+
+
+def _scenario_environment(experiment: dict, env):
+    """The environment of the run: an experiment naming an embedded environment in `drill_lab_environment` (e.g.
+    lab-cloud: its faults go through the lab's Kubernetes API) runs in it when --env is the plain lab."""
+    want = (experiment.get("configuration") or {}).get(catalog.LAB_ENVIRONMENT_KEY)
+    if not want or env.name != "lab" or want == env.name:
+        return env
+    other = load_environment(str(want))
+    if not other.embedded:
+        raise UsageError(f"configuration.{catalog.LAB_ENVIRONMENT_KEY} {want!r} is of kind {other.kind}: it names "
+                         f"an embedded environment (lab or lab-cloud) only")
+    return other
 
 
 def _point_chaosk8s(experiment: dict, env, topology: dict | None) -> None:
@@ -349,7 +375,11 @@ def _load_experiment(t: Target, dry_run: bool, approvals: tuple[str, ...]) -> di
         experiment["configuration"] = {}
     cfg = experiment["configuration"]
     cfg["drill_kind"] = t.run_kind
-    if t.profile:
+    if t.profile and t.profile.draws:  # a drawn scenario: its own pre-approvals and the profile's, unless the
+        own = [] if t.profile.explicit_approval else list(cfg.get("drill_lab_approvals") or [])  # profile wants
+        cfg.update({k: v for k, v in t.profile.configuration.items()})                        # named approvers
+        cfg["drill_lab_approvals"] = sorted(set(own) | set(t.profile.lab_approvals))
+    elif t.profile:
         cfg.update({k: v for k, v in t.profile.configuration.items()})
         cfg["drill_lab_approvals"] = list(t.profile.lab_approvals)
     if dry_run:
@@ -603,3 +633,129 @@ def _fail_report(report: dict, rdir: Path, why: str, lang: str = "en") -> int:
 
     record_history(report, rdir)  # the history row says failed too
     return ExitCode.HARNESS_ERROR
+
+
+# -- profiles that draw catalog scenarios ------------------------------------------------------------
+def pick_scenarios(prof: profiles.Profile, cat: catalog.Catalog, only: tuple[str, ...] = ()) -> list[catalog.Scenario]:
+    """The scenarios `prof` draws (its cadence tag at its levels, catalog order); `only` (--scenario, repeatable)
+    keeps those, each of which must be in the catalog and drawn by the profile (else a usage error)."""
+    drawn = catalog_core.draw(cat.scenarios, levels=prof.levels, cadence=prof.cadence_tag)
+    ids = [s.id for s in drawn]
+    for sid in dict.fromkeys(only):
+        sc = cat.get(sid)
+        if sc is None:
+            raise UsageError(f"--scenario {sid!r} is not in the catalog (`drill catalog` lists them: "
+                             f"{', '.join(s.id for s in cat.scenarios)})")
+        if sid not in ids:
+            raise UsageError(f"--scenario {sid!r} (level {sc.level}, cadences {', '.join(sc.cadences) or 'none'}) is "
+                             f"not drawn by {prof.name} (it draws: {', '.join(ids) or 'nothing'})")
+    picked = [s for s in drawn if s.id in set(only)] if only else drawn
+    if not picked:
+        raise UsageError(f"profile {prof.name} draws no scenario (tag {prof.cadence_tag!r} at level(s) "
+                         f"{', '.join(map(str, prof.levels))}); see `drill catalog`")
+    return picked
+
+
+def _left_unhealthy(state_dir: str | None, env_name: str | None, report_dir: Path) -> str | None:
+    """Why the next scenario must not run on this lab: a fault still active in the ledger, a failed rollback in the
+    scenario's journal, or (embedded environments) an unhealthy lab or one not back on its primary region."""
+    from harness.config.environment import load_environment
+
+    state = lab_state(state_dir)
+    active = FaultLedger(ledger_path(state)).active()
+    if active:
+        return f"faults still active in the ledger after the scenario: {', '.join(e.fault for e in active)}"
+    journal = report_dir / "journal.json"
+    if journal.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            failed = [r.get("activity", {}).get("name") for r in json.loads(journal.read_text()).get("rollbacks") or []
+                      if r.get("status") == "failed"]
+            if failed:
+                return f"rollback failed: {', '.join(str(f) for f in failed)}"
+    if not load_environment(env_name).embedded:
+        return None
+    try:
+        topo = Lab(state_dir).status()
+    except Exception as e:  # the lab does not answer at all
+        return f"the lab does not answer after the scenario: {type(e).__name__}: {e}"
+    if not topo.get("healthy"):
+        down = [k for k, v in (topo.get("health") or {}).items() if isinstance(v, dict) and not v.get("alive", True)]
+        return f"the lab is unhealthy after the scenario{': ' + ', '.join(down) if down else ''}"
+    if (topo.get("router") or {}).get("active_region") != "primary":
+        return f"the lab is left on region {(topo.get('router') or {}).get('active_region')!r}, not the primary"
+    return None
+
+
+def run_profile(prof: profiles.Profile, *, only: tuple[str, ...] = (), report_dir: Path | None = None,
+                dry_run: bool = False, approvals: tuple[str, ...] = (), plan_overrides: str | None = None,
+                state_dir: str | None = None, console=None, environment: str | None = None,
+                allow_env: tuple[str, ...] = (), lang: str | None = None, tier: str | None = None) -> int:
+    """Run the scenarios `prof` draws one after another on the same lab, each in its own report dir under the
+    profile's, then write the profile summary; the exit code is the worst scenario's by severity.
+
+    A failing scenario does not stop the profile (the next one still tells something); the profile stops when a
+    scenario was interrupted (Ctrl-C, SIGTERM: the scenario rolls back, the profile exits 130), or left the lab
+    unhealthy, a fault active or a rollback failed (the next drill would measure the previous one's damage).
+    """
+    from rich.markup import escape
+
+    cat = catalog.scan()
+    for problem in cat.problems:  # a broken file is not drawn: say so, the rest still runs
+        console.print(f"drill: catalog: {problem}", markup=False, highlight=False, soft_wrap=True)
+    picked = pick_scenarios(prof, cat, only)
+    load_environment(environment)  # a bad --env: exit 2 before anything runs
+    check_report_dir(report_dir)
+    if len(picked) == 1:  # one scenario is the profile's drill: its report is the run's, at the top (no summary)
+        sc = picked[0]
+        console.print(f"[bold]scenario 1/1[/]: {escape(sc.id)} (level {sc.level}) {escape(sc.title)}", highlight=False)
+        return run(str(sc.experiment or sc.feature), report_dir=report_dir, dry_run=dry_run, approvals=approvals,
+                   plan_overrides=plan_overrides, state_dir=state_dir, console=console, environment=environment,
+                   allow_env=allow_env, lang=lang, tier=tier, profile=prof,
+                   scenario={"id": sc.id, "level": sc.level, "title": sc.title, "profile": prof.name, "index": 1,
+                             "of": 1, "target": str(sc.experiment or sc.feature)})
+    run_id = drill_session.new_run_id(prof.name)
+    root = Path(report_dir) if report_dir else Path(os.environ.get("DRILL_REPORTS_DIR", "reports")) / run_id
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    rows: list[dict[str, Any]] = []
+    stopped: str | None = None
+    console.print(f"[bold]drill[/] profile [cyan]{prof.name}[/] ({run_id}): {len(picked)} scenario(s): "
+                  f"{escape(', '.join(s.id for s in picked))} → {root}", highlight=False)
+    try:
+        for i, sc in enumerate(picked, 1):
+            console.print(f"[bold]scenario {i}/{len(picked)}[/]: {escape(sc.id)} (level {sc.level}) "
+                          f"{escape(sc.title)}", highlight=False)
+            sub = root / f"{i:02d}-{sc.id}"
+            path = sc.experiment or sc.feature
+            info = {"id": sc.id, "level": sc.level, "title": sc.title, "profile": prof.name, "index": i,
+                    "of": len(picked), "target": str(path)}
+            error = None
+            try:
+                code = run(str(path), report_dir=sub, dry_run=dry_run, approvals=approvals,
+                           plan_overrides=plan_overrides, state_dir=state_dir, console=console, environment=environment, allow_env=allow_env,
+                           lang=lang, tier=tier, profile=prof, scenario=info)
+            except KeyboardInterrupt:
+                code = int(ExitCode.INTERRUPTED)
+            except HarnessError as e:  # refused before it began (its file, safety): its row says why
+                code, error = int(e.exit_code), str(e)
+                console.print(f"drill: scenario {sc.id}: {e}", markup=False, highlight=False, soft_wrap=True)
+            report = None
+            with contextlib.suppress(OSError, ValueError):
+                report = json.loads((sub / "report.json").read_text())
+            rows.append(profile_report.scenario_row(info, report, code, sub if report else None, error))
+            if code == ExitCode.INTERRUPTED:
+                stopped = f"interrupted during scenario {sc.id}"
+                break
+            if not dry_run and i < len(picked):
+                why = _left_unhealthy(state_dir, environment, sub)
+                if why:
+                    stopped = f"after scenario {sc.id}: {why}"
+                    break
+    except KeyboardInterrupt:  # between two scenarios (each one handles its own signals and rolls back)
+        stopped = "interrupted between scenarios"
+    summary = profile_report.build(run_id=run_id, profile=prof.name, title=prof.title, started_at=started,
+                                   ended_at=time.time(), rows=rows, drawn=[s.id for s in picked], stopped=stopped,
+                                   interrupted=bool(stopped and stopped.startswith("interrupted")))
+    paths = profile_report.write(summary, root)
+    profile_report.print_table(summary, console, paths)
+    return int(summary["exit_code"])

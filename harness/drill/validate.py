@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import load_plan, read_yaml
+from harness.core import catalog as catalog_core
 from harness.errors import HarnessError, UsageError
 from harness.report.i18n import LANGS
 from harness.report.notify import NOTIFY_PREFIX, NotifyConfig
 
 __all__ = ["StepDef", "ValidationResult", "drill_configuration_problems", "experiment_problems",
            "experiment_shape_problems", "find_steps_dir", "load_experiment_file", "load_step_definitions",
-           "validate_config", "validate_experiment", "validate_feature", "validate_path", "validate_paths"]
+           "catalog_problems", "validate_config", "validate_experiment", "validate_feature", "validate_path", "validate_paths"]
 
 EXPERIMENT_SUFFIXES = (".json",)
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -253,7 +254,7 @@ def _number(v: Any, *, integer: bool = False) -> float | None:
 _POSITIVE = ("drill_probe_interval_s", "drill_detect_interval_s", "drill_switch_timeout_s", "drill_verify_timeout_s")
 _NAMES = ("drill_approvals", "drill_lab_approvals", "drill_allowed_environments")
 _BOOLS = ("drill_dry_run", "drill_expects_fault", "drill_enforce_cooldowns")
-_STRINGS = ("drill_environment", "drill_plan", "drill_state_dir")
+_STRINGS = ("drill_environment", "drill_plan", "drill_state_dir", "drill_lab_environment")
 
 
 def drill_configuration_problems(cfg: Mapping[str, Any]) -> list[str]:
@@ -338,8 +339,22 @@ def validate_experiment(path: str | Path) -> ValidationResult:
     except HarnessError as e:
         return ValidationResult(p, "experiment", (_about(e, p),))
     problems = experiment_problems(experiment)
+    if isinstance(experiment, Mapping):
+        cfg = experiment.get("configuration")
+        problems += catalog_problems(Path(p), [str(t) for t in experiment.get("tags") or []],
+                                     cfg if isinstance(cfg, Mapping) else {})
     n = len(_activities(experiment)) if isinstance(experiment, Mapping) else 0
     return ValidationResult(p, "experiment", tuple(problems), f"experiment: {n} activities")
+
+
+def catalog_problems(path: Path, tags: list[str], configuration: Mapping[str, Any]) -> list[str]:
+    """The disaster catalog's rules (harness.core.catalog, docs/CATALOG.md) for a file in an experiments/ or
+    features/ folder, or carrying any catalog tag; other files are free-form drills and not judged."""
+    folder = "features" if path.suffix.lower() in FEATURE_SUFFIXES else "experiments"
+    if path.parent.name != folder and not catalog_core.carries_catalog_tags(tags):
+        return []
+    t = catalog_core.read_tags(tags)
+    return [f"catalog: {x}" for x in (*t.problems, *catalog_core.configuration_problems(t, configuration))]
 
 
 def _same_provider_problem(msg: str, problems: list[str]) -> bool:
@@ -587,6 +602,7 @@ def validate_feature(path: str | Path, steps_dir: str | Path | None = None,
         return ValidationResult(p, "feature", ("no Feature in the file",))
     steps_at = Path(steps_dir) if steps_dir else find_steps_dir(path)
     strict = _strict_problems(feature, text.splitlines(), _registered_markers(steps_at.parent if steps_at else None))
+    strict += catalog_problems(Path(p), [t["name"] for t in feature.get("tags") or []], {})
     if strict:
         return ValidationResult(p, "feature", tuple(strict))
     scenarios = sum(1 for _ in _scenarios(feature))

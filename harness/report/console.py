@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .i18n import service_label
-from .model import WRITE_FIELDS, build_view, writes_line
+from .model import WRITE_FIELDS, build_view, level_line, writes_line
 
 _STYLE = {"passed": "bold white on green", "missed": "bold white on dark_orange3", "failed": "bold white on red",
           "aborted": "bold white on grey37"}
@@ -37,6 +37,8 @@ def print_summary(report: Mapping[str, Any], console: Console | None = None, *,
         console.print(table)
     else:
         console.print(t("No objectives were measured."))
+    if level_line(report, t):
+        console.print(level_line(report, t), markup=False, highlight=False)
     if not v.writes_measured:
         console.print(f"[bold]{t('Writes')}[/bold]: {t('not measured.')} {writes_line(v.writes, False, t)}",
                       highlight=False)

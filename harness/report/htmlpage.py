@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from .chart import render_timeline_svg
 from .i18n import checklist_text, service_label
-from .model import WRITE_EXPLANATION, WRITE_FIELDS, View, build_view, rpo_line, writes_line
+from .model import WRITE_EXPLANATION, WRITE_FIELDS, View, build_view, level_line, rpo_line, writes_line
 
 log = logging.getLogger(__name__)
 
@@ -47,5 +47,6 @@ def render_html(report: Mapping[str, Any], *, view: View | None = None, generate
         writes_line=writes_line(v.writes, v.writes_measured, t),
         write_explanation=t(WRITE_EXPLANATION),
         rpo_line=rpo_line(v.rpo, t),
+        level_line=level_line(report, t),
         generated_at=generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
     )

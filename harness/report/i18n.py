@@ -33,6 +33,8 @@ KO: dict[str, str] = {
     "not measured in this run": "이번 실행에서 측정되지 않음", "service never recovered": "서비스가 복구되지 않음",
     "RTO {m} exceeds target {t}": "RTO {m}이(가) 목표 {t} 초과", "RPO not measured": "RPO 측정 안 됨",
     "RPO {m} exceeds target {t}": "RPO {m}이(가) 목표 {t} 초과", "objective not met": "목표 미달",
+    "Level {level} ({name}): downtime {m} measured, {o} allowed on the drill clock ({e} x {s}): {result}":
+        "재해 레벨 {level} ({name}): 측정된 중단 시간 {m}, 훈련 시계 기준 허용 {o} ({e} x {s}): {result}",
     # headings and labels
     "Drill report: {kind}": "DR 훈련 보고서: {kind}",
     "exit code {code}": "종료 코드 {code}",

@@ -10,6 +10,7 @@ from .model import (
     WRITE_FIELDS,
     View,
     build_view,
+    level_line,
     fmt_duration,
     rpo_line,
     writes_line,
@@ -113,6 +114,8 @@ def render_markdown(report: Mapping[str, Any], *, view: View | None = None, lang
              for o in v.objectives])
     else:
         out.append(t("No objectives were measured in this run."))
+    if level_line(report, t):
+        out += ["", level_line(report, t)]
     out.append("")
 
     if v.phases:

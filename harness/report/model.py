@@ -441,6 +441,19 @@ def writes_line(writes: Mapping[str, Any], measured: bool | None = None, t: Tran
     return t("All {ack} acknowledged writes survived; no unexpected records.", ack=ack)
 
 
+def level_line(report: Mapping[str, Any], t: Translator | None = None) -> str | None:
+    """The scenario's level objective (report.json `level_objective`) in one sentence; None without one."""
+    t = t or translator()
+    lvl = report.get("level_objective")
+    if not lvl:
+        return None
+    result = t("met") if lvl.get("met") else t("missed")
+    return t("Level {level} ({name}): downtime {m} measured, {o} allowed on the drill clock ({e} x {s}): {result}",
+             level=lvl.get("level"), name=t(str(lvl.get("name"))), m=fmt_duration(lvl.get("measured_downtime_s")),
+             o=fmt_duration(lvl.get("objective_s")), e=fmt_duration(lvl.get("expected_downtime_s")),
+             s=lvl.get("time_scale"), result=result)
+
+
 def rpo_line(rpo: Mapping[str, Any], t: Translator | None = None) -> str:
     """One sentence about the measured RPO (empty when no RPO block was given)."""
     if not rpo:

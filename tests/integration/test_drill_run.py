@@ -250,7 +250,7 @@ def test_interrupted_feature_rolls_back_and_exits_130(drill_lab, tmp_path, sig):
 def test_a_drill_without_its_approval_is_refused_before_any_fault(drill_lab, tmp_path):
     flips = _router_flips(drill_lab)
     out = tmp_path / "refused"
-    r = drill("run", "annual-full-dr", "--report-dir", str(out), state=drill_lab.state)
+    r = drill("run", "annual-full-dr", "--scenario", "region-failover", "--report-dir", str(out), state=drill_lab.state)
     assert r.returncode == 5, r.stderr[-3000:]
     assert "not injecting: 'annual-full-dr' needs approval for dr_region_switch" in " ".join(r.stderr.split())
     report = json.loads((out / "report.json").read_text())
@@ -262,7 +262,8 @@ def test_a_drill_without_its_approval_is_refused_before_any_fault(drill_lab, tmp
     assert_lab_on_primary(drill_lab)
 
     out = tmp_path / "approved"
-    r = drill("run", "annual-full-dr", "--approve", "dr_region_switch", "--report-dir", str(out), state=drill_lab.state)
+    r = drill("run", "annual-full-dr", "--scenario", "region-failover", "--approve", "dr_region_switch",
+              "--report-dir", str(out), state=drill_lab.state)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / "report.json").read_text())["approvals"] == ["dr_region_switch"]
     assert_lab_on_primary(drill_lab)

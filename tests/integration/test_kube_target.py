@@ -135,9 +135,8 @@ def _faults(report: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("name,faults", [("k8s-pod-kill", ["terminate_pods"]),
-                                         ("k8s-node-drain", ["drain_node"]),
-                                         ("k8s-no-schedulable-node", ["cordon_node", "cordon_node", "terminate_pods"])])
+# k8s-pod-kill and k8s-node-drain run once in CI, in the monthly-chaos profile test (tests/integration/test_profiles.py)
+@pytest.mark.parametrize("name,faults", [("k8s-no-schedulable-node", ["cordon_node", "cordon_node", "terminate_pods"])])
 def test_chaosk8s_experiment_is_green_through_drill_run_lab_cloud(lab: dict[str, Any], cfg: dict[str, Any],
                                                                   tmp_path: Path, name: str, faults: list[str]) -> None:
     root = Path(__file__).resolve().parents[2]

@@ -118,8 +118,10 @@ def test_every_profile_and_a_users_feature_run_from_any_directory(installed, dri
     assert not report.get("dry_run") and report["writes"]["acknowledged"] > 0
     assert (rdir / "journal.json").is_file()
     # the other profiles resolve their experiment from the package; --dry-run keeps them short
-    for profile, extra in (("monthly-chaos", []), ("semiannual-simulation", []),
-                           ("annual-full-dr", ["--approve", "dr_region_switch"]), ("tabletop", [])):
+    for profile, extra in (("monthly-chaos", ["--scenario", "pod-loss"]),
+                           ("semiannual-simulation", ["--scenario", "region-failover"]),
+                           ("annual-full-dr", ["--approve", "dr_region_switch", "--scenario", "region-failover"]),
+                           ("tabletop", [])):
         out = tmp_path / profile
         r = _run([drill, "run", profile, "--dry-run", "--report-dir", str(out), *extra], cwd=work, env=env,
                  timeout=600)
