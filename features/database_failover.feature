@@ -1,4 +1,4 @@
-@dr_drill @level2 @monthly @semiannual
+@dr_drill @level2 @monthly
 Feature: Database failover drill
   K-ERP's DR plan, level 2 (moderate) disaster: the primary database alone fails over.
   The PostgreSQL primary of the primary region is lost while the app tier keeps running;

@@ -1,4 +1,4 @@
-@dr_drill @level1 @monthly @ci
+@dr_drill @level1 @monthly
 Feature: Pod loss drill
   K-ERP's DR plan, level 1 (minor) disaster: a single pod fails. Recovery is automatic
   (Kubernetes self-healing): the controller brings a replacement pod, no failover happens,

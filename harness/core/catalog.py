@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 LEVEL_TAGS: dict[str, int] = {f"level{n}": n for n in (1, 2, 3, 4)}
 CADENCES: tuple[str, ...] = ("ci", "monthly", "semiannual", "annual")
 #: the levels each cadence draws (the profile's share of the catalog)
-CADENCE_LEVELS: dict[str, tuple[int, ...]] = {"ci": (3,), "monthly": (1, 2), "semiannual": (3,), "annual": (3, 4)}
+CADENCE_LEVELS: dict[str, tuple[int, ...]] = {"ci": (3,), "monthly": (1, 2), "semiannual": (3, 4), "annual": (3, 4)}
 #: tags of files that are not scenarios (never drawn by a cadence, carry no level)
 NON_SCENARIO_TAGS: tuple[str, ...] = ("composite", "tabletop")
 _LEVELISH = re.compile(r"^level[\W_]*\d+$", re.IGNORECASE)

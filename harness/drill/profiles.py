@@ -57,9 +57,10 @@ PROFILES: dict[str, Profile] = {
         Profile("semiannual-simulation", "Semiannual simulation: level-3 disasters, corruption repair and restores",
                 "every six months", None, {"drill_writers": 4, "drill_write_rate": 200, "drill_probe_interval_s": 0.1},
                 lab_approvals=("dr_region_switch", "data_restore_from_backup", "database_point_in_time_recovery"),
-                cadence_tag="semiannual", levels=(3,),
-                description="The catalog's level-3 scenarios tagged `semiannual` (region loss, corruption repaired "
-                            "from PITR, the DR-copy restore ...), one after another on the same lab."),
+                cadence_tag="semiannual", levels=(3, 4),
+                description="The catalog's scenarios tagged `semiannual`: level 3 (region loss, corruption repaired "
+                            "from PITR, ...) and the restore from the DR-region copies (the natural disaster, level "
+                            "4), one after another on the same lab."),
         Profile("tabletop", "Quarterly tabletop: walk the plan against the systems", "quarterly", "tabletop.json",
                 {"drill_expects_fault": False},
                 description="pre_test evidence from the real systems, the runbook in catalog order, escalation and "
