@@ -705,6 +705,8 @@ def run_profile(prof: profiles.Profile, *, only: tuple[str, ...] = (), report_di
     picked = pick_scenarios(prof, cat, only)
     load_environment(environment)  # a bad --env: exit 2 before anything runs
     check_report_dir(report_dir)
+    check_lang(lang)
+    NotifyConfig.from_sources({})  # a bad DRILL_NOTIFY_* setting: exit 2 before the first scenario's header
     if len(picked) == 1:  # one scenario is the profile's drill: its report is the run's, at the top (no summary)
         sc = picked[0]
         console.print(f"[bold]scenario 1/1[/]: {escape(sc.id)} (level {sc.level}) {escape(sc.title)}", highlight=False)

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.config import load_plan, read_yaml
 from harness.core import catalog as catalog_core
+from harness.drill.profiles import EXPERIMENTS, FEATURES
 from harness.errors import HarnessError, UsageError
 from harness.report.i18n import LANGS
 from harness.report.notify import NOTIFY_PREFIX, NotifyConfig
@@ -348,10 +349,11 @@ def validate_experiment(path: str | Path) -> ValidationResult:
 
 
 def catalog_problems(path: Path, tags: list[str], configuration: Mapping[str, Any]) -> list[str]:
-    """The disaster catalog's rules (harness.core.catalog, docs/CATALOG.md) for a file in an experiments/ or
-    features/ folder, or carrying any catalog tag; other files are free-form drills and not judged."""
-    folder = "features" if path.suffix.lower() in FEATURE_SUFFIXES else "experiments"
-    if path.parent.name != folder and not catalog_core.carries_catalog_tags(tags):
+    """The disaster catalog's rules (harness.core.catalog, docs/CATALOG.md) for a shipped catalog file (drill's own
+    experiments/ and features/) or any file carrying a catalog tag; other files (a user's own drills, whatever folder
+    they keep them in) are free-form and not judged."""
+    shipped = path.resolve().parent in (EXPERIMENTS.resolve(), FEATURES.resolve())
+    if not shipped and not catalog_core.carries_catalog_tags(tags):
         return []
     t = catalog_core.read_tags(tags)
     return [f"catalog: {x}" for x in (*t.problems, *catalog_core.configuration_problems(t, configuration))]

@@ -172,9 +172,11 @@ def test_validate_reports_a_tag_error_on_one_line_exit_2(tmp_path):
 
 
 def test_validate_reports_a_feature_without_level(tmp_path):
-    _, f = _folders(tmp_path, {}, {"x.feature": ["@dr_drill"]})
-    r = V.validate_path(f / "x.feature", steps_dir=ROOT / "steps")
+    _, f = _folders(tmp_path, {}, {"x.feature": ["@dr_drill", "@monthly"], "mine.feature": ["@dr_drill"]})
+    r = V.validate_path(f / "x.feature", steps_dir=ROOT / "steps")  # a cadence but no level
     assert not r.ok and "catalog: no level tag" in r.line()
+    # a user's own drill in a features/ folder of theirs, without catalog tags: free-form, not judged
+    assert "catalog" not in V.validate_path(f / "mine.feature", steps_dir=ROOT / "steps").line()
 
 
 # -- the level's downtime as an objective ------------------------------------------------------------

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import UsageError
+
 from harness.failover.partition import RoleSampler
 from harness.targets.toxiproxy import actions as toxiproxy
 
@@ -39,7 +41,7 @@ def test_a_fenced_old_primary_is_not_split_brain():
 
 
 def test_hold_link_refuses_an_unknown_stream_before_any_fault():
-    with pytest.raises(ValueError, match="sideways"):
+    with pytest.raises(UsageError, match="sideways"):
         toxiproxy.hold_link("pg_replication", stream="sideways", configuration={"drill_state_dir": "/nonexistent"})
 
 
