@@ -154,21 +154,22 @@ def zone_nodes(http: Any, t: _lab.LabTarget, region: str, zone: str) -> list[str
     return names
 
 
-def lose_zone(zone: str, region: str = "primary", configuration: dict | None = None,
-              secrets: dict | None = None) -> dict:
-    """Lose every node of `region` in availability zone `zone` (each one a lose_node fault)."""
+def _zone_nodes_each(zone: str, region: str, act, configuration: dict | None) -> dict:
+    """`act(node, region, configuration=...)` on every node of `region` in availability zone `zone`."""
     _lab.check_region(region)
     t = _lab.resolve(configuration)
     with t.http() as http:
         names = zone_nodes(http, t, region, zone)
-    return {"region": region, "zone": zone, "nodes": [lose_node(n, region, configuration=configuration) for n in names]}
+    return {"region": region, "zone": zone, "nodes": [act(n, region, configuration=configuration) for n in names]}
+
+
+def lose_zone(zone: str, region: str = "primary", configuration: dict | None = None,
+              secrets: dict | None = None) -> dict:
+    """Lose every node of `region` in availability zone `zone` (each one a lose_node fault)."""
+    return _zone_nodes_each(zone, region, lose_node, configuration)
 
 
 def restore_zone(zone: str, region: str = "primary", configuration: dict | None = None,
                  secrets: dict | None = None) -> dict:
     """Every node of `region` in `zone` is back (restore_node each); idempotent."""
-    _lab.check_region(region)
-    t = _lab.resolve(configuration)
-    with t.http() as http:
-        names = zone_nodes(http, t, region, zone)
-    return {"region": region, "zone": zone, "nodes": [restore_node(n, region, configuration=configuration) for n in names]}
+    return _zone_nodes_each(zone, region, restore_node, configuration)

@@ -23,6 +23,28 @@ def _toxic_name(proxy: str) -> str:
     return f"drill_latency_{proxy}"
 
 
+def _inject_toxic(fault: str, proxy: str, toxic: dict, revert, details: dict,
+                  configuration: dict | None) -> tuple[bool, dict]:
+    """One toxic on a lab proxy as a guarded fault (ledger entry first, then the toxic): (True, {"fault_id"}) once
+    it is in place, (False, the guard's answer) when the guard did not let it proceed (dry run, refusal)."""
+    inj = guard.inject(fault, f"toxiproxy:{proxy}", revert=(revert, {"proxy": proxy}), regions=_REGIONS.get(proxy, ()),
+                       components=(proxy,), configuration=configuration, details=details)
+    if not inj.proceed:
+        return False, inj.to_dict()
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        ops.add_toxic(http, t.toxiproxy_url, proxy, toxic)
+    return True, {"fault_id": inj.entry.id}
+
+
+def _remove_toxic(fault: str, proxy: str, name: str, configuration: dict | None) -> dict:
+    """Remove toxic `name` from a lab proxy (idempotent) and mark the fault reverted."""
+    t = _lab.resolve(configuration)
+    with t.http() as http:
+        removed = ops.remove_toxic(http, t.toxiproxy_url, proxy, name)
+    return {"proxy": proxy, "removed": removed, "reverted": guard.mark_reverted(fault, f"toxiproxy:{proxy}", configuration)}
+
+
 def _check_duration(duration_s: float | None) -> None:
     if duration_s is not None and not duration_s > 0:
         raise UsageError(f"duration_s must be > 0 seconds (got {duration_s!r})")
@@ -48,26 +70,19 @@ def add_latency(proxy: str, latency_ms: int = 200, jitter_ms: int = 0, stream: s
     if latency_ms < 0 or jitter_ms < 0:
         raise ValueError(f"latency_ms and jitter_ms must be >= 0 (got {latency_ms}, {jitter_ms})")
     _check_duration(duration_s)
-    inj = guard.inject("latency", f"toxiproxy:{proxy}", revert=(remove_latency, {"proxy": proxy}),
-                       regions=_REGIONS.get(proxy, ()), components=(proxy,), configuration=configuration,
-                       details={"latency_ms": latency_ms, "jitter_ms": jitter_ms, "stream": stream})
-    if not inj.proceed:
-        return inj.to_dict()
-    t = _lab.resolve(configuration)
-    with t.http() as http:
-        ops.add_toxic(http, t.toxiproxy_url, proxy, {"name": _toxic_name(proxy), "type": "latency", "stream": stream,
-                                                      "attributes": {"latency": latency_ms, "jitter": jitter_ms}})
-    return _held({"proxy": proxy, "latency_ms": latency_ms, "jitter_ms": jitter_ms, "fault_id": inj.entry.id},
-                 duration_s, remove_latency, proxy, configuration)
+    details = {"latency_ms": latency_ms, "jitter_ms": jitter_ms, "stream": stream}
+    toxic = {"name": _toxic_name(proxy), "type": "latency", "stream": stream,
+             "attributes": {"latency": latency_ms, "jitter": jitter_ms}}
+    done, out = _inject_toxic("latency", proxy, toxic, remove_latency, details, configuration)
+    if not done:
+        return out
+    return _held({"proxy": proxy, "latency_ms": latency_ms, "jitter_ms": jitter_ms, **out}, duration_s,
+                 remove_latency, proxy, configuration)
 
 
 def remove_latency(proxy: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
     """Remove the latency toxic `add_latency` put on `proxy` (idempotent)."""
-    t = _lab.resolve(configuration)
-    with t.http() as http:
-        removed = ops.remove_toxic(http, t.toxiproxy_url, proxy, _toxic_name(proxy))
-    return {"proxy": proxy, "removed": removed,
-            "reverted": guard.mark_reverted("latency", f"toxiproxy:{proxy}", configuration)}
+    return _remove_toxic("latency", proxy, _toxic_name(proxy), configuration)
 
 
 def cut_link(proxy: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
@@ -112,27 +127,19 @@ def add_resets(proxy: str, timeout_ms: int = 0, toxicity: float = 1.0, stream: s
     if timeout_ms < 0 or not 0 <= toxicity <= 1:
         raise UsageError(f"timeout_ms must be >= 0 and toxicity in 0..1 (got {timeout_ms}, {toxicity})")
     _check_duration(duration_s)
-    inj = guard.inject("connection_reset", f"toxiproxy:{proxy}", revert=(remove_resets, {"proxy": proxy}),
-                       regions=_REGIONS.get(proxy, ()), components=(proxy,), configuration=configuration,
-                       details={"timeout_ms": timeout_ms, "toxicity": toxicity, "stream": stream})
-    if not inj.proceed:
-        return inj.to_dict()
-    t = _lab.resolve(configuration)
-    with t.http() as http:
-        ops.add_toxic(http, t.toxiproxy_url, proxy, {"name": _reset_toxic_name(proxy), "type": "reset_peer",
-                                                      "stream": stream, "toxicity": toxicity,
-                                                      "attributes": {"timeout": timeout_ms}})
-    return _held({"proxy": proxy, "timeout_ms": timeout_ms, "toxicity": toxicity, "fault_id": inj.entry.id},
-                 duration_s, remove_resets, proxy, configuration)
+    toxic = {"name": _reset_toxic_name(proxy), "type": "reset_peer", "stream": stream, "toxicity": toxicity,
+             "attributes": {"timeout": timeout_ms}}
+    done, out = _inject_toxic("connection_reset", proxy, toxic, remove_resets,
+                              {"timeout_ms": timeout_ms, "toxicity": toxicity, "stream": stream}, configuration)
+    if not done:
+        return out
+    return _held({"proxy": proxy, "timeout_ms": timeout_ms, "toxicity": toxicity, **out}, duration_s, remove_resets,
+                 proxy, configuration)
 
 
 def remove_resets(proxy: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
     """Remove the reset_peer toxic `add_resets` put on `proxy` (idempotent)."""
-    t = _lab.resolve(configuration)
-    with t.http() as http:
-        removed = ops.remove_toxic(http, t.toxiproxy_url, proxy, _reset_toxic_name(proxy))
-    return {"proxy": proxy, "removed": removed,
-            "reverted": guard.mark_reverted("connection_reset", f"toxiproxy:{proxy}", configuration)}
+    return _remove_toxic("connection_reset", proxy, _reset_toxic_name(proxy), configuration)
 
 
 #: the lab component each app-facing proxy normally forwards to: (kind, region)
@@ -189,22 +196,14 @@ def hold_link(proxy: str, stream: str = "downstream", configuration: dict | None
     `pg_replication` the standby stops receiving WAL while the primary goes on committing. Rollback: release_link."""
     if stream not in ("upstream", "downstream"):
         raise UsageError(f"stream must be upstream or downstream, got {stream!r}")
-    inj = guard.inject("hold_link", f"toxiproxy:{proxy}", revert=(release_link, {"proxy": proxy}),
-                       regions=_REGIONS.get(proxy, ()), components=(proxy,), configuration=configuration,
-                       details={"stream": stream, "toxic": "timeout 0"})
-    if not inj.proceed:
-        return inj.to_dict()
-    t = _lab.resolve(configuration)
-    with t.http() as http:
-        ops.add_toxic(http, t.toxiproxy_url, proxy, {"name": _hold_name(proxy), "type": "timeout", "stream": stream,
-                                                      "attributes": {"timeout": 0}})
-    return {"proxy": proxy, "stream": stream, "held": True, "fault_id": inj.entry.id}
+    toxic = {"name": _hold_name(proxy), "type": "timeout", "stream": stream, "attributes": {"timeout": 0}}
+    done, out = _inject_toxic("hold_link", proxy, toxic, release_link, {"stream": stream, "toxic": "timeout 0"},
+                              configuration)
+    if not done:
+        return out
+    return {"proxy": proxy, "stream": stream, "held": True, **out}
 
 
 def release_link(proxy: str, configuration: dict | None = None, secrets: dict | None = None) -> dict:
     """Remove the toxic `hold_link` put on `proxy` (idempotent); a connection still open gets what was held."""
-    t = _lab.resolve(configuration)
-    with t.http() as http:
-        removed = ops.remove_toxic(http, t.toxiproxy_url, proxy, _hold_name(proxy))
-    return {"proxy": proxy, "removed": removed,
-            "reverted": guard.mark_reverted("hold_link", f"toxiproxy:{proxy}", configuration)}
+    return _remove_toxic("hold_link", proxy, _hold_name(proxy), configuration)
