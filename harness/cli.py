@@ -231,7 +231,8 @@ def catalog_cmd(
         from rich.table import Table
 
         t = Table(title=f"disaster catalog: {len(shown)} scenario(s)", title_justify="left", show_lines=True)
-        for col in ("scenario", "level", "cadences", "fault", "expected behaviour", "objective"):
+        t.add_column("scenario", no_wrap=True)  # the id is what `--scenario` takes: never cut
+        for col in ("level", "cadences", "fault", "expected behaviour", "objective"):
             t.add_column(col)
         for row in catalog.rows(catalog.Catalog(tuple(shown), cat.others, cat.problems)):
             t.add_row(*row)

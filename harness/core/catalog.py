@@ -115,9 +115,10 @@ def level_objective(level: int, name: str, expected_downtime_s: float, time_scal
                     rtos: Mapping[str, tuple[float | None, int]]) -> LevelObjective:
     """Judge the measured downtime against the level's expected downtime on the drill clock.
 
-    `rtos`: service -> (its measured RTO in seconds or None, probes of it after the fault). The downtime is the
-    worst RTO (0 for a service that never went down). A service that went down and never came back makes the
-    downtime unbounded: missed. No probed service after the fault: not measured, not met.
+    `rtos`: service -> (its downtime in seconds: the longest outage after the fault, 0 when it never went down,
+    None when an outage never ended; probes of it after the fault). The downtime is the worst service's. A service
+    that went down and never came back makes the downtime unbounded: missed. No probed service after the fault:
+    not measured, not met.
     """
     if not 0 < time_scale <= 1:
         raise ValueError(f"time scale {time_scale!r} is not in (0, 1]")

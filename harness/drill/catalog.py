@@ -299,7 +299,7 @@ def render_markdown(catalog: Catalog, plan=None) -> str:
                          f"{len(catalog.scenarios)} |")
     lines += ["", "## Objectives", "",
               "A scenario's level is an objective of its report (`level_objective` in report.json): the longest "
-              "time any catalog service did not answer (its measured RTO) must stay within the level's expected "
+              "single outage of any catalog service after the fault must stay within the level's expected "
               "downtime scaled by the experiment's `drill_time_scale` (default 0.01: the plan's 4 h are 144 s). "
               "The services' own RTO/RPO objectives are judged as in every drill:", "",
               "| Level | Name | Expected downtime | Response |", "|---|---|---|---|"]

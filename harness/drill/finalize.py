@@ -11,6 +11,7 @@ from harness.core import checklist as checklist_core
 from harness.core import detector as detector_core
 from harness.core import escalation as escalation_core
 from harness.core import measure
+from harness.core import outages as outages_core
 from harness.core.functions import business_functions
 from harness.core.durations import format_duration
 from harness.core.report import build_report, redact
@@ -213,8 +214,13 @@ def build(s: DrillSession, plan, *, journal: dict | None = None, error: BaseExce
 
 def _level_objective(s: DrillSession, plan, rtos) -> catalog_core.LevelObjective | None:
     """report.json `level_objective`: the scenario's disaster level (configuration `drill_level`) as an objective,
-    its expected downtime on the drill clock (`drill_time_scale`) against the worst measured RTO of the catalog
-    services (harness.core.catalog.level_objective); None when the run names no level."""
+    its expected downtime on the drill clock (`drill_time_scale`) against the catalog services' longest outage after
+    the fault (harness.core.outages: a failed probe to the next streak of successes; None when one never ended),
+    judged by harness.core.catalog.level_objective; None when the run names no level.
+
+    The downtime is the longest single outage, not the RTO: a scenario with several short faults in a row (network
+    instability) has an RTO from its first failed probe to its last recovery, but its services were down only in
+    the short outages."""
     level = s.config.get("drill_level")
     if level is None:
         return None
@@ -225,8 +231,16 @@ def _level_objective(s: DrillSession, plan, rtos) -> catalog_core.LevelObjective
         s.note(f"level objective not judged: {e}")
         return None
     catalog = {svc.name for svc in plan.services}
-    return catalog_core.level_objective(lvl.level, lvl.name, lvl.expected_downtime_s, scale,
-                                        {r.service: (r.rto_s, r.probes) for r in rtos if r.service in catalog})
+    probes = s.timeline.of_kind("probe")
+    since = s.fault_t if s.fault_t is not None else 0.0
+    downtime: dict[str, tuple[float | None, int]] = {}
+    for r in rtos:
+        if r.service not in catalog:
+            continue
+        found = outages_core.outages(probes, r.service, since)
+        longest = 0.0 if not found else outages_core.longest_outage_s(found)
+        downtime[r.service] = (longest, r.probes)
+    return catalog_core.level_objective(lvl.level, lvl.name, lvl.expected_downtime_s, scale, downtime)
 
 
 def _escalation(s: DrillSession, plan, rtos) -> dict[str, Any]:

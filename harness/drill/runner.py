@@ -146,10 +146,11 @@ def run(target: str, *, report_dir: Path | None = None, dry_run: bool = False, a
     from rich.console import Console
 
     console = console or Console(stderr=True)
+    given_approvals = approvals  # GATE=WHO as given: a profile passes them on to each scenario's run
     approvals, approvers = split_approvals(approvals)
     t = resolve_target(target)
     if t.kind == "profile" and t.profile is not None and t.profile.draws:
-        return run_profile(t.profile, only=scenarios, report_dir=report_dir, dry_run=dry_run, approvals=approvals,
+        return run_profile(t.profile, only=scenarios, report_dir=report_dir, dry_run=dry_run, approvals=given_approvals,
                            plan_overrides=plan_overrides, state_dir=state_dir, console=console,
                            environment=environment, allow_env=allow_env, lang=lang, tier=tier)
     if scenarios:
@@ -709,7 +710,6 @@ def run_profile(prof: profiles.Profile, *, only: tuple[str, ...] = (), report_di
     NotifyConfig.from_sources({})  # a bad DRILL_NOTIFY_* setting: exit 2 before the first scenario's header
     if len(picked) == 1:  # one scenario is the profile's drill: its report is the run's, at the top (no summary)
         sc = picked[0]
-        console.print(f"[bold]scenario 1/1[/]: {escape(sc.id)} (level {sc.level}) {escape(sc.title)}", highlight=False)
         return run(str(sc.experiment or sc.feature), report_dir=report_dir, dry_run=dry_run, approvals=approvals,
                    plan_overrides=plan_overrides, state_dir=state_dir, console=console, environment=environment,
                    allow_env=allow_env, lang=lang, tier=tier, profile=prof,

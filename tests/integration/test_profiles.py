@@ -38,7 +38,7 @@ def test_each_profile_draws_its_share_of_the_catalog(tmp_path):
     assert [s["id"] for s in json.loads(r.stdout)["scenarios"]] == [
         s["id"] for s in every if s["level"] in (1, 2) and "monthly" in s["cadences"]]
     cat = catalog.scan()  # the other profiles, in process (the same drawing `drill run PROFILE` uses)
-    for profile, levels, cadence in (("ci-smoke", {3}, "ci"), ("semiannual-simulation", {3}, "semiannual"),
+    for profile, levels, cadence in (("ci-smoke", {3}, "ci"), ("semiannual-simulation", {3, 4}, "semiannual"),
                                      ("annual-full-dr", {3, 4}, "annual")):
         drawn = [s.id for s in runner.pick_scenarios(profiles.get(profile), cat)]
         assert drawn == [s["id"] for s in every if s["level"] in levels and cadence in s["cadences"]], profile
