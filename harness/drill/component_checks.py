@@ -6,6 +6,7 @@ error names it), since chaoslib does not judge a method probe's tolerance. The G
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from datetime import datetime
@@ -33,10 +34,29 @@ def _check(s, what: str, ok: bool, **data: Any) -> None:
         s.harness_error = s.harness_error or f"check failed: {what}"
 
 
+class _NoFaultInDryRun(Exception):
+    """A dry run injected nothing: a check of what the fault did has nothing to judge."""
+
+
 def _first_fault(s) -> float:
     if s.fault_t is None:
+        if s.dry_run:
+            raise _NoFaultInDryRun
         raise HarnessError("no fault was injected in this drill: nothing to judge")
     return s.fault_t
+
+
+def _judged_after_the_fault(check):
+    """A check of what the fault did: in a dry run (no fault injected) it records `skipped` and passes."""
+    @functools.wraps(check)
+    def judged(*args: Any, **kwargs: Any) -> bool:
+        try:
+            return check(*args, **kwargs)
+        except _NoFaultInDryRun:
+            drill_session.current().event("check", f"{check.__name__.replace('_', ' ')}: not judged",
+                                          status="skipped", reason="dry run: no fault was injected")
+            return True
+    return judged
 
 
 def level_downtime_s(s, level: int | None, configuration: dict | None) -> tuple[int, float, float]:
@@ -51,6 +71,7 @@ def level_downtime_s(s, level: int | None, configuration: dict | None) -> tuple[
     return level, lvl.expected_downtime_s * scale, scale
 
 
+@_judged_after_the_fault
 def within_level_downtime(level: int | None = None, recovery_timeout_s: float = 30.0, consecutive: int = 3,
                           configuration: dict | None = None, secrets: dict | None = None) -> bool:
     """Every probed service kept or regained service within the disaster level's expected downtime on the drill
@@ -121,6 +142,7 @@ def _lost(s, f: str) -> measure.RpoResult | None:
     return measure.rpo(s.timeline.ops, keys, _first_fault(s), f=f)
 
 
+@_judged_after_the_fault
 def nothing_acknowledged_lost(kinds: list[str] | None = None, configuration: dict | None = None,
                               secrets: dict | None = None) -> bool:
     """No acknowledged record of the workload's data sets `kinds` (op f: write = vouchers, invoice = tax invoices,
@@ -139,6 +161,7 @@ def nothing_acknowledged_lost(kinds: list[str] | None = None, configuration: dic
     return ok
 
 
+@_judged_after_the_fault
 def sessions_within_rpo(service: str = "authentication", configuration: dict | None = None,
                         secrets: dict | None = None) -> bool:
     """Sessions acknowledged to the probes before the fault that are gone after it (the final read on the Redis
@@ -155,6 +178,7 @@ def sessions_within_rpo(service: str = "authentication", configuration: dict | N
     return ok
 
 
+@_judged_after_the_fault
 def service_unaffected(services: list[str] | str, configuration: dict | None = None,
                        secrets: dict | None = None) -> bool:
     """Each of `services` did not notice the fault: every one of its probes since the first fault succeeded."""
@@ -172,6 +196,7 @@ def service_unaffected(services: list[str] | str, configuration: dict | None = N
     return ok
 
 
+@_judged_after_the_fault
 def invoice_numbers_continuous(margin_s: float = 0.5, configuration: dict | None = None,
                                secrets: dict | None = None) -> bool:
     """Tax invoices failed cleanly and no invoice number was reused or skipped, read on the primary database.
@@ -215,7 +240,8 @@ def invoice_numbers_continuous(margin_s: float = 0.5, configuration: dict | None
     reissued = sorted(k for k in acked if k in rows and rows[k][0] != acked[k])
     during_outage = sorted(k for k, (_, at) in rows.items() if window and window[0] < at < window[1])
     indeterminate = sorted(set(rows) - set(acked))
-    ok = (bool(bad_gateway) and not (skipped or missing or reissued or during_outage)
+    # a dry run cut nothing: no 502 to expect, the numbers are still judged
+    ok = ((bool(bad_gateway) or s.dry_run) and not (skipped or missing or reissued or during_outage)
           and n == top == counter)
     _check(s, "tax invoices failed cleanly; no invoice number reused or skipped", ok, company_id=company,
            acknowledged=len(acked), first=lo, last=hi, skipped=skipped[:20], missing=missing[:20],
