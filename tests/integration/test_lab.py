@@ -252,7 +252,9 @@ def test_latency_toxic_added_with_toxiproxy_python_slows_queries_through_the_pro
         after = _select1_rtts(conn)
     figure("toxic_select1_rtt_ms", {"before": round(before * 1000, 2), "with_200ms": round(with_toxic * 1000, 2),
                                     "after": round(after * 1000, 2)})
-    assert with_toxic - before >= 0.200
+    # every round trip through a 200 ms downstream toxic takes at least 200 ms (the baseline is not subtracted:
+    # on a loaded machine it is noise, and the toxic's delay is an absolute lower bound)
+    assert with_toxic >= 0.200 and with_toxic > before
     assert after <= before + 0.050
 
 
