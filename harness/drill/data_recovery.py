@@ -156,6 +156,15 @@ def _active(fault: str, configuration: dict | None) -> Any:
     return mine[-1] if mine else None
 
 
+def _active_or_note(fault: str, repair: str, configuration: dict | None) -> Any:
+    """This run's active `fault` (its ledger entry names what to repair), or None with a note: the repair ran
+    already (the rollback after the drill's own repair), nothing to do."""
+    entry = _active(fault, configuration)
+    if entry is None:
+        _event("note", f"{repair}: no active {fault} fault, nothing to do")
+    return entry
+
+
 def repair_corruption(line_ids: list[int] | None = None, before: str | None = None,
                       configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
     """Repair corrupted voucher lines from a point-in-time recovery: a NEW server recovered to `before` (just
@@ -167,9 +176,8 @@ def repair_corruption(line_ids: list[int] | None = None, before: str | None = No
     transaction the recovered server replayed."""
     entry = None
     if line_ids is None or before is None:
-        entry = _active("corrupt_voucher_lines", configuration)
-        if entry is None:  # repaired already (the rollback after the drill's own repair): nothing to do
-            _event("note", "repair_corruption: no active corrupt_voucher_lines fault, nothing to repair")
+        entry = _active_or_note("corrupt_voucher_lines", "repair_corruption", configuration)
+        if entry is None:
             return {"repaired": 0, "how": "no active corrupt_voucher_lines fault"}
         line_ids, before = entry.details["line_ids"], entry.details["before"]
     target = datetime.fromisoformat(before)
@@ -244,9 +252,8 @@ def recover_tenant(company_id: int | None = None, before: str | None = None, con
     Without arguments the active encrypt_tenant fault of this run names them (it is that fault's rollback)."""
     entry = None
     if company_id is None or before is None:
-        entry = _active("encrypt_tenant", configuration)
-        if entry is None:  # restored already (the rollback after the drill's own restore): nothing to do
-            _event("note", "recover_tenant: no active encrypt_tenant fault, nothing to restore")
+        entry = _active_or_note("encrypt_tenant", "recover_tenant", configuration)
+        if entry is None:
             return {"rows_restored": 0, "how": "no active encrypt_tenant fault"}
         company_id, before = entry.details["company_id"], entry.details["before"]
     cid = int(company_id)
