@@ -18,16 +18,10 @@ _LAB_CREDENTIALS = {"aws_access_key_id": "drill-lab", "aws_secret_access_key": "
 
 
 def recorder_of_run(configuration: Mapping[str, Any] | None = None) -> DryRunRecorder | None:
-    """The dry-run recorder of the run `configuration` names (drill_run_id); None outside a run, when it is not a
-    dry run, or when the run is on the plain lab (kind `lab`): there a dry run's probes read the real lab (a
-    Kubernetes-API probe of a scenario too) and the guard alone keeps every fault out."""
+    """The dry-run recorder of the run `configuration` names (drill_run_id); None outside a run or when it is
+    not a dry run through APIs (a dry run on the plain lab has none: its probes read the real lab)."""
     s = run_context.of(configuration)
-    if s is None:
-        return None
-    env = getattr(s, "environment", None)
-    if env is not None and getattr(env, "kind", None) == "lab":
-        return None
-    return getattr(s, "recorder", None)
+    return getattr(s, "recorder", None) if s is not None else None
 
 
 def _resolved(environment: Environment, topology: Mapping[str, Any] | None, strict: bool) -> dict[str, Any]:

@@ -22,7 +22,7 @@ if not os.environ.get("DRILL_HISTORY"):
 if not os.environ.get(STARTS_LOG_ENV):
     os.environ[STARTS_LOG_ENV] = str(Path(tempfile.mkdtemp(prefix="drill-test-labs-")) / "lab-starts.jsonl")
 
-# The suite runs on two xdist workers (pyproject addopts: -n 2 --dist loadgroup). Each worker has its own session lab
+# With `-n 2` (README; the default is serial) the suite runs on two xdist workers. Each worker has its own session lab
 # (steps/common.py drill_lab). The tests of one module share module fixtures and often one lab's state, so a module is
 # one work unit that runs on one worker; the modules in SPREAD hold independent drills that share nothing but the
 # session lab (every Gherkin scenario, every interrupted phase), and each of their tests is a unit of its own.
@@ -48,7 +48,7 @@ class DrillScheduling(LoadScopeScheduling):
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: `-p no:xdist` runs without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    if config.getvalue("dist") in ("loadgroup", "loadfile", "loadscope"):
+    if config.getvalue("dist") in ("load", "loadgroup", "loadfile", "loadscope"):  # plain `-n 2` is "load"
         return DrillScheduling(config, log)
     return None
 

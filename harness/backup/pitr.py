@@ -203,6 +203,12 @@ def point_in_time_recovery(lab: Any, target: datetime | None, name: str, *, prim
     database; their failures are in the result.
     """
     guard.approve(PITR_GATE, "point_in_time_recovery", configuration)
+    # the arguments before any work (a WAL switch, downloads, a new server): one line, nothing left running
+    if timeline not in ("latest", "current"):
+        raise UsageError(f"timeline {timeline!r} must be 'latest' or 'current'")
+    unknown = sorted(set(checks or ()) - set(integrity.CHECK_NAMES))
+    if unknown:
+        raise UsageError(f"unknown integrity check(s) {', '.join(unknown)} (known: {', '.join(integrity.CHECK_NAMES)})")
     check_server_name(name)
     t0 = time.monotonic()
     topo = lab.topology()
@@ -242,8 +248,6 @@ def point_in_time_recovery(lab: Any, target: datetime | None, name: str, *, prim
         segments = _fetch_wal(s3, bucket, base.start_wal, wal_dir)
         _chown_tree(rt, node.data_dir)
         _chown_tree(rt, wal_dir)
-        if timeline not in ("latest", "current"):
-            raise UsageError(f"timeline {timeline!r} must be 'latest' or 'current'")
         _recovery_config(node, wal_dir, None if latest else target, timeline)
         try:
             node.start(timeout=timeout)

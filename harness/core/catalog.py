@@ -73,16 +73,13 @@ def carries_catalog_tags(tags: Iterable[Any]) -> bool:
     return any(t in LEVEL_TAGS or t in CADENCES or t in NON_SCENARIO_TAGS or _LEVELISH.match(t) for t in names)
 
 
-def draw(scenarios: Sequence[Any], *, levels: Iterable[int] | None, cadence: str | None,
-         only: Sequence[str] = ()) -> list[Any]:
+def draw(scenarios: Sequence[Any], *, levels: Iterable[int] | None, cadence: str | None) -> list[Any]:
     """The scenarios (objects with .id, .level, .cadences) a profile draws: its cadence tag and its levels (None:
-    every level; cadence None: every cadence), in catalog order (level, then id); `only` keeps those ids."""
+    every level; cadence None: every cadence), in catalog order (level, then id)."""
     lv = set(levels) if levels is not None else None
     out = [s for s in scenarios
            if (lv is None or s.level in lv) and (cadence is None or cadence in s.cadences)]
     out.sort(key=lambda s: (s.level or 0, s.id))
-    if only:
-        out = [s for s in out if s.id in set(only)]
     return out
 
 

@@ -82,6 +82,17 @@ def _hm(seconds: float) -> str:
     return f"{seconds / 3600:g} h" if seconds >= 3600 and seconds % 3600 == 0 else f"{seconds / 60:g} min"
 
 
+def level_downtime(plan: Plan, level: Any, scale: Any = None) -> tuple[Any, float, float]:
+    """(the plan's disaster level `level`, the time scale, the level's expected downtime on the drill clock): the
+    one place the level objective is scaled. PlanError names an unknown level or a bad scale."""
+    try:
+        lvl = plan.disaster_level(int(level))
+    except (TypeError, ValueError) as e:
+        raise PlanError(f"disaster level {level!r} is not a number") from e
+    s = time_scale(scale)
+    return lvl, s, lvl.expected_downtime_s * s
+
+
 @dataclass(frozen=True)
 class EscalationStep:
     """One call of the matrix: who, at which level, when (drill epoch) and how far into the incident (both clocks)."""

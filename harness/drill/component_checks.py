@@ -6,18 +6,15 @@ error names it), since chaoslib does not judge a method probe's tolerance. The G
 
 from __future__ import annotations
 
-import functools
-import os
 import time
 from datetime import datetime
 from typing import Any
 
 from harness.core import escalation, measure, outages
 from harness.drill import session as drill_session
-from harness.errors import HarnessError, UsageError
+from harness.errors import ConfigError, HarnessError, UsageError
 from harness.targets import _lab
 from harness.targets.postgres import probes as pg_probes
-from harness.targets.redis import probes as redis_probes
 from harness.targets.router import probes as router_probes
 from harness.workload import find_primary_dsn
 
@@ -34,56 +31,35 @@ def _check(s, what: str, ok: bool, **data: Any) -> None:
         s.harness_error = s.harness_error or f"check failed: {what}"
 
 
-class _NoFaultInDryRun(Exception):
-    """A dry run injected nothing: a check of what the fault did has nothing to judge."""
-
-
 def _first_fault(s) -> float:
     if s.fault_t is None:
-        if s.dry_run:
-            raise _NoFaultInDryRun
         raise HarnessError("no fault was injected in this drill: nothing to judge")
     return s.fault_t
 
 
-def _judged_after_the_fault(check):
-    """A check of what the fault did: in a dry run (no fault injected) it records `skipped` and passes."""
-    @functools.wraps(check)
-    def judged(*args: Any, **kwargs: Any) -> bool:
-        try:
-            return check(*args, **kwargs)
-        except _NoFaultInDryRun:
-            drill_session.current().event("check", f"{check.__name__.replace('_', ' ')}: not judged",
-                                          status="skipped", reason="dry run: no fault was injected")
-            return True
-    return judged
-
-
 def level_downtime_s(s, level: int | None, configuration: dict | None) -> tuple[int, float, float]:
     """(level, its expected downtime on the drill clock, the time scale): the level from `level` or configuration
-    drill_level, the scale from drill_time_scale (default 1: the plan's own clock)."""
+    drill_level, the scale from drill_time_scale (default 0.01, harness.core.escalation.time_scale)."""
     cfg = configuration or {}
-    level = int(level if level is not None else cfg.get("drill_level") or 0)
-    lvl = next((d for d in s.plan.disaster_levels if d.level == level), None)
-    if lvl is None:
-        raise UsageError(f"the plan has no disaster level {level!r} (drill_level)")
-    scale = escalation.time_scale(cfg.get("drill_time_scale"))
-    return level, lvl.expected_downtime_s * scale, scale
+    try:
+        lvl, scale, downtime = escalation.level_downtime(s.plan, level if level is not None else cfg.get("drill_level"),
+                                                         cfg.get("drill_time_scale"))
+    except ConfigError as e:
+        raise UsageError(f"{e} (drill_level, drill_time_scale)") from e
+    return lvl.level, downtime, scale
 
 
-@_judged_after_the_fault
+@drill_session.judged_only_after_a_fault()
 def within_level_downtime(level: int | None = None, recovery_timeout_s: float = 30.0, consecutive: int = 3,
                           configuration: dict | None = None, secrets: dict | None = None) -> bool:
     """Every probed service kept or regained service within the disaster level's expected downtime on the drill
     clock: waits (up to `recovery_timeout_s`) until no service is in an outage, then judges each service's
-    longest outage since the first fault (a failed probe to the start of the next `consecutive` successes).
-    DRILL_TIMEOUT_MULTIPLIER (slow or loaded machines) multiplies the budget; the event records both."""
+    longest outage since the first fault (a failed probe to the start of the next `consecutive` successes), as the
+    report's `level_objective` does at the end of the run. The verdict is the step's (a Gherkin drill asserts it);
+    the run's exit code comes from the report's level objective (exit 3 when missed), not from this check."""
     s = drill_session.current()
     level, downtime, scale = level_downtime_s(s, level, configuration)
-    # a loaded machine stretches every window of the drill (its activities, the router's health checks): the
-    # timeout multiplier of the steps and tests widens the budget too, and is recorded with the verdict
-    multiplier = float(os.environ.get("DRILL_TIMEOUT_MULTIPLIER") or 1)
-    allowed = downtime * multiplier
+    allowed = downtime
     since = _first_fault(s)
     services = list(s.workload.probes.services) if s.workload is not None and s.workload.probes else []
     if not services:
@@ -101,9 +77,9 @@ def within_level_downtime(level: int | None = None, recovery_timeout_s: float = 
         time.sleep(0.1)
     longest = {svc: outages.longest_outage_s(o) for svc, o in by_service.items()}
     ok = all(v is not None and v <= allowed for v in longest.values())
-    _check(s, f"every service kept or regained service within the level {level} downtime "
-              f"({downtime:g} s on the drill clock" + (f", x{multiplier:g} on this machine)" if multiplier != 1 else ")"),
-           ok, level=level, downtime_s=downtime, allowed_s=allowed, time_scale=scale, timeout_multiplier=multiplier,
+    s.event("check", f"every service kept or regained service within the level {level} downtime "
+                     f"({downtime:g} s on the drill clock)", status="pass" if ok else "fail",
+            level=level, downtime_s=downtime, allowed_s=allowed, time_scale=scale,
            longest_outage_s={k: None if v is None else round(v, 3) for k, v in longest.items()},
            outages={k: len(v) for k, v in by_service.items()})
     return ok
@@ -142,7 +118,7 @@ def _lost(s, f: str) -> measure.RpoResult | None:
     return measure.rpo(s.timeline.ops, keys, _first_fault(s), f=f)
 
 
-@_judged_after_the_fault
+@drill_session.judged_only_after_a_fault()
 def nothing_acknowledged_lost(kinds: list[str] | None = None, configuration: dict | None = None,
                               secrets: dict | None = None) -> bool:
     """No acknowledged record of the workload's data sets `kinds` (op f: write = vouchers, invoice = tax invoices,
@@ -161,7 +137,7 @@ def nothing_acknowledged_lost(kinds: list[str] | None = None, configuration: dic
     return ok
 
 
-@_judged_after_the_fault
+@drill_session.judged_only_after_a_fault()
 def sessions_within_rpo(service: str = "authentication", configuration: dict | None = None,
                         secrets: dict | None = None) -> bool:
     """Sessions acknowledged to the probes before the fault that are gone after it (the final read on the Redis
@@ -178,7 +154,7 @@ def sessions_within_rpo(service: str = "authentication", configuration: dict | N
     return ok
 
 
-@_judged_after_the_fault
+@drill_session.judged_only_after_a_fault()
 def service_unaffected(services: list[str] | str, configuration: dict | None = None,
                        secrets: dict | None = None) -> bool:
     """Each of `services` did not notice the fault: every one of its probes since the first fault succeeded."""
@@ -196,7 +172,6 @@ def service_unaffected(services: list[str] | str, configuration: dict | None = N
     return ok
 
 
-@_judged_after_the_fault
 def invoice_numbers_continuous(margin_s: float = 0.5, configuration: dict | None = None,
                                secrets: dict | None = None) -> bool:
     """Tax invoices failed cleanly and no invoice number was reused or skipped, read on the primary database.

@@ -120,7 +120,8 @@ def detect_integrity_violation(check: str = "vouchers_balanced", fault: str = "c
     when it failed and named every voucher the fault touched."""
     dsn = live_primary_dsn(configuration)
     inj = _fault_event(fault)
-    t_fault = inj.t if inj is not None else time.time()
+    if inj is None:  # no injection on this run's timeline: the detection time cannot be measured
+        _event("note", f"detect_integrity_violation: no {fault} injection on the timeline; detection time not measured")
     touched = {str(v) for v in ((inj.data.get("voucher_ids") or []) if inj is not None else [])}
     deadline = time.monotonic() + timeout_s
     runs = 0
@@ -132,7 +133,7 @@ def detect_integrity_violation(check: str = "vouchers_balanced", fault: str = "c
             break
         time.sleep(interval_s)
     detected = res.status == "fail"
-    detection_s = round(time.time() - t_fault, 3)
+    detection_s = round(time.time() - inj.t, 3) if inj is not None else None
     named = set(res.offending)
     out = {"check": check, "detected": detected, "detection_s": detection_s if detected else None,
            "offending": list(res.offending), "count": res.count, "details": res.details, "runs": runs,
@@ -302,6 +303,7 @@ def recover_tenant(company_id: int | None = None, before: str | None = None, con
 
 
 # -- natural disaster: the DR-region copies alone -----------------------------------------------------
+@drill_session.judged_only_after_a_fault({"dry_run": True})
 def restore_from_dr_copies(configuration: dict | None = None, secrets: dict | None = None) -> dict[str, Any]:
     """With the primary region and its bucket lost: recover the database from the DR-region bucket alone (its
     newest base backup copy and the WAL the shipper copied there) into a NEW server, as far as that archive

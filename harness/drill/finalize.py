@@ -225,9 +225,8 @@ def _level_objective(s: DrillSession, plan, rtos) -> catalog_core.LevelObjective
     if level is None:
         return None
     try:
-        lvl = plan.disaster_level(int(level))
-        scale = escalation_core.time_scale(s.config.get("drill_time_scale"))
-    except (ConfigError, TypeError, ValueError) as e:
+        lvl, scale, _ = escalation_core.level_downtime(plan, level, s.config.get("drill_time_scale"))
+    except ConfigError as e:
         s.note(f"level objective not judged: {e}")
         return None
     catalog = {svc.name for svc in plan.services}
@@ -237,9 +236,7 @@ def _level_objective(s: DrillSession, plan, rtos) -> catalog_core.LevelObjective
     for r in rtos:
         if r.service not in catalog:
             continue
-        found = outages_core.outages(probes, r.service, since)
-        longest = 0.0 if not found else outages_core.longest_outage_s(found)
-        downtime[r.service] = (longest, r.probes)
+        downtime[r.service] = (outages_core.longest_outage_s(outages_core.outages(probes, r.service, since)), r.probes)
     return catalog_core.level_objective(lvl.level, lvl.name, lvl.expected_downtime_s, scale, downtime)
 
 

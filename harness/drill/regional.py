@@ -45,6 +45,7 @@ def lost_vouchers(s) -> list[str]:
     return sorted({o.key for o in _acked(s)} - set(s.final_keys))
 
 
+@drill_session.judged_only_after_a_fault({"dry_run": True})
 def measure_replica_behind(min_behind_bytes: int = 1, configuration: dict | None = None,
                            secrets: dict | None = None) -> dict:
     """How far the DR standby is behind the primary now, measured on both: the primary's WAL position against what
@@ -73,6 +74,7 @@ def measure_replica_behind(min_behind_bytes: int = 1, configuration: dict | None
     return out
 
 
+@drill_session.judged_only_after_a_fault({"dry_run": True})
 def run_alone(seconds: float = 5.0, region: str = "dr", configuration: dict | None = None,
               secrets: dict | None = None) -> dict:
     """The region `region` runs alone for `seconds`: the other region stays down (its PostgreSQL and Valkey not
@@ -154,7 +156,10 @@ def check_kept_aside(region: str = "primary", configuration: dict | None = None,
         s.event("check", "lost writes kept aside", status="fail", **out, why="no copy kept aside")
         raise HarnessError(f"{len(lost)} acknowledged voucher(s) lost and no copy of {region}'s old data dir at {aside}")
     found = _count_in_copy(t, aside, lost)
-    with t.pg(next(r for r in _lab.REGIONS if pg_ops.role(lambda r=r: t.pg(r)) == "primary")) as c:
+    primary = next((r for r in _lab.REGIONS if pg_ops.role(lambda r=r: t.pg(r)) == "primary"), None)
+    if primary is None:
+        raise HarnessError("lost writes kept aside: no region's PostgreSQL is a primary to count them on")
+    with t.pg(primary) as c:
         on_primary = int(c.execute("SELECT count(*) FROM vouchers WHERE request_id = ANY(%s)", (lost,)).fetchone()[0])
     dropped = len(lost) - found["in_copy"] - on_primary
     out.update(in_kept_aside=found["in_copy"], on_primary=on_primary, dropped=max(dropped, 0),

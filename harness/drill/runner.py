@@ -289,7 +289,7 @@ def _begin_environment(s, env, secrets: set[str], dry_run: bool) -> None:
     from harness.dryrun import DryRunRecorder
 
     s.environment = env
-    if dry_run:
+    if dry_run and env.kind != "lab":  # on the plain lab a dry run's probes read the real lab; the guard keeps faults out
         s.recorder = DryRunRecorder()
     s.secrets |= set(secrets)
     s.note(f"environment {env.name} ({env.kind}) from {env.source}")
@@ -650,7 +650,8 @@ def pick_scenarios(prof: profiles.Profile, cat: catalog.Catalog, only: tuple[str
         if sid not in ids:
             raise UsageError(f"--scenario {sid!r} (level {sc.level}, cadences {', '.join(sc.cadences) or 'none'}) is "
                              f"not drawn by {prof.name} (it draws: {', '.join(ids) or 'nothing'})")
-    picked = [s for s in drawn if s.id in set(only)] if only else drawn
+    wanted = set(only)
+    picked = [s for s in drawn if s.id in wanted] if only else drawn
     if not picked:
         raise UsageError(f"profile {prof.name} draws no scenario (tag {prof.cadence_tag!r} at level(s) "
                          f"{', '.join(map(str, prof.levels))}); see `drill catalog`")

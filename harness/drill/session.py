@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -184,6 +185,22 @@ def begin(kind: str, target: str, *, report_dir: Path | None = None, run_id: str
         _current = s
         run_context.register(s)
         return s
+
+
+def judged_only_after_a_fault(result: Any = True):
+    """Decorator of a drill check that judges what the fault did: in a dry run (no fault injected) it records a
+    `skipped` check event and returns `result` instead of judging nothing (or failing on the fault's absence)."""
+    def decorate(check):
+        @functools.wraps(check)
+        def judged(*args: Any, **kwargs: Any) -> Any:
+            s = current(required=False)
+            if s is not None and s.dry_run and s.fault_t is None:
+                s.event("check", f"{check.__name__.replace('_', ' ')}: not judged", status="skipped",
+                        reason="dry run: no fault was injected")
+                return dict(result) if isinstance(result, dict) else result
+            return check(*args, **kwargs)
+        return judged
+    return decorate
 
 
 def current(required: bool = True) -> DrillSession | None:

@@ -128,6 +128,9 @@ def fail_over_in_region(timeout_s: float = 30.0, configuration: dict | None = No
     region's second availability zone) is promoted, the database endpoint points at it (the apps reconnect), the
     DR standby follows it. The global endpoint is not touched. Refuses while the old primary still answers as a
     primary (it must be lost or stopped first). Rollback: fail_back_in_region."""
+    if guard.is_dry_run(configuration):  # the primary was not really lost: record the plan, as runbook.fail_over does
+        _event(configuration, "planned", dry_run=True, to_node=INREGION, via="multi-az")
+        return {"dry_run": True, "to_node": INREGION}
     t = _lab.resolve(configuration)
     _require(t)
     if _role(t, HOME) == "primary":

@@ -154,6 +154,9 @@ def refuse_split_brain(window_s: float = 4.0, detect_timeout_s: float = 3.0, con
     HarnessError when the runbook failed over anyway (its own fencing then ran; the rollback fail_back keeps the
     region that took writes) or a sample saw two writable primaries. The evidence is a `check` event either way.
     """
+    if guard.is_dry_run(configuration):  # no partition was made: the runbook has nothing to refuse
+        _event(configuration, "failover", "planned", dry_run=True, step="ask the runbook to fail over (split brain refusal not judged)")
+        return {"dry_run": True}
     t = _lab.resolve(configuration)
     t0 = time.monotonic()
     refusal: str | None = None

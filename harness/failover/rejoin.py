@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.errors import LabError
 from harness.safety import context as run_context
+from harness.safety import guard
 from harness.targets import _lab
 from harness.targets.app import ops as app_ops
 from harness.targets.postgres import ops as pg_ops
@@ -35,6 +36,9 @@ def rejoin_region(region: str = "primary", catch_up_timeout_s: float = 60.0, con
     """
     home = _lab.check_region(region)
     serving = _lab.other(home)
+    if guard.is_dry_run(configuration):  # the region was not lost: nothing to rejoin
+        _event(configuration, "failover", "planned", dry_run=True, step=f"rejoin {home} as the standby of {serving}")
+        return {"dry_run": True, "region": home}
     t = _lab.resolve(configuration)
     t0 = time.monotonic()
     with t.http(timeout=3.0) as http:

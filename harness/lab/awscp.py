@@ -572,7 +572,7 @@ def _hook_route53(ctl: Controller) -> None:
         if healthy is None:
             return orig_status(self)
         hc = self.backend.get_health_check(hc_id)
-        status = (f"Success: HTTP Status Code 200, OK" if healthy
+        status = ("Success: HTTP Status Code 200, OK" if healthy
                   else "Failure: Connection refused. The endpoint or the internet connection is down, "
                        "or the endpoint is not answering.")
         return ActionResult({"HealthCheckObservations": [

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import secrets
 import signal
 import time
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from harness.errors import ConfigError, LabError
+from harness.lab.procs import signal_group
 
 if TYPE_CHECKING:
     from harness.lab.supervisor import Replica, Supervisor
@@ -207,7 +207,7 @@ class KubeController:
             for slot, rec in sorted(self.pods[region].items()):
                 rep = self.sup.replicas[region][slot]
                 if lost and rec.node == node and rec.pid is not None and rep.alive and rep.proc is not None:
-                    _kill_group(rep.proc.pid)
+                    signal_group(rep.proc.pid, signal.SIGKILL)  # the machine it ran on is gone
                     killed.append({"slot": slot, "pod": rec.name, "pid": rec.pid})
                     log.warning("%s: node %s lost: killed pid %d of pod %s", region, node, rec.pid, rec.name)
             if not lost:
@@ -507,16 +507,3 @@ class KubeApiError(LabError):
 
 class UnknownNodeError(KubeApiError):
     """A request named a node the region's cluster does not have."""
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL a replica's process group (the machine it ran on is gone)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

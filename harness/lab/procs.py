@@ -115,6 +115,20 @@ def _running(p: psutil.Process) -> bool:
         return False
 
 
+def signal_group(pid: int, sig: int) -> None:
+    """Send `sig` to the process group led by `pid` (its own process only when the group may not be signalled);
+    gone already is fine."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def reap(pid: int) -> None:
     """Collect a child's exit status if it is ours (avoids zombies inside long-lived test processes)."""
     try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.errors import ConfigError, HarnessError, LabError
 from harness.lab.kubecontroller import KubeController, KubeSpec, UnknownNodeError
+from harness.lab.procs import signal_group
 
 log = logging.getLogger("harness.lab.supervisor")
 
@@ -333,16 +334,16 @@ class Supervisor:
         rep.stopping = True
         try:
             if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
+                signal_group(proc.pid, signal.SIGTERM)
                 deadline = time.monotonic() + STOP_GRACE_S
                 while proc.poll() is None and time.monotonic() < deadline:
                     await asyncio.sleep(POLL_S)
                 if proc.poll() is None:
-                    _signal_group(proc.pid, signal.SIGKILL)
+                    signal_group(proc.pid, signal.SIGKILL)
                     while proc.poll() is None:
                         await asyncio.sleep(POLL_S)
             else:
-                _signal_group(proc.pid, signal.SIGKILL)  # leftovers in its group, if any
+                signal_group(proc.pid, signal.SIGKILL)  # leftovers in its group, if any
             self._record_exit(rep, time.time())
         finally:
             rep.stopping = False
@@ -398,18 +399,6 @@ class Supervisor:
         await asyncio.gather(*(self._terminate(r) for r in reps if r.slot >= replicas))
         self.reconcile()
         return self.region_state(region)
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 # --------------------------------------------------------------------------- HTTP API
@@ -526,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     for reps in supervisor.replicas.values():
         for rep in reps:
             if rep.proc is not None and rep.proc.poll() is None:
-                _signal_group(rep.proc.pid, signal.SIGKILL)
+                signal_group(rep.proc.pid, signal.SIGKILL)
     return 0
 
 

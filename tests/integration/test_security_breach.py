@@ -24,7 +24,7 @@ from harness.targets import _lab
 from harness.targets.app import ops as app_ops
 from harness.workload import find_primary_redis
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 

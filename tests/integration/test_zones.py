@@ -4,16 +4,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.test_drill_run import assert_lab_on_primary
+from tests.integration.test_drill_run import drill as run_drill
 from tests.timing import scaled
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]  # > the drills' own limit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,9 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def drill(*args: str, state: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     """`drill ARGS` on the shared lab. The timeout is generous (a loaded machine makes the switchback's pg_rewind
     take minutes): killing the drill mid-rollback would leave the lab for `drill recover`."""
-    env = dict(os.environ, DRILL_STATE_DIR=str(state))
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=scaled(timeout))
+    return run_drill(*args, state=state, timeout=scaled(timeout))
 
 
 def _faults(report: dict, phase: str = "inject") -> list[dict]:
@@ -31,18 +29,15 @@ def _faults(report: dict, phase: str = "inject") -> list[dict]:
 
 
 def _lab_as_found(lab) -> None:
-    """Primary region active and healthy, fault ledger empty, replicas streaming, every node ready."""
-    from harness.safety.fault_ledger import FaultLedger, ledger_path
-
-    status = lab.status()
-    assert status["healthy"], {k: v for k, v in status["health"].items() if not v.get("alive")}
-    assert status["router"]["active_region"] == "primary"
-    assert status["health"]["postgres_primary"]["role"] == "primary"
-    assert status["health"]["postgres_dr"]["wal_receiver"] == "streaming"
-    assert not FaultLedger(ledger_path(lab.state)).active()
+    """Primary region active and healthy, replicas streaming (assert_lab_on_primary), fault ledger empty, every
+    node ready."""
     import httpx
 
-    nodes = httpx.get(status["supervisor"]["url"] + "/nodes", timeout=5).json()
+    from harness.safety.fault_ledger import FaultLedger, ledger_path
+
+    assert_lab_on_primary(lab)
+    assert not FaultLedger(ledger_path(lab.state)).active()
+    nodes = httpx.get(lab.status()["supervisor"]["url"] + "/nodes", timeout=5).json()
     assert all(n["ready"] and not n["unschedulable"] for ns in nodes.values() for n in ns), nodes
 
 
@@ -54,12 +49,14 @@ def test_node_loss_reschedules_the_replicas_without_failover(drill_lab, tmp_path
     assert fault["event"] == "lose_node" and fault["data"]["zone"] == "ap-northeast-2a" and fault["data"]["pods"]
     assert [e["event"] for e in _faults(report, "revert")] == ["lose_node"]
     # the lost node's replicas ran again on the other node, in the other zone; the time the services took to answer
-    # again is measured against level 1's downtime on the drill clock (5 min x 0.01; judged in the check, not here:
-    # a loaded machine is slow)
+    # again is measured against level 1's downtime on the drill clock (5 min x 0.01); the run's exit code (0,
+    # asserted above) holds the report's level objective, judged on the same clock
     (check,) = [e for e in report["timeline"] if e["kind"] == "check" and "rescheduled off primary-node-1" in e["event"]]
     assert check["data"]["drill_downtime_s"] == pytest.approx(3.0)
     back = check["data"]["services_back_s"]
-    assert back is not None and check["data"]["ok"] == (back <= 3.0)
+    assert back is not None
+    level = report["level_objective"]
+    assert level["met"] and level["objective_s"] == pytest.approx(3.0) and level["measured_downtime_s"] <= 3.0
     assert check["data"]["replicas"] and {x["node"] for x in check["data"]["replicas"]} == {"primary-node-2"}
     assert {x["zone"] for x in check["data"]["replicas"]} == {"ap-northeast-2c"}
     # no failover: no failover event, the database and the router never moved, nothing lost

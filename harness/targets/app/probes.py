@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from harness.core import escalation
-from harness.errors import LabError, UsageError
+from harness.errors import ConfigError, LabError, UsageError
 from harness.safety import context as run_context
 from harness.safety import guard
 from harness.targets import _lab
@@ -68,17 +68,27 @@ def nodes_ready(region: str = "primary", configuration: dict | None = None, secr
 def _level_downtime_s(level: int, configuration: dict | None = None) -> tuple[float, float]:
     """(the plan's expected downtime of disaster level `level`, the same on the drill clock: times
     drill_time_scale)."""
-    plan = guard.plan(configuration)
-    lvl = next((d for d in plan.disaster_levels if d.level == level), None)
-    if lvl is None:
-        raise UsageError(f"the plan has no disaster level {level!r}")
-    scale = escalation.time_scale((configuration or {}).get("drill_time_scale"))
-    return lvl.expected_downtime_s, lvl.expected_downtime_s * scale
+    try:
+        lvl, _, drill_s = escalation.level_downtime(guard.plan(configuration), level,
+                                                    (configuration or {}).get("drill_time_scale"))
+    except ConfigError as e:
+        raise UsageError(str(e)) from e
+    return lvl.expected_downtime_s, drill_s
 
 
-def _fault_t(configuration: dict | None) -> tuple[Any, float]:
+def _fault_t(configuration: dict | None) -> tuple[Any, float | None]:
+    """(the run context, its first fault's time); None in a dry run, where no fault was injected."""
     s = run_context.of(configuration)
-    return s, ((s.fault_t if s is not None else None) or time.time())
+    fault_t = s.fault_t if s is not None else None
+    if fault_t is None and guard.is_dry_run(configuration):
+        return s, None
+    return s, fault_t or time.time()
+
+
+def _not_judged(s: Any, what: str) -> dict[str, Any]:
+    if s is not None:
+        s.event("check", f"{what}: not judged", status="skipped", reason="dry run: no fault was injected")
+    return {"dry_run": True, "ok": True}
 
 
 def _services_back(http: Any, t: _lab.LabTarget) -> bool:
@@ -96,6 +106,8 @@ def replicas_rescheduled(region: str = "primary", lost_node: str | None = None, 
     _lab.check_region(region)
     plan_s, drill_s = _level_downtime_s(level, configuration)
     s, t0 = _fault_t(configuration)
+    if t0 is None:
+        return _not_judged(s, "replicas rescheduled")
     t = _lab.resolve(configuration)
     services_at = rescheduled_at = None
     placed: list[dict[str, Any]] = []
@@ -135,6 +147,8 @@ def services_recovered(level: int = 2, timeout_s: float = 60.0, configuration: d
     not answer within `timeout_s`."""
     plan_s, drill_s = _level_downtime_s(level, configuration)
     s, t0 = _fault_t(configuration)
+    if t0 is None:
+        return _not_judged(s, "services recovered")
     t = _lab.resolve(configuration)
     back_at = None
     deadline = time.monotonic() + timeout_s

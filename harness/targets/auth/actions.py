@@ -117,12 +117,13 @@ def leak_signing_key(configuration: dict | None = None, secrets: dict | None = N
 
 
 class _Watch:
-    """One thread per replica polls it until its own key ring holds `old_kid` revoked (and, given a token, until it
-    refuses that token). A replica's ring view names the epoch it took the change (`since`, the replica's own
+    """One thread per replica polls it until its own key ring holds `old_kid` in state `want` (revoked after a
+    compromise, retired after a scheduled rotation; and, given a token, until it refuses that token). A replica's ring view names the epoch it took the change (`since`, the replica's own
     record); the token's refusal is the time of the first 401 seen."""
 
-    def __init__(self, urls: list[str], ops_token: str, old_kid: str, token: str | None, timeout_s: float):
-        self.urls, self.ops_token, self.old_kid, self.token = urls, ops_token, old_kid, token
+    def __init__(self, urls: list[str], ops_token: str, old_kid: str, token: str | None, timeout_s: float,
+                 want: str = keyring.REVOKED):
+        self.urls, self.ops_token, self.old_kid, self.token, self.want = urls, ops_token, old_kid, token, want
         self.deadline = time.monotonic() + timeout_s
         self.ring_at: dict[str, float] = {}
         self.refused_at: dict[str, float] = {}
@@ -133,7 +134,7 @@ class _Watch:
         if not view or view.get("current") in (None, self.old_kid):
             return False
         states = {k["kid"]: k["state"] for k in view.get("keys", [])}
-        return states.get(self.old_kid, keyring.REVOKED) == keyring.REVOKED
+        return states.get(self.old_kid, keyring.REVOKED) == self.want
 
     def _poll(self, url: str) -> None:
         with httpx.Client(timeout=2.0, trust_env=False) as http:
@@ -182,11 +183,13 @@ def rotate_signing_key(reason: str = "signing key compromised", mode: str = "com
     old_kid = current[0] if current else None
     token = ops.ops_token(t.lab.state)
     leak = leaked(configuration)
-    watched = leak.victim["token"] if leak is not None and leak.kid == old_kid else None
+    # a token of the old key is refused only after a compromise (a scheduled rotation keeps it valid until it expires)
+    watched = leak.victim["token"] if leak is not None and leak.kid == old_kid and mode == "compromised" else None
     with t.http(timeout=30.0) as http:
         regions = ops.replica_urls(http, t.supervisor_url)
         urls = list(regions)
-        watch = _Watch(urls, token, old_kid or "", watched, _scaled(agreement_timeout_s)) if old_kid else None
+        want = keyring.REVOKED if mode == "compromised" else keyring.RETIRED
+        watch = _Watch(urls, token, old_kid or "", watched, _scaled(agreement_timeout_s), want) if old_kid else None
         if watch is not None:
             watch.start()
         sessions_before = probes.sessions_count(configuration=configuration)

@@ -6,7 +6,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from harness.errors import UsageError
+from harness.core import escalation
+from harness.errors import ConfigError, UsageError
 from harness.safety import context as run_context
 from harness.safety import guard
 from harness.targets import _lab
@@ -93,15 +94,18 @@ def pods_on_schedulable_nodes(region: str = "primary", label_selector: str | Non
 def recovered_within_level(level: int = 1, region: str = "primary", configuration: dict | None = None,
                            secrets: dict | None = None) -> bool:
     """Wait until `region`'s catalog deployments are ready again and every catalog service answers through the
-    global endpoint; True when that came within the plan's expected downtime of disaster level `level`,
-    measured from the run's first fault on the timeline (the measurement is a timeline event)."""
-    plan = guard.plan(configuration)
-    lvl = next((d for d in plan.disaster_levels if d.level == level), None)
-    if lvl is None:
-        raise UsageError(f"the plan has no disaster level {level!r}")
+    global endpoint; True when that came within the plan's expected downtime of disaster level `level` on the
+    drill clock (x the configuration's `drill_time_scale`; the plan's own clock when it names none), measured from
+    the run's first fault on the timeline (the measurement is a timeline event)."""
+    cfg = configuration or {}
+    try:  # the plan's own clock when the configuration names no drill_time_scale
+        lvl, scale, allowed = escalation.level_downtime(guard.plan(configuration), level,
+                                                        cfg.get("drill_time_scale") or 1.0)
+    except ConfigError as e:
+        raise UsageError(str(e)) from e
     s = run_context.of(configuration)
     t0 = (s.fault_t if s is not None else None) or time.time()
-    deadline = t0 + lvl.expected_downtime_s
+    deadline = t0 + allowed
     t = _lab.resolve(configuration)
     with ops.cluster(configuration, lab=t) as c, t.http(timeout=3.0) as http:
         region = c.region(region)
@@ -123,8 +127,8 @@ def recovered_within_level(level: int = 1, region: str = "primary", configuratio
         ok = back() if at >= deadline else True
     took = round(at - t0, 3)
     observed = (f"{region} deployments ready and every service answering {took} s after the fault "
-                f"(level {level} expected downtime {lvl.expected_downtime_s:.0f} s)")
+                f"(level {level} expected downtime {lvl.expected_downtime_s:.0f} s x {scale:g} = {allowed:g} s)")
     if s is not None:
         s.event("check", observed, region=region, recovered_s=took,
-                expected_downtime_s=lvl.expected_downtime_s, ok=ok)
+                expected_downtime_s=lvl.expected_downtime_s, time_scale=scale, allowed_s=allowed, ok=ok)
     return ok

@@ -2,4 +2,4 @@
 
 from harness.targets.toxiproxy.ops import add_toxic, clean, proxies, proxy, remove_toxic, reset, set_enabled, set_upstream
 
-__all__ = ["add_toxic", "clean", "proxies", "proxy", "remove_toxic", "reset", "set_enabled"]
+__all__ = ["add_toxic", "clean", "proxies", "proxy", "remove_toxic", "reset", "set_enabled", "set_upstream"]
