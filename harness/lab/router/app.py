@@ -47,6 +47,8 @@ class RouterError(HarnessError):
 
 #: the request reached no application: a write it carried was definitely not applied (the ledger's `fail`)
 NOT_APPLIED = (b"x-drill-outcome", b"not-applied")
+#: methods a proxy may send to a second target after the first dropped them unanswered (RFC 9110 9.2.2)
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _json_body(status: int, payload: Mapping[str, Any], extra: list[tuple[bytes, bytes]] | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -268,7 +270,9 @@ class RegionRouter:
         await send({"type": "http.response.body", "body": body})
 
     async def proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Forward one request to a healthy target of the routed region (round robin, one retry on connect error)."""
+        """Forward one request to a healthy target of the routed region (round robin). One retry on the next target
+        when nothing was sent (connect error) or, for idempotent methods only, when the target gave no answer; a
+        write a target may have applied is never sent twice."""
         chunks = []
         more = True
         while more:
@@ -305,6 +309,11 @@ class RegionRouter:
                 last_error = str(e)
                 continue
             except UpstreamError as e:
+                if scope["method"] in IDEMPOTENT and url != candidates[:2][-1]:
+                    # a GET/HEAD/OPTIONS the target dropped unanswered (it died mid-request, or its idle connection
+                    # was stale and it is gone): safe to send to the next target, as proxies do for idempotent methods
+                    last_error = str(e)
+                    continue
                 await self._send(
                     send,
                     *_json_body(502, {"error": f"target {url} of region {region} failed: {e}"}, [region_header, (b"x-drill-target", url.encode())]),
