@@ -263,18 +263,27 @@ def make_standby(node: PgNode, stream_port: int) -> None:
     write_standby_config(node, stream_port)
 
 
-def _start_and_stream(node: PgNode, connect: Connect, stream_port: int, timeout: float) -> bool:
+def streams_to_upstream(node: PgNode, connect: Connect, upstream_connect: Connect, stream_port: int) -> bool:
+    """`node` is a standby whose WAL receiver streams from `stream_port` AND the upstream's WAL sender for it has
+    reached state 'streaming' (caught up). The receiver alone is not enough: it reports 'streaming' for an
+    instant before a standby whose history diverged from the upstream's timeline is rejected, then retries."""
+    with connect() as c:
+        if not (in_recovery(c) and streaming_from(c, stream_port)):
+            return False
+    with upstream_connect() as u:
+        return any(r["application_name"] == node.application_name and r["state"] == "streaming"
+                   for r in replication_rows(u))
+
+
+def _start_and_stream(node: PgNode, connect: Connect, upstream_connect: Connect, stream_port: int,
+                      timeout: float) -> bool:
     try:
         node.start(timeout=timeout)
     except LabError:
         return False
-
-    def streaming() -> bool:
-        with connect() as c:
-            return in_recovery(c) and streaming_from(c, stream_port)
-
     try:
-        wait_for(streaming, timeout, f"PostgreSQL {node.region} streaming")
+        wait_for(lambda: streams_to_upstream(node, connect, upstream_connect, stream_port), timeout,
+                 f"PostgreSQL {node.region} streaming")
         return True
     except LabError:
         return False
@@ -320,11 +329,9 @@ def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream
                 running_role = "standby" if in_recovery(c) else "primary"
             if running_role == "standby":
                 # a standby whose upstream just came back reconnects by itself within a retry interval
-                def reconnected() -> bool:
-                    with connect() as c:
-                        return streaming_from(c, stream_port)
                 try:
-                    wait_for(reconnected, grace_s, f"PostgreSQL {node.region} streaming")
+                    wait_for(lambda: streams_to_upstream(node, connect, upstream_connect, stream_port), grace_s,
+                             f"PostgreSQL {node.region} streaming")
                     return done("already streaming")
                 except LabError:
                     pass
@@ -334,7 +341,7 @@ def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream
     node.stop(mode="fast", timeout=20)
     if was_standby and running_role != "primary":
         make_standby(node, stream_port)
-        if _start_and_stream(node, connect, stream_port, min(timeout, 8.0)):
+        if _start_and_stream(node, connect, upstream_connect, stream_port, min(timeout, 8.0)):
             return done("restarted as standby")
         node.stop(mode="fast", timeout=20)
     with upstream_connect() as c:
@@ -348,7 +355,7 @@ def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream
         (node.data_dir / "standby.signal").unlink(missing_ok=True)
         node.rewind_from(upstream.port)
         make_standby(node, stream_port)
-        if _start_and_stream(node, connect, stream_port, timeout):
+        if _start_and_stream(node, connect, upstream_connect, stream_port, timeout):
             return done("pg_rewind")
         node.stop(mode="fast", timeout=20)
         how = "base backup (streaming after pg_rewind failed)"
@@ -356,7 +363,7 @@ def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream
         how = f"base backup (pg_rewind failed: {e})"
     node.basebackup_from(upstream.port, stream_port, keep_aside=keep_copy and aside is None)
     write_standby_config(node, stream_port)
-    if not _start_and_stream(node, connect, stream_port, timeout):
+    if not _start_and_stream(node, connect, upstream_connect, stream_port, timeout):
         raise LabError(f"PostgreSQL {node.region} does not stream from port {stream_port} even after a fresh base "
                        f"backup; log: {node.log_file}")
     return done(how)
