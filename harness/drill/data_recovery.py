@@ -88,10 +88,11 @@ def take_base_backup(copy_to_dr: bool = False, configuration: dict | None = None
     """A base backup of the live primary into s3://kerp-backups (the plan's hourly snapshot layer), and with
     `copy_to_dr` its copy in the DR-region bucket, read back and checked by sha256."""
     t = _lab.resolve(configuration)
-    region = data_faults.live_primary_region(t)
-    node = t.node(region)
+    name = data_faults.live_primary_node(t)
+    region = _lab.region_of_node(name)
+    node = t.nodes[name]
     if node.archive_spool is None:
-        raise HarnessError(f"PostgreSQL {region} is the primary but does not archive WAL: a base backup of it "
+        raise HarnessError(f"PostgreSQL {name} is the primary but does not archive WAL: a base backup of it "
                            "could not be rolled forward (fail back to the primary region first)")
     endpoint = t.s3_endpoint_url
     t0 = time.monotonic()

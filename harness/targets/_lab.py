@@ -26,6 +26,11 @@ def check_region(region: str) -> str:
     return region
 
 
+def region_of_node(name: str) -> str:
+    """The region a PostgreSQL node runs in: the in-region standby belongs to the primary region."""
+    return "primary" if name == INREGION else check_region(name)
+
+
 def other(region: str) -> str:
     """The other region of the pair."""
     return "dr" if check_region(region) == "primary" else "primary"

@@ -23,7 +23,7 @@ from harness.safety import guard
 from harness.targets import _lab
 from harness.targets.postgres import ops
 
-__all__ = ["CORRUPT_DELTA", "ENCRYPTED_COLUMNS", "corrupt_voucher_lines", "encrypt_tenant", "live_primary_region"]
+__all__ = ["CORRUPT_DELTA", "ENCRYPTED_COLUMNS", "corrupt_voucher_lines", "encrypt_tenant", "live_primary_node", "live_primary_region"]
 
 #: what the corruption adds to a line's amount (debit when it has one, else credit)
 CORRUPT_DELTA = "777.77"
@@ -43,17 +43,24 @@ REPAIR_CORRUPTION = "harness.drill.data_recovery:repair_corruption"
 RECOVER_TENANT = "harness.drill.data_recovery:recover_tenant"
 
 
-def live_primary_region(t: _lab.LabTarget, timeout_s: float = 30.0) -> str:
-    """The region whose PostgreSQL is the writable primary (asked again for up to `timeout_s` while none
-    answers: a loaded server may miss a connection timeout); HarnessError when none is."""
+def live_primary_node(t: _lab.LabTarget, timeout_s: float = 30.0) -> str:
+    """The PostgreSQL node that is the writable primary: a region's, or the in-region standby after a Multi-AZ
+    failover (asked again for up to `timeout_s` while none answers: a loaded server may miss a connection
+    timeout); HarnessError when none is."""
     deadline = time.monotonic() + timeout_s
+    names = [n for n in ("primary", _lab.INREGION, "dr") if n in t.nodes]
     while True:
-        for region in ("primary", "dr"):
-            if ops.role(lambda r=region: t.pg(r, timeout=10)) == "primary":
-                return region
+        for name in names:
+            if ops.role(lambda n=name: t.pg_node(n, timeout=10)) == "primary":
+                return name
         if time.monotonic() >= deadline:
-            raise HarnessError("no PostgreSQL region is a running primary: nothing to corrupt")
+            raise HarnessError(f"no PostgreSQL node ({', '.join(names)}) is a running primary: nothing to corrupt")
         time.sleep(1.0)
+
+
+def live_primary_region(t: _lab.LabTarget, timeout_s: float = 30.0) -> str:
+    """The region whose PostgreSQL serves writes (the region of live_primary_node)."""
+    return _lab.region_of_node(live_primary_node(t, timeout_s))
 
 
 def _now() -> datetime:
@@ -70,8 +77,9 @@ def corrupt_voucher_lines(vouchers: int = 5, older_than_s: float = 1.0, configur
     if not 1 <= int(vouchers) <= 1000:
         raise UsageError(f"vouchers={vouchers!r} must be 1..1000")
     t = _lab.resolve(configuration)
-    region = live_primary_region(t)
-    with t.pg(region, timeout=10) as c:
+    node = live_primary_node(t)
+    region = _lab.region_of_node(node)
+    with t.pg_node(node, timeout=10) as c:
         rows = c.execute(
             "SELECT l.id, l.voucher_id FROM voucher_lines l JOIN (SELECT id FROM vouchers "
             "WHERE created_at < clock_timestamp() - make_interval(secs => %s) ORDER BY id DESC LIMIT %s) v "
@@ -88,7 +96,7 @@ def corrupt_voucher_lines(vouchers: int = 5, older_than_s: float = 1.0, configur
                                 "before": before.isoformat(), "delta": CORRUPT_DELTA})
     if not inj.proceed:
         return inj.to_dict()
-    with t.pg(region, timeout=10) as c:
+    with t.pg_node(node, timeout=10) as c:
         changed = c.execute(
             "UPDATE voucher_lines SET debit = CASE WHEN debit > 0 THEN debit + %(d)s::numeric ELSE debit END, "
             "credit = CASE WHEN debit > 0 THEN credit ELSE credit + %(d)s::numeric END WHERE id = ANY(%(ids)s)",
@@ -109,8 +117,9 @@ def encrypt_tenant(company_id: int, configuration: dict | None = None, secrets: 
 
     cid = int(company_id)
     t = _lab.resolve(configuration)
-    region = live_primary_region(t)
-    with t.pg(region, timeout=10) as c:
+    node = live_primary_node(t)
+    region = _lab.region_of_node(node)
+    with t.pg_node(node, timeout=10) as c:
         if c.execute("SELECT 1 FROM companies WHERE id = %s", (cid,)).fetchone() is None:
             raise UsageError(f"company_id {company_id!r} is not a company of the lab's database")
         counts = {tbl: c.execute(f"SELECT count(*) FROM {tbl} WHERE {_TENANT_WHERE[tbl]}", (cid,)).fetchone()[0]
@@ -133,7 +142,7 @@ def encrypt_tenant(company_id: int, configuration: dict | None = None, secrets: 
         return "ENC:" + base64.b64encode(nonce + aead.encrypt(nonce, text.encode(), None)).decode()
 
     encrypted: dict[str, int] = {}
-    with t.pg(region, timeout=10, autocommit=False) as c:
+    with t.pg_node(node, timeout=10, autocommit=False) as c:
         for tbl, cols in ENCRYPTED_COLUMNS.items():
             rows = c.execute(f"SELECT id, {', '.join(cols)} FROM {tbl} WHERE {_TENANT_WHERE[tbl]}",
                              (cid,)).fetchall()
