@@ -112,10 +112,13 @@ def no_failover(region: str = "primary", configuration: dict | None = None, secr
 
 
 def _lost(s, f: str) -> measure.RpoResult | None:
+    from harness.drill.finalize import judged_ops
+
     keys = (s.final_keys_by_f or {}).get(f)
     if keys is None:
         return None
-    return measure.rpo(s.timeline.ops, keys, _first_fault(s), f=f)
+    ops, _ = judged_ops(s.timeline.ops, f, f, s.timeline.events)  # the records the report judges
+    return measure.rpo(ops, keys, _first_fault(s), f=f)
 
 
 @drill_session.judged_only_after_a_fault()

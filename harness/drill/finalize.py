@@ -66,12 +66,29 @@ def _revoked_kids(events) -> set[str]:
             for kid in e.data.get("revoked") or ()}
 
 
+def judged_ops(ops, f: str, what: str, events) -> tuple[list, str | None]:
+    """The ops an RPO of data set `f` is judged on, and a note of what was left out: records whose TTL ran out
+    before the final read, and records issued under a signing key the drill revoked (the rotation removed them
+    on purpose). The report and the component checks judge the same records."""
+    notes = []
+    read_t = _final_read_t(events)
+    f_ops = list(ops)
+    if read_t is not None:
+        f_ops, expired = measure.unexpired(f_ops, read_t, f)
+        if expired:
+            notes.append(f"{len(expired)} {what} expired before the final read and were not judged")
+    f_ops, revoked = measure.unrevoked(f_ops, _revoked_kids(events), f)
+    if revoked:
+        notes.append(f"{len(revoked)} {what} issued under a signing key the drill revoked were removed by the "
+                     "rotation and not judged")
+    return f_ops, "; ".join(notes) or None
+
+
 def _rpo_by_service(s: DrillSession, ops, fault_t: float, events) -> tuple[dict, dict, dict, dict]:
     """(service -> RpoResult, service -> rpo_basis, service -> note, f -> WriteCounts) of the data services."""
     by_f = dict(s.final_keys_by_f or {})
     if s.final_keys is not None:
         by_f.setdefault("write", s.final_keys)
-    read_t = _final_read_t(events)
     rpos, basis, notes, counts = {}, {}, {}, {}
     for svc in STATELESS_SERVICES:
         basis[svc] = "stateless"
@@ -80,15 +97,9 @@ def _rpo_by_service(s: DrillSession, ops, fault_t: float, events) -> tuple[dict,
             basis[svc] = "not_measured"
             notes[svc] = f"RPO not measured: no final read of {what} in this run"
             continue
-        f_ops = ops
-        if read_t is not None:
-            f_ops, expired = measure.unexpired(ops, read_t, f)
-            if expired:
-                notes[svc] = f"{len(expired)} {what} expired before the final read and were not judged"
-        f_ops, revoked = measure.unrevoked(f_ops, _revoked_kids(events), f)
-        if revoked:
-            notes[svc] = "; ".join(filter(None, [notes.get(svc), f"{len(revoked)} {what} issued under a signing key the "
-                                                 "drill revoked were removed by the rotation and not judged"]))
+        f_ops, note = judged_ops(ops, f, what, events)
+        if note:
+            notes[svc] = note
         rpos[svc] = measure.rpo(f_ops, by_f[f], fault_t, f=f)
         basis[svc] = what
         if f != "write":

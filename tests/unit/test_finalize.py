@@ -162,3 +162,24 @@ def test_dry_run_lists_every_service_unmeasured_without_failing(tmp_path, plan):
     assert (report["status"], report["exit_code"]) == ("passed", 0)
     assert len(report["objectives"]) == 4 and not any(o["measured"] for o in report["objectives"])
     assert all("dry run" in o["note"] for o in report["objectives"])
+
+
+def test_the_session_check_judges_the_sessions_the_report_judges(tmp_path, plan):
+    """A session whose TTL ran out before the final read and one issued under a key the drill revoked are both
+    gone from Redis on purpose: neither the report's authentication RPO nor the component check counts them."""
+    from harness.drill import component_checks
+
+    s = _session(tmp_path)
+    tl = s.timeline
+    tl.record_op("probe-authentication", "ok", "sExpired", f="session", value={"expires_in": 1}, t=T0 - 5.0)
+    tl.record_op("probe-authentication", "ok", "sRevoked", f="session", value={"expires_in": 3600, "kid": "k-old"},
+                 t=T0 - 3.0)
+    tl.append("check", "signing key rotated", {"revoked": ["k-old"]}, t=T0 + 4)
+    by = {o["service"]: o for o in finalize.build(s, plan)["objectives"]}
+    assert by["authentication"]["lost"] == 0
+    r = component_checks._lost(s, "session")
+    assert (r.lost, r.rpo_s) == (0, 0.0)
+    # a real loss still counts in both
+    tl.record_op("probe-authentication", "ok", "sLost", f="session", value={"expires_in": 3600}, t=T0 - 0.7)
+    assert component_checks._lost(s, "session").lost == 1
+    assert {o["service"]: o for o in finalize.build(s, plan)["objectives"]}["authentication"]["lost"] == 1
