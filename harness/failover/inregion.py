@@ -58,12 +58,7 @@ def _point_endpoint(t: _lab.LabTarget, http: Any, name: str) -> list[str]:
     """Point the primary region's database endpoint (apps' and DR's proxies) at node `name`; returns the proxies
     that changed."""
     want = _upstream(t, name)
-    changed = []
-    for proxy in ENDPOINT_PROXIES:
-        if toxiproxy.proxy(http, t.toxiproxy_url, proxy)["upstream"] != want:
-            toxiproxy.set_upstream(http, t.toxiproxy_url, proxy, want)
-            changed.append(proxy)
-    return changed
+    return [proxy for proxy in ENDPOINT_PROXIES if toxiproxy.ensure_upstream(http, t.toxiproxy_url, proxy, want)]
 
 
 def _endpoint_on(t: _lab.LabTarget, http: Any, name: str) -> bool:

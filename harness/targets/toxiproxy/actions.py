@@ -178,9 +178,7 @@ def restore_upstream(proxy: str, configuration: dict | None = None, secrets: dic
     t = _lab.resolve(configuration)
     upstream = _upstream(t, *_HOME[proxy])
     with t.http() as http:
-        changed = ops.proxy(http, t.toxiproxy_url, proxy).get("upstream") != upstream
-        if changed:
-            ops.set_upstream(http, t.toxiproxy_url, proxy, upstream)
+        changed = ops.ensure_upstream(http, t.toxiproxy_url, proxy, upstream)
     return {"proxy": proxy, "upstream": upstream, "changed": changed,
             "reverted": guard.mark_reverted("redirect_link", f"toxiproxy:{proxy}", configuration)}
 

@@ -32,6 +32,15 @@ def set_upstream(http: Any, base_url: str, name: str, upstream: str) -> dict[str
                   f"pointing proxy {name!r} at {upstream}")
 
 
+def ensure_upstream(http: Any, base_url: str, name: str, upstream: str) -> bool:
+    """Point a proxy at `upstream` unless it already is (then its live connections are left alone); True when it
+    changed."""
+    if proxy(http, base_url, name).get("upstream") == upstream:
+        return False
+    set_upstream(http, base_url, name, upstream)
+    return True
+
+
 def reset(http: Any, base_url: str) -> None:
     """Enable every proxy and remove every toxic (Toxiproxy POST /reset)."""
     _check(http.post(f"{base_url}/reset"), "reset")
