@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.integration._allure import attachment_names, results
+from tests.cli import drill_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -23,10 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def drill(*args: str, state: Path, reports: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DRILL_STATE_DIR=str(state), DRILL_REPORTS_DIR=str(reports))
-    env.pop("DRILL_HISTORY", None)
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return drill_cli(*args, state=state, timeout=timeout, drop=("DRILL_HISTORY",),
+                     env={"DRILL_REPORTS_DIR": str(reports)})
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,11 @@ import pytest
 from psycopg import sql
 
 from harness.lab.aws import client
+from tests.cli import drill_on as drill
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 HARNESS_ERROR, USAGE, INTEGRITY, REFUSED = 1, 2, 4, 5
-
-
-def drill(lab, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DRILL_STATE_DIR"}
-    env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args, "--state-dir", str(lab.state)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def error_line(r: subprocess.CompletedProcess) -> str:

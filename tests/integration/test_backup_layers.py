@@ -8,9 +8,6 @@ itself); everything a test adds is removed again.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -19,17 +16,11 @@ import pytest
 from harness.backup import retention
 from harness.config import load_plan
 from harness.lab.aws import client
+from tests.cli import drill_on as drill
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BUCKET, TABLE = "kerp-backups", "kerp-backup-metadata"
-
-
-def drill(lab, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DRILL_STATE_DIR"}
-    env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args, "--state-dir", str(lab.state)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

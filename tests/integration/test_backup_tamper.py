@@ -5,24 +5,15 @@ The tampered copies are written under new keys with the original's metadata and 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from harness.lab.aws import client
+from tests.cli import drill_on as drill
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BUCKET, TABLE = "kerp-backups", "kerp-backup-metadata"
-
-
-def drill(lab, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DRILL_STATE_DIR"}
-    env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args, "--state-dir", str(lab.state)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def remove(endpoint: str, key: str) -> None:

@@ -9,9 +9,7 @@ each drill takes a base backup of the current primary first, so its recovery rep
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -21,6 +19,7 @@ from harness.lab import aws
 from harness.safety.fault_ledger import FaultLedger, ledger_path
 from harness.workload import find_primary_dsn
 from tests.timing import poll, scaled
+from tests.cli import drill_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -38,9 +37,7 @@ COMPANY_ROWS = {
 
 
 def drill(*args: str, state: Path, timeout: float = scaled(1200), **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
-                          env=dict(os.environ, DRILL_STATE_DIR=str(state), **env), capture_output=True, text=True,
-                          timeout=timeout)
+    return drill_cli(*args, state=state, timeout=timeout, env=env)
 
 
 def events(report: dict, name: str) -> list[dict]:

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.timing import scaled
+from tests.cli import drill_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,9 +22,7 @@ CATALOG = {"authentication", "api-gateway", "voucher-service", "tax-invoice-serv
 
 
 def drill(*args: str, state: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DRILL_STATE_DIR=str(state))
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return drill_cli(*args, state=state, timeout=timeout)
 
 
 def wait_for_fault(timeline: Path, proc: subprocess.Popen, seconds: float) -> bool:

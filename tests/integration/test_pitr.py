@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -21,17 +20,11 @@ from psycopg import sql
 
 from harness.lab import procs, recovered
 from tests.labs import fresh_lab
+from tests.cli import drill_on as drill
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 USAGE, REFUSED = 2, 5
-
-
-def drill(lab, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DRILL_STATE_DIR"}
-    env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args, "--state-dir", str(lab.state)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def error_line(r: subprocess.CompletedProcess) -> str:

@@ -9,9 +9,7 @@ full run is its own test. ci-smoke and annual-full-dr (region-failover) run in t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ import pytest
 from harness.drill import catalog, profiles, runner
 from harness.report.profile import worst_exit
 from harness.safety import guard
+from tests.cli import drill_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,9 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def drill(*args: str, state: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DRILL_STATE_DIR=str(state))
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return drill_cli(*args, state=state, timeout=timeout)
 
 
 def test_each_profile_draws_its_share_of_the_catalog(tmp_path):

@@ -5,9 +5,6 @@ refused with exit 4. Sessions are test keys `session:drilltest-*`, removed after
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -16,14 +13,9 @@ import redis
 from harness.backup import redis_snapshot
 from harness.lab import procs, recovered
 from harness.lab.aws import client
+from tests.cli import drill_on as drill
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-
-def drill(lab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DRILL_STATE_DIR"}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args, "--state-dir", str(lab.state)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
