@@ -658,6 +658,10 @@ def pick_scenarios(prof: profiles.Profile, cat: catalog.Catalog, only: tuple[str
     return picked
 
 
+#: how long the lab may take after a scenario to settle into its starting shape before the profile stops
+SHAPE_GRACE_S = 20.0
+
+
 def _left_unhealthy(state_dir: str | None, env_name: str | None, report_dir: Path) -> str | None:
     """Why the next scenario must not run on this lab: a fault still active in the ledger, a failed rollback in the
     scenario's journal, or (embedded environments) an unhealthy lab or one not back on its primary region."""
@@ -685,6 +689,23 @@ def _left_unhealthy(state_dir: str | None, env_name: str | None, report_dir: Pat
         return f"the lab is unhealthy after the scenario{': ' + ', '.join(down) if down else ''}"
     if (topo.get("router") or {}).get("active_region") != "primary":
         return f"the lab is left on region {(topo.get('router') or {}).get('active_region')!r}, not the primary"
+    # every role as the next scenario expects to find it (the standbys streaming, apps scaled, proxies clean...);
+    # a rollback may still be settling (replicas coming up): a few seconds' grace
+    from harness.failover.failback import lab_shape
+    from harness.targets import _lab
+
+    t = _lab.resolve({"drill_state_dir": str(state)})
+    shape: dict[str, Any] = {}
+
+    def in_shape() -> bool:
+        shape.update(lab_shape(t, "primary"))
+        return bool(shape["ok"])
+
+    with contextlib.suppress(HarnessError):
+        _lab.wait_for(in_shape, SHAPE_GRACE_S, "the lab in its starting shape", interval=0.5)
+    if not shape.get("ok"):
+        return "the lab is not in its starting shape after the scenario: " + \
+            ", ".join(k for k, v in shape.items() if not v and k != "ok")
     return None
 
 
