@@ -95,8 +95,9 @@ def _teardown(s, drill_lab, drill_configuration) -> None:
 
 
 @given(parsers.parse('a drill of kind "{kind}" is recording'), target_fixture="drill")
-def drill_recording(drill_run, drill_configuration, kind: str):
+def drill_recording(request, drill_run, drill_configuration, kind: str):
     from harness.config import load_plan, read_yaml
+    from harness.core import catalog as catalog_core
 
     overrides_path = os.environ.get("DRILL_PLAN_OVERRIDES")
     overrides = read_yaml(Path(overrides_path)) if overrides_path else None
@@ -106,6 +107,11 @@ def drill_recording(drill_run, drill_configuration, kind: str):
                             report_dir=Path(report_dir) if report_dir else None, plan=plan,
                             config={"drill_plan_overrides": overrides,
                                     "drill_dry_run": bool(drill_configuration.get("drill_dry_run"))})
+    # the feature's level tag (pytest-bdd makes tags markers): the report judges the level's downtime, as for an
+    # experiment's drill_level
+    tags = catalog_core.read_tags(m.name for m in request.node.iter_markers())
+    if tags.level is not None:
+        s.config["drill_level"] = tags.level
     s.approvals |= {g for g in os.environ.get("DRILL_APPROVALS", "").split(",") if g}
     drill_session.register_lab_secrets(s, drill_configuration["drill_state_dir"])
     drill_configuration[run_context.RUN_ID_KEY] = s.run_id  # the steps pass the run context on by its id

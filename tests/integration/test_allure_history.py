@@ -58,6 +58,10 @@ def test_history_lists_the_run_with_rto_rpo(runs, drill_lab):
     [row] = json.loads(r.stdout)
     report = json.loads((Path(row["report_dir"]) / "report.json").read_text())
     assert row["run_id"] == report["run_id"] and row["kind"] == "region-failover" and row["target"].endswith(".feature")
+    # the feature's @level3 tag: its downtime is judged as an experiment's drill_level is (144 s on the 0.01 clock)
+    lvl = report["level_objective"]
+    assert (lvl["level"], lvl["objective_s"], lvl["measured"], lvl["met"]) == (3, 144.0, True, True), lvl
+    assert 0 < lvl["measured_downtime_s"] < 144, lvl
     assert row["status"] == "passed" and row["exit_code"] == 0 and row["environment"] == "lab"
     assert row["duration_s"] == report["duration_s"] and row["started_at"] == report["started_at"]
     assert {s: (o["rto_s"], o["rpo_s"]) for s, o in row["objectives"].items()} == \
