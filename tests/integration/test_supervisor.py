@@ -163,7 +163,10 @@ def test_killed_replica_is_restarted_and_router_keeps_answering(sups: list[Sup],
             done.set()
             worker.join(10)
         assert len(statuses) > 20
-        assert set(statuses) == {200}, f"router answered {sorted(set(statuses))} during the restart"
+        # one request at a time: at most one can have been on the killed replica's connection when it died, and a
+        # write the target may have applied is answered 502 (indeterminate), never sent twice; every other 200
+        bad = [c for c in statuses if c != 200]
+        assert bad in ([], [502]), f"router answered {bad} of {len(statuses)} during the restart"
         assert sup.replicas("primary")[1]["restarts"] == 0
         assert "restart" in (tmp_path / "supervisor.log").read_text()
     finally:
