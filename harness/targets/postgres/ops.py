@@ -275,18 +275,49 @@ def streams_to_upstream(node: PgNode, connect: Connect, upstream_connect: Connec
                    for r in replication_rows(u))
 
 
+#: what a standby's server log says when its WAL ran past the point where the upstream's timeline forked off:
+#: it will never stream from that upstream without pg_rewind
+DIVERGED_MARKS = ("forked off current database system timeline", "is not in this server's history")
+
+
+def _log_size(node: PgNode) -> int:
+    try:
+        return node.log_file.stat().st_size
+    except OSError:
+        return 0
+
+
+def diverged_since(node: PgNode, offset: int) -> bool:
+    """The node's server log, from byte `offset` on, says its history diverged from its upstream's."""
+    try:
+        with node.log_file.open("rb") as f:
+            f.seek(offset)
+            text = f.read(4 << 20).decode("utf-8", "replace")
+    except OSError:
+        return False
+    return any(m in text for m in DIVERGED_MARKS)
+
+
 def _start_and_stream(node: PgNode, connect: Connect, upstream_connect: Connect, stream_port: int,
                       timeout: float) -> bool:
+    """Start `node` (a standby by its config) and wait until it streams from the upstream; False on timeout, or at
+    once when its log says it diverged from the upstream's timeline (it needs pg_rewind, waiting cannot help)."""
+    offset = _log_size(node)
     try:
         node.start(timeout=timeout)
     except LabError:
         return False
-    try:
-        wait_for(lambda: streams_to_upstream(node, connect, upstream_connect, stream_port), timeout,
-                 f"PostgreSQL {node.region} streaming")
-        return True
-    except LabError:
-        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if streams_to_upstream(node, connect, upstream_connect, stream_port):
+                return True
+        except Exception:  # not answering yet: asked again
+            pass
+        if diverged_since(node, offset):
+            return False
+        time.sleep(0.1)
+    return False
 
 
 def rejoin_as_standby(node: PgNode, connect: Connect, upstream: PgNode, upstream_connect: Connect,
