@@ -694,15 +694,18 @@ def _left_unhealthy(state_dir: str | None, env_name: str | None, report_dir: Pat
     from harness.failover.failback import lab_shape
     from harness.targets import _lab
 
-    t = _lab.resolve({"drill_state_dir": str(state)})
     shape: dict[str, Any] = {}
+    try:
+        t = _lab.resolve({"drill_state_dir": str(state)})
 
-    def in_shape() -> bool:
-        shape.update(lab_shape(t, "primary"))
-        return bool(shape["ok"])
+        def in_shape() -> bool:
+            shape.update(lab_shape(t, "primary"))
+            return bool(shape["ok"])
 
-    with contextlib.suppress(HarnessError):
         _lab.wait_for(in_shape, SHAPE_GRACE_S, "the lab in its starting shape", interval=0.5)
+    except HarnessError as e:
+        if not shape:
+            return f"the lab's shape could not be read after the scenario: {e}"
     if not shape.get("ok"):
         return "the lab is not in its starting shape after the scenario: " + \
             ", ".join(k for k, v in shape.items() if not v and k != "ok")

@@ -5,9 +5,6 @@ pod loss, network instability, Redis primary loss, Popbill outage. Each drill le
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -18,17 +15,15 @@ from harness.safety.fault_ledger import FaultLedger, ledger_path
 from harness.targets.kubernetes import probes as k8s_probes
 from harness.targets.redis import probes as redis_probes
 from harness.targets.toxiproxy import probes as toxiproxy_probes
+from tests.cli import drill_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"authentication", "api-gateway", "voucher-service", "tax-invoice-service"}
 
 
 def run_drill(name: str, state: Path, report_dir: Path, timeout: float = 600) -> dict:
-    env = dict(os.environ, DRILL_STATE_DIR=str(state))
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", f"experiments/{name}.json", "--report-dir",
-                        str(report_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    r = drill_cli("run", f"experiments/{name}.json", "--report-dir", str(report_dir), state=state, timeout=timeout)
     report = json.loads((report_dir / "report.json").read_text()) if (report_dir / "report.json").exists() else {}
     assert r.returncode == 0, (report.get("error"), r.stderr[-3000:])
     return report

@@ -8,10 +8,6 @@ back to 0 after), so "every replica" covers both regions: it reads the key ring 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import jwt
@@ -23,10 +19,10 @@ from harness.safety.fault_ledger import FaultLedger, ledger_path
 from harness.targets import _lab
 from harness.targets.app import ops as app_ops
 from harness.workload import find_primary_redis
+from tests.cli import drill_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sessions_by_kid(rd: redis.Redis) -> dict[str, tuple[str | None, int]]:
@@ -58,10 +54,8 @@ def test_security_breach_rotates_the_key_revokes_sessions_and_refuses_old_and_fo
             sessions0 = {k: v for k, v in _sessions_by_kid(rd).items() if v[0] == old_kid}
             assert f"session:{before['session_id']}" in sessions0
 
-            env = dict(os.environ, DRILL_STATE_DIR=str(drill_lab.state))
-            r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "experiments/security-breach.json",
-                                "--report-dir", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
-                               timeout=900)
+            r = drill_cli("run", "experiments/security-breach.json", "--report-dir", str(tmp_path),
+                          state=drill_lab.state, timeout=900)
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
             report = json.loads((tmp_path / "report.json").read_text())
 

@@ -55,3 +55,9 @@ def test_a_node_maps_to_its_region() -> None:
     assert _lab.region_of_node("dr") == "dr"
     with pytest.raises(UsageError, match="'eu'"):
         _lab.region_of_node("eu")
+
+
+def test_two_primaries_are_refused_naming_both() -> None:
+    t = lab_with({"primary": "primary", "primary_c": "primary", "dr": "standby"})
+    with pytest.raises(HarnessError, match="2 PostgreSQL nodes are primaries \\(primary, primary_c\\)"):
+        data_faults.live_primary_node(t, timeout_s=0)

@@ -50,9 +50,12 @@ def live_primary_node(t: _lab.LabTarget, timeout_s: float = 30.0) -> str:
     deadline = time.monotonic() + timeout_s
     names = [n for n in ("primary", _lab.INREGION, "dr") if n in t.nodes]
     while True:
-        for name in names:
-            if ops.role(lambda n=name: t.pg_node(n, timeout=10)) == "primary":
-                return name
+        primaries = [name for name in names if ops.role(lambda n=name: t.pg_node(n, timeout=10)) == "primary"]
+        if len(primaries) > 1:
+            raise HarnessError(f"{len(primaries)} PostgreSQL nodes are primaries ({', '.join(primaries)}): "
+                               "not touching data until the split brain is resolved")
+        if primaries:
+            return primaries[0]
         if time.monotonic() >= deadline:
             raise HarnessError(f"no PostgreSQL node ({', '.join(names)}) is a running primary: nothing to corrupt")
         time.sleep(1.0)

@@ -270,9 +270,12 @@ def streams_to_upstream(node: PgNode, connect: Connect, upstream_connect: Connec
     with connect() as c:
         if not (in_recovery(c) and streaming_from(c, stream_port)):
             return False
+        started = c.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
     with upstream_connect() as u:
-        return any(r["application_name"] == node.application_name and r["state"] == "streaming"
-                   for r in replication_rows(u))
+        # a sender of this standby's previous life may linger (up to wal_sender_timeout): only one started since
+        return u.execute("SELECT count(*) FROM pg_stat_replication WHERE application_name = %s "
+                         "AND state = 'streaming' AND backend_start >= %s",
+                         (node.application_name, started)).fetchone()[0] > 0
 
 
 #: what a standby's server log says when its WAL ran past the point where the upstream's timeline forked off:
