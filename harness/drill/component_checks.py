@@ -59,7 +59,6 @@ def within_level_downtime(level: int | None = None, recovery_timeout_s: float = 
     the run's exit code comes from the report's level objective (exit 3 when missed), not from this check."""
     s = drill_session.current()
     level, downtime, scale = level_downtime_s(s, level, configuration)
-    allowed = downtime
     since = _first_fault(s)
     services = list(s.workload.probes.services) if s.workload is not None and s.workload.probes else []
     if not services:
@@ -76,10 +75,10 @@ def within_level_downtime(level: int | None = None, recovery_timeout_s: float = 
             break
         time.sleep(0.1)
     longest = {svc: outages.longest_outage_s(o) for svc, o in by_service.items()}
-    ok = all(v is not None and v <= allowed for v in longest.values())
+    ok = all(v is not None and v <= downtime for v in longest.values())
     s.event("check", f"every service kept or regained service within the level {level} downtime "
                      f"({downtime:g} s on the drill clock)", status="pass" if ok else "fail",
-            level=level, downtime_s=downtime, allowed_s=allowed, time_scale=scale,
+            level=level, downtime_s=downtime, allowed_s=downtime, time_scale=scale,
            longest_outage_s={k: None if v is None else round(v, 3) for k, v in longest.items()},
            outages={k: len(v) for k, v in by_service.items()})
     return ok

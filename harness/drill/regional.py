@@ -16,6 +16,7 @@ from harness.lab import procs, recovered
 from harness.lab.postgres import PgNode
 from harness.targets import _lab
 from harness.targets.app import ops as app_ops
+from harness.targets.postgres import data_faults
 from harness.targets.postgres import ops as pg_ops
 from harness.targets.router import ops as router_ops
 
@@ -156,10 +157,7 @@ def check_kept_aside(region: str = "primary", configuration: dict | None = None,
         s.event("check", "lost writes kept aside", status="fail", **out, why="no copy kept aside")
         raise HarnessError(f"{len(lost)} acknowledged voucher(s) lost and no copy of {region}'s old data dir at {aside}")
     found = _count_in_copy(t, aside, lost)
-    primary = next((r for r in _lab.REGIONS if pg_ops.role(lambda r=r: t.pg(r)) == "primary"), None)
-    if primary is None:
-        raise HarnessError("lost writes kept aside: no region's PostgreSQL is a primary to count them on")
-    with t.pg(primary) as c:
+    with t.pg_node(data_faults.live_primary_node(t)) as c:  # any node (after a Multi-AZ failover: primary_c)
         on_primary = int(c.execute("SELECT count(*) FROM vouchers WHERE request_id = ANY(%s)", (lost,)).fetchone()[0])
     dropped = len(lost) - found["in_copy"] - on_primary
     out.update(in_kept_aside=found["in_copy"], on_primary=on_primary, dropped=max(dropped, 0),

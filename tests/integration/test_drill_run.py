@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CATALOG = {"authentication", "api-gateway", "voucher-service", "tax-invoice-service"}
 
 
-def drill(*args: str, state: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return drill_cli(*args, state=state, timeout=timeout)
+drill = drill_cli  # `drill ARGS` with state=LAB (timeout 300 s unless given)
 
 
 def wait_for_fault(timeline: Path, proc: subprocess.Popen, seconds: float) -> bool:

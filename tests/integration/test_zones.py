@@ -10,18 +10,17 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_drill_run import assert_lab_on_primary
-from tests.integration.test_drill_run import drill as run_drill
+from tests.cli import drill_cli
 from tests.timing import scaled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]  # > the drills' own limit
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def drill(*args: str, state: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     """`drill ARGS` on the shared lab. The timeout is generous (a loaded machine makes the switchback's pg_rewind
     take minutes): killing the drill mid-rollback would leave the lab for `drill recover`."""
-    return run_drill(*args, state=state, timeout=scaled(timeout))
+    return drill_cli(*args, state=state, timeout=scaled(timeout))
 
 
 def _faults(report: dict, phase: str = "inject") -> list[dict]:

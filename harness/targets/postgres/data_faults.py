@@ -57,7 +57,7 @@ def live_primary_node(t: _lab.LabTarget, timeout_s: float = 30.0) -> str:
         if primaries:
             return primaries[0]
         if time.monotonic() >= deadline:
-            raise HarnessError(f"no PostgreSQL node ({', '.join(names)}) is a running primary: nothing to corrupt")
+            raise HarnessError(f"no PostgreSQL node ({', '.join(names)}) is a running primary")
         time.sleep(1.0)
 
 
