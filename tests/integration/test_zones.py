@@ -125,6 +125,8 @@ def test_az_loss_promotes_the_in_region_standby_without_region_switch(drill_lab,
         assert o["rto_measured_s"] is not None or not o["outage_observed"], o
     (check,) = [e for e in report["timeline"] if e["kind"] == "check" and "rescheduled off primary-node-1" in e["event"]]
     assert check["data"]["drill_downtime_s"] == pytest.approx(18.0) and check["data"]["services_back_s"] is not None
+    # measured by the run's own probes, not by when the check got to run (after the DR standby followed)
+    assert check["data"]["services_back_measured_by"] == "the run's service probes"
     assert {x["zone"] for x in check["data"]["replicas"]} == {"ap-northeast-2c"}
     _no_write_lost(report, tmp_path, drill_lab, fault_t)
     _lab_as_found(drill_lab)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harness.core import escalation
+from harness.core import escalation, outages
 from harness.errors import ConfigError, LabError, UsageError
 from harness.safety import context as run_context
 from harness.safety import guard
@@ -96,6 +96,24 @@ def _services_back(http: Any, t: _lab.LabTarget) -> bool:
     return all(ops.check_service(http, t.router_url, svc, write=False)["ok"] for svc in ops.SERVICES)
 
 
+def _back_at(s: Any, t0: float, seen_at: float) -> tuple[float, str]:
+    """When every catalog service answered again after the fault at `t0`, and what measured it. The run's own
+    service probes on its timeline measure it when they cover every service: the end of each one's last outage
+    since the fault (the fault itself for one that never went down). A check that runs only after a slow step (the
+    DR standby following the new primary) would otherwise count that step as downtime. Without such probes: the
+    time this check saw them all answer (`seen_at`)."""
+    probes = s.timeline.of_kind("probe") if s is not None else []
+    ends = []
+    for svc in ops.SERVICES:
+        if not any(p.data.get("service") == svc for p in probes):
+            return seen_at, "this check"
+        found = outages.outages(probes, svc, t0)
+        if any(o.end is None for o in found):
+            return seen_at, "this check"
+        ends.append(max((o.end for o in found), default=t0))
+    return max(ends), "the run's service probes"
+
+
 def replicas_rescheduled(region: str = "primary", lost_node: str | None = None, level: int = 1,
                          timeout_s: float = 60.0, configuration: dict | None = None,
                          secrets: dict | None = None) -> dict[str, Any]:
@@ -125,11 +143,14 @@ def replicas_rescheduled(region: str = "primary", lost_node: str | None = None, 
                     placed = [{"slot": r["slot"], "pod": r.get("pod"), "node": r.get("node"), "zone": r.get("zone")}
                               for r in reps]
             time.sleep(0.1)
+    measured_by = None
+    if services_at is not None:
+        services_at, measured_by = _back_at(s, t0, services_at)
     services_s = round(services_at - t0, 3) if services_at is not None else None
     rescheduled_s = round(rescheduled_at - t0, 3) if rescheduled_at is not None else None
     ok = services_s is not None and services_s <= drill_s and rescheduled_s is not None
     out = {"ok": ok, "region": region, "lost_node": lost_node, "services_back_s": services_s,
-           "rescheduled_s": rescheduled_s, "replicas": placed, "level": level,
+           "rescheduled_s": rescheduled_s, "services_back_measured_by": measured_by, "replicas": placed, "level": level,
            "expected_downtime_s": plan_s, "drill_downtime_s": drill_s}
     if s is not None:
         s.event("check", f"replicas of {region} rescheduled off {lost_node}: services back after {services_s} s, "
@@ -158,10 +179,13 @@ def services_recovered(level: int = 2, timeout_s: float = 60.0, configuration: d
                 back_at = time.time()
                 break
             time.sleep(0.1)
+    measured_by = None
+    if back_at is not None:
+        back_at, measured_by = _back_at(s, t0, back_at)
     back_s = round(back_at - t0, 3) if back_at is not None else None
     ok = back_s is not None and back_s <= drill_s
-    out = {"ok": ok, "services_back_s": back_s, "level": level, "expected_downtime_s": plan_s,
-           "drill_downtime_s": drill_s}
+    out = {"ok": ok, "services_back_s": back_s, "measured_by": measured_by, "level": level,
+           "expected_downtime_s": plan_s, "drill_downtime_s": drill_s}
     if s is not None:
         s.event("check", f"every service answers again after {back_s} s (level {level} downtime on the drill clock "
                 f"{drill_s:g} s)", status="pass" if ok else "fail", **{k: v for k, v in out.items() if k != "ok"},
